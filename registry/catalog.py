@@ -1,0 +1,158 @@
+"""Components by kind and name: what a registration holds and how it is looked up."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+#: Component kinds and the hook that registers each.
+KINDS: dict[str, str] = {
+    "text_encoder": "register_text_encoders",
+    "molecule_encoder": "register_molecule_encoders",
+    "aligner": "register_aligners",
+    "loss": "register_losses",
+    "composition": "register_compositions",
+    "task": "register_tasks",
+}
+
+
+class ComponentError(ValueError):
+    """A component could not be registered, found or configured."""
+
+
+class DuplicateComponentError(ComponentError):
+    """Two plugins registered the same name for the same kind."""
+
+
+class UnknownComponentError(ComponentError, KeyError):
+    """No component of that kind has that name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class UnknownOptionError(ComponentError):
+    """An option that a component does not accept."""
+
+
+def close_matches(word: str, candidates: list[str], n: int = 3) -> list[str]:
+    """Candidates that look like ``word`` (typos, prefixes)."""
+    found = difflib.get_close_matches(word, candidates, n=n, cutoff=0.5)
+    found += [c for c in candidates if word and c.startswith(word) and c not in found]
+    return found[:n]
+
+
+def did_you_mean(word: str, candidates: list[str]) -> str:
+    matches = close_matches(word, candidates)
+    return f" Did you mean: {', '.join(matches)}?" if matches else ""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registration: a named factory of a kind, from a plugin."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any] | str
+    description: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    plugin: str = "?"
+    plugin_version: str | None = None
+
+    def load(self) -> Callable[..., Any]:
+        """Resolve a lazy ``"module:attr"`` factory (this is where heavy imports happen)."""
+        if callable(self.factory):
+            return self.factory
+        module_name, _, attr = self.factory.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise ComponentError(
+                f"{self.kind} {self.name!r} from plugin {self.plugin!r}: cannot load factory "
+                f"{self.factory!r}: {exc}"
+            ) from exc
+        return obj
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        unknown = [key for key in options if key not in self.config]
+        if unknown:
+            allowed = sorted(self.config)
+            hints = "".join(did_you_mean(key, allowed) for key in unknown)
+            raise UnknownOptionError(
+                f"{self.kind} {self.name!r} has no option {', '.join(map(repr, unknown))}. "
+                f"Options: {', '.join(allowed) or '(none)'}.{hints}"
+            )
+
+    def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults overlaid with ``options`` (validated)."""
+        options = dict(options or {})
+        self.check_options(options)
+        return {**self.config, **options}
+
+    def create(self, **options: Any) -> Any:
+        """Instantiate the component with validated options (extra keyword args pass through)."""
+        return self.load()(**options)
+
+
+class Catalog:
+    """All registered components, filled by :func:`zoo.registry.plugins.load_plugins`."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+
+    def add(self, component: Component) -> None:
+        if component.kind not in KINDS:
+            raise ComponentError(f"unknown component kind {component.kind!r}; kinds: {', '.join(KINDS)}")
+        if not component.name or not isinstance(component.name, str):
+            raise ComponentError(f"plugin {component.plugin!r} registered a {component.kind} without a name")
+        existing = self.by_kind[component.kind].get(component.name)
+        if existing is not None:
+            raise DuplicateComponentError(
+                f"{component.kind} {component.name!r} is registered twice: by plugin "
+                f"{existing.plugin!r} and by plugin {component.plugin!r}. Disable one with "
+                f"ZOO_DISABLE_PLUGINS={component.plugin}"
+            )
+        self.by_kind[component.kind][component.name] = component
+
+    def get(self, kind: str, name: str) -> Component:
+        if kind not in KINDS:
+            raise ComponentError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
+        try:
+            return self.by_kind[kind][name]
+        except KeyError:
+            names = sorted(self.by_kind[kind])
+            raise UnknownComponentError(
+                f"unknown {kind} {name!r}.{did_you_mean(str(name), names)} "
+                f"Available: {', '.join(names) or '(none)'}. See `zoo list {kind}`."
+            ) from None
+
+    def list(self, kind: str | None = None, pattern: str | None = None) -> list[Component]:
+        import fnmatch
+
+        kinds = [kind] if kind else list(KINDS)
+        out = []
+        for k in kinds:
+            if k not in KINDS:
+                raise ComponentError(f"unknown component kind {k!r}.{did_you_mean(k, list(KINDS))} Kinds: {', '.join(KINDS)}")
+            for name in sorted(self.by_kind[k]):
+                if pattern is None or fnmatch.fnmatch(name, pattern):
+                    out.append(self.by_kind[k][name])
+        return out
+
+
+def get_component(kind: str, name: str) -> Component:
+    """The registered component ``name`` of ``kind`` (loads plugins on first use)."""
+    from zoo.registry.plugins import load_plugins
+
+    return load_plugins().get(kind, name)
+
+
+def list_components(kind: str | None = None, pattern: str | None = None) -> list[Component]:
+    """Registered components, optionally of one kind and matching a wildcard pattern."""
+    from zoo.registry.plugins import load_plugins
+
+    return load_plugins().list(kind, pattern)

@@ -1,0 +1,178 @@
+"""The plugin manager: built-in plugins, entry points, enabling/disabling, the catalog."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Mapping
+
+import pluggy
+
+from zoo.registry import hookspecs
+from zoo.registry.catalog import KINDS, Catalog, Component, ComponentError
+
+ENTRY_POINT_GROUP = "molzoo"
+
+#: Built-in plugins: modules registered through the same hooks a third-party package uses.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "zoo.plugins.text_encoders",
+    "zoo.plugins.molecule_encoders",
+    "zoo.plugins.aligners",
+    "zoo.plugins.losses",
+    "zoo.plugins.compositions",
+    "zoo.plugins.tasks",
+)
+
+#: Comma-separated plugin names that are not loaded (like pytest's ``-p no:NAME``).
+DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
+#: If set, only these entry-point plugins load (built-ins always load unless disabled).
+ALLOW_ENV = "ZOO_PLUGINS"
+#: If set to 1, a plugin that fails to load is fatal instead of a warning.
+STRICT_ENV = "ZOO_STRICT_PLUGINS"
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin failed to load; the others keep working."""
+
+
+@dataclass
+class PluginRecord:
+    name: str
+    source: str  # "builtin" or "entry point <dist>"
+    version: str | None
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+_state: dict[str, Any] = {"pm": None, "catalog": None, "records": None}
+
+
+def _env_names(var: str) -> set[str] | None:
+    value = os.environ.get(var)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _strict() -> bool:
+    return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def _fail(record: PluginRecord, message: str, exc: BaseException | None = None) -> None:
+    record.error = message
+    if _strict():
+        raise ComponentError(f"{message} ({STRICT_ENV} is set)") from exc
+    warnings.warn(f"{message}; continuing without it (set {STRICT_ENV}=1 to make this fatal)", PluginLoadWarning, stacklevel=3)
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The plugin manager with built-ins and entry-point plugins registered."""
+    if _state["pm"] is None:
+        _build()
+    return _state["pm"]
+
+
+def _build() -> None:
+    from zoo import __version__
+
+    pm = pluggy.PluginManager("molzoo")
+    pm.add_hookspecs(hookspecs)
+    disabled = _env_names(DISABLE_ENV) or set()
+    allowed = _env_names(ALLOW_ENV)
+    records: list[PluginRecord] = []
+
+    for module_name in DEFAULT_PLUGINS:
+        if module_name in disabled or module_name.rsplit(".", 1)[-1] in disabled:
+            continue
+        record = PluginRecord(module_name, "builtin", __version__)
+        records.append(record)
+        try:
+            pm.register(importlib.import_module(module_name), name=module_name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the others down
+            _fail(record, f"built-in plugin {module_name!r} failed to load: {exc}", exc)
+
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in disabled or (allowed is not None and ep.name not in allowed):
+            continue
+        dist = getattr(ep, "dist", None)
+        record = PluginRecord(ep.name, f"entry point {dist.name if dist else ep.value}", dist.version if dist else None)
+        records.append(record)
+        if pm.get_plugin(ep.name) is not None:
+            _fail(record, f"plugin name {ep.name!r} is already taken")
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:  # noqa: BLE001
+            _fail(record, f"plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}", exc)
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise ComponentError(f"a plugin implements a hook molzoo does not define: {exc}") from exc
+
+    for record in records:
+        plugin = pm.get_plugin(record.name)
+        if plugin is not None:
+            record.hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+    _state.update(pm=pm, records=records, catalog=None)
+
+
+def load_plugins() -> Catalog:
+    """Call every registration hook once and return the filled catalog."""
+    if _state["catalog"] is not None:
+        return _state["catalog"]
+    pm = get_plugin_manager()
+    catalog = Catalog()
+    versions = {r.name: r.version for r in _state["records"]}
+    for kind, hook_name in KINDS.items():
+        caller = getattr(pm.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            plugin_name = impl.plugin_name
+
+            def register(
+                name: str,
+                factory: Any,
+                description: str = "",
+                config: Mapping[str, Any] | None = None,
+                *,
+                _kind: str = kind,
+                _plugin: str = plugin_name,
+            ) -> None:
+                catalog.add(
+                    Component(
+                        kind=_kind,
+                        name=name,
+                        factory=factory,
+                        description=description,
+                        config=dict(config or {}),
+                        plugin=_plugin,
+                        plugin_version=versions.get(_plugin),
+                    )
+                )
+
+            try:
+                impl.function(register=register)
+            except ComponentError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                record = next(r for r in _state["records"] if r.name == plugin_name)
+                _fail(record, f"plugin {plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}", exc)
+    _state["catalog"] = catalog
+    return catalog
+
+
+def plugin_info() -> list[dict[str, Any]]:
+    """What loaded: name, source, version, hooks, error."""
+    get_plugin_manager()
+    return [
+        {"name": r.name, "source": r.source, "version": r.version, "hooks": r.hooks, "error": r.error}
+        for r in _state["records"]
+    ]
+
+
+def reset_registry() -> None:
+    """Forget loaded plugins (tests, or after changing the environment variables)."""
+    _state.update(pm=None, catalog=None, records=None)
