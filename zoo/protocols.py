@@ -55,7 +55,9 @@ class MoleculeEncoder(Protocol):
     """A PyG batch of featurized molecules to ``[B, d]``; ``featurizer`` names what it needs."""
 
     dim: int
-    featurizer: str
+    featurizer: str  # name/version of the featurization, e.g. "rdkit_graph/1": keys the on-disk cache
+
+    def featurize(self, smiles: str) -> Any: ...  # one molecule -> torch_geometric.data.Data
 
     def forward(self, batch: Any) -> Encoded: ...
 
