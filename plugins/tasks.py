@@ -1,0 +1,13 @@
+"""Built-in evaluation tasks."""
+
+from zoo.registry import hookimpl
+
+
+@hookimpl
+def register_tasks(register):
+    register(
+        "chebi20",
+        "zoo.data:load_chebi20",
+        description="ChEBI-20 text<->molecule retrieval (Text2Mol protocol; galleries all/test)",
+        config={"holdout_fraction": 0.1, "holdout_seed": 0},
+    )

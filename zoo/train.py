@@ -1,0 +1,343 @@
+"""``zoo run``: assemble a composition, train it on ChEBI-20, evaluate it, write results.
+
+Training is device-agnostic (CUDA with bf16 autocast when present, CPU otherwise), seeded,
+early-stopped on the held-out split's text->molecule MRR, and checkpointed atomically after
+every epoch so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from zoo.spec import CompositionSpec
+
+CHECKPOINT_DIR = "checkpoint"
+RESULTS_FILE = "results.json"
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or continue (clear message, nothing half-written)."""
+
+
+@dataclass
+class RunOptions:
+    data_dir: str | None = None
+    out_dir: str | None = None
+    strict: bool = False  # refuse component substitutions (e.g. SciBERT -> MiniLM)
+    fresh: bool = False  # ignore an existing checkpoint in out_dir
+    progress: bool = True
+    download: bool = False
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class TrainerState:
+    epoch: int = 0  # epochs completed
+    best_mrr: float = -1.0
+    best_epoch: int = 0
+    stale_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    stop_reason: str = ""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise RunError(f"train.device={name!r} is not a device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError(f"train.device={name!r} but CUDA is not available here; use device=\"auto\" or \"cpu\"")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def default_out_dir(spec: CompositionSpec) -> Path:
+    return Path("runs") / f"{spec.name}-{spec.hash()}-s{spec.train.seed}"
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+def _model_state(model: torch.nn.Module, skip_frozen_backbone: bool) -> dict[str, torch.Tensor]:
+    state = model.state_dict()
+    if skip_frozen_backbone:  # reproducible from its source; keeps checkpoints small
+        state = {k: v for k, v in state.items() if not k.startswith("text_encoder.backbone.")}
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def save_weights(model: torch.nn.Module, path: Path, skip_frozen_backbone: bool, metadata: dict[str, str]) -> None:
+    from zoo.cache import atomic_save_tensors
+
+    atomic_save_tensors(_model_state(model, skip_frozen_backbone), path, metadata=metadata)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise RunError(f"cannot read checkpoint {path}: {exc}") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("text_encoder.backbone.")]
+    if missing or unexpected:
+        raise RunError(f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def save_trainer(path: Path, optimizer, scheduler, state: TrainerState, spec_hash: str) -> None:
+    from zoo.cache import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
+                "spec_hash": spec_hash, "state": json.dumps(state.__dict__)}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_trainer(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise RunError(f"cannot read trainer checkpoint {path}: {exc}; rerun with --fresh to start over") from None
+
+
+# -- the run ----------------------------------------------------------------------------------
+def run(spec: CompositionSpec, opts: RunOptions) -> Path:
+    """Train and evaluate ``spec``; returns the results JSON path."""
+    from torch_geometric.data import Batch
+
+    from zoo.cache import featurize_molecules
+    from zoo.data import load_chebi20
+    from zoo.evals.ranking import rank_of_true, retrieval_metrics
+    from zoo.evaluate import autocast, embed_molecules, embed_texts, score_both_directions
+    from zoo.model import build_model
+
+    log = opts.log
+    started = time.time()
+    timings: dict[str, float] = {}
+    requested = spec.resolve()
+    requested_hash = requested.hash()
+    cfg = requested.train
+    device = resolve_device(cfg.device)
+    if cfg.batch_size < 2:
+        raise RunError("train.batch_size must be at least 2 (in-batch negatives)")
+    seed_everything(cfg.seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    # 1. components (a substitution is announced before anything slow happens)
+    t0 = time.time()
+    model, report = build_model(requested, allow_substitution=not opts.strict, on_substitute=lambda m: log(f"WARNING: {m}"))
+    spec = report.spec
+    spec_hash = spec.hash()
+    text_encoder = model.text_encoder
+    text_mode = spec.text_encoder.options.get("mode", "frozen")
+    if text_mode == "auto":
+        text_mode = "finetune" if device.type == "cuda" else "frozen"
+    if hasattr(text_encoder, "set_mode"):
+        text_encoder.set_mode(text_mode)
+        log(f"text encoder {spec.text_encoder.name}: {text_mode} backbone" + (" (cached outputs, trainable head; chosen automatically on CPU)" if text_mode == "frozen" and spec.text_encoder.options.get("mode") == "auto" else ""))
+    model.to(device)
+    timings["build_s"] = time.time() - t0
+
+    out_dir = Path(opts.out_dir) if opts.out_dir else default_out_dir(spec)
+    results_path = out_dir / RESULTS_FILE
+    ckpt_dir = out_dir / CHECKPOINT_DIR
+    if results_path.exists() and not opts.fresh:
+        raise RunError(f"{results_path} exists: this run is finished. Use --out for a new run or --fresh to redo it.")
+
+    # 2. data
+    t0 = time.time()
+    task = spec.eval.task
+    if task != "chebi20":
+        raise RunError(f"eval.task={task!r}: only 'chebi20' is implemented by zoo run")
+    data = load_chebi20(opts.data_dir, holdout_fraction=cfg.holdout_fraction, holdout_seed=0, download=opts.download)
+    log(f"data: {data.data_dir} protocol={data.protocol} train={len(data.train)} select={len(data.select)} "
+        f"test={len(data.test)} gallery(all)={len(data.gallery)}")
+    graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
+                                 model.molecule_encoder.featurizer, progress=opts.progress, desc="featurizing molecules")
+    mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
+    timings["featurize_s"] = time.time() - t0
+
+    t0 = time.time()
+    described = data.descriptions
+    text_items = text_encoder.prepare([p.description for p in described], progress=opts.progress, device=device)
+    text_index = {p.cid: i for i, p in enumerate(described)}
+    timings["text_features_s"] = time.time() - t0
+
+    def items_for(pairs):
+        return [text_items[text_index[p.cid]] for p in pairs]
+
+    train_pairs, select_pairs = data.train, data.select
+    train_text, select_text = items_for(train_pairs), items_for(select_pairs)
+    train_mols = [mol_index[p.cid] for p in train_pairs]
+    select_mols = [mol_index[p.cid] for p in select_pairs]
+
+    # 3. optimizer & scheduler (timm factories)
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    backbone = getattr(text_encoder, "backbone", None)
+    if backbone is not None and text_mode == "finetune":
+        backbone_ids = {id(p) for p in backbone.parameters()}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
+        params: Any = [{"params": rest, "lr": cfg.lr}, {"params": list(backbone.parameters()), "lr": cfg.backbone_lr}]
+    else:
+        params = model
+    optimizer = create_optimizer_v2(params, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                       min_lr=cfg.lr * 0.01, warmup_lr=cfg.lr * 0.1)
+    skip_backbone = text_mode == "frozen"
+    meta = {"spec_hash": spec_hash, "molzoo_spec": json.dumps(spec.to_dict())}
+
+    # 4. resume
+    state = TrainerState()
+    trainer_path, last_path, best_path = ckpt_dir / "trainer.pt", ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
+    if trainer_path.exists() and not opts.fresh:
+        saved = load_trainer(trainer_path)
+        if saved["spec_hash"] != spec_hash:
+            raise RunError(f"{out_dir} holds a checkpoint of a different spec (hash {saved['spec_hash']} != {spec_hash}); "
+                           "use another --out or --fresh")
+        load_weights(model, last_path)
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler and saved["scheduler"]:
+            scheduler.load_state_dict(saved["scheduler"])
+        state = TrainerState(**json.loads(saved["state"]))
+        log(f"resuming from {ckpt_dir} after epoch {state.epoch} (best held-out MRR {state.best_mrr:.4f} at epoch {state.best_epoch})")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "spec.toml").write_text(spec.to_toml()) if not (out_dir / "spec.toml").exists() else None
+
+    # 5. train
+    collate_text = text_encoder.collate
+    n = len(train_pairs)
+    steps = n // cfg.batch_size if n >= cfg.batch_size else 1
+    if n < 2:
+        raise RunError(f"only {n} training pair(s): need at least 2")
+    budget_s = cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
+    while state.epoch < cfg.epochs and not state.stop_reason:
+        epoch = state.epoch
+        epoch_start = time.time()
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout etc.: identical after a resume
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).tolist()
+        model.train()
+        sums: dict[str, float] = {}
+        for step in range(steps):
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size] if n >= cfg.batch_size else order
+            text_batch = collate_text([train_text[i] for i in idx]).to(device)
+            mol_batch = Batch.from_data_list(graphs.select([train_mols[i] for i in idx])).to(device)
+            with autocast(device):
+                loss, logs = model(text_batch, mol_batch)
+            if not torch.isfinite(loss):
+                raise RunError(f"loss became {float(loss)} at epoch {epoch + 1} step {step + 1}; lower train.lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+        scheduler.step(epoch + 1)
+        # held-out selection: text->molecule MRR among the held-out molecules
+        text_emb = embed_texts(model, select_text, cfg.eval_batch_size, device)
+        mol_emb = embed_molecules(model, graphs, select_mols, cfg.eval_batch_size, device)
+        held = retrieval_metrics(rank_of_true(text_emb, mol_emb, torch.arange(len(select_mols)), device=device))
+        state.epoch = epoch + 1
+        epoch_s = time.time() - epoch_start
+        state.train_seconds += epoch_s
+        record = {"epoch": state.epoch, **{k: v / steps for k, v in sums.items()}, "heldout_mrr": held["mrr"],
+                  "heldout_hits@1": held["hits@1"], "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_s}
+        state.history.append(record)
+        improved = held["mrr"] > state.best_mrr
+        if improved:
+            state.best_mrr, state.best_epoch, state.stale_epochs = held["mrr"], state.epoch, 0
+            save_weights(model, best_path, skip_backbone, meta)
+        else:
+            state.stale_epochs += 1
+        extras = " ".join(f"{k}={record[k]:.3f}" for k in ("retrieval_loss", "adversarial", "disc_acc") if k in record)
+        log(f"epoch {state.epoch:3d}/{cfg.epochs} loss={record['loss']:.4f} {extras} held-out MRR={held['mrr']:.4f} "
+            f"H@1={held['hits@1']:.3f}{' *' if improved else ''} ({epoch_s:.1f}s)")
+        if state.stale_epochs >= cfg.patience:
+            state.stop_reason = f"early stop: no held-out MRR gain for {cfg.patience} epochs"
+        elif state.train_seconds + epoch_s > budget_s:
+            state.stop_reason = f"time budget: train.max_minutes={cfg.max_minutes} reached"
+        elif state.epoch >= cfg.epochs:
+            state.stop_reason = "completed all epochs"
+        save_weights(model, last_path, skip_backbone, meta)
+        save_trainer(trainer_path, optimizer, scheduler, state, spec_hash)
+    log(f"training stopped after epoch {state.epoch}: {state.stop_reason or 'completed'}; best epoch {state.best_epoch} "
+        f"(held-out MRR {state.best_mrr:.4f})")
+    timings["train_s"] = state.train_seconds
+
+    # 6. evaluate the best weights on test
+    t0 = time.time()
+    load_weights(model, best_path)
+    test_pairs = data.test
+    test_text_emb = embed_texts(model, items_for(test_pairs), cfg.eval_batch_size, device)
+    test_mols = torch.tensor([mol_index[p.cid] for p in test_pairs])
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    galleries: dict[str, dict[str, int]] = {}
+    for gallery in spec.eval.galleries:
+        if gallery == "all":
+            cand_mol_idx = list(range(len(data.gallery)))
+            mol_emb = embed_molecules(model, graphs, cand_mol_idx, cfg.eval_batch_size, device, progress=opts.progress,
+                                      desc="embedding gallery (all)")
+            t2m_true = test_mols
+            cand_text = embed_texts(model, text_items, cfg.eval_batch_size, device)
+            m2t_true = torch.tensor([text_index[p.cid] for p in test_pairs])
+            mol_queries = mol_emb[test_mols]
+        elif gallery == "test":
+            mol_emb = embed_molecules(model, graphs, test_mols.tolist(), cfg.eval_batch_size, device)
+            t2m_true = torch.arange(len(test_pairs))
+            cand_text, m2t_true, mol_queries = test_text_emb, torch.arange(len(test_pairs)), mol_emb
+        else:
+            raise RunError(f"eval.galleries: unknown gallery {gallery!r}; choose from all, test")
+        scores[gallery] = score_both_directions(test_text_emb, mol_emb, t2m_true, mol_queries, cand_text, m2t_true,
+                                                spec.eval.chunk_size, device)
+        galleries[gallery] = {"text_to_molecule_candidates": len(mol_emb), "molecule_to_text_candidates": len(cand_text),
+                              "queries": len(test_pairs)}
+        t2m = scores[gallery]["text_to_molecule"]
+        m2t = scores[gallery]["molecule_to_text"]
+        log(f"test gallery={gallery}: text->molecule MRR={t2m['mrr']:.4f} H@1={t2m['hits@1']:.3f} H@10={t2m['hits@10']:.3f} "
+            f"mean rank={t2m['mean_rank']:.1f} | molecule->text MRR={m2t['mrr']:.4f} H@1={m2t['hits@1']:.3f}")
+    timings["eval_s"] = time.time() - t0
+    timings["total_s"] = time.time() - started
+
+    # 7. results
+    from zoo.evals.results import build_results, write_results
+
+    notes = [f"protocol: {data.protocol}" + (": trained on the validation pairs minus a hold-out; test never used for training or selection"
+                                              if data.protocol == "offline-low-data" else "")]
+    notes += [f"substituted {s['used']!r} for {s['requested']!r}: {s['reason']}" for s in report.substitutions]
+    results = build_results(
+        spec=spec.to_dict(), spec_hash=spec_hash,
+        components=report.components,
+        task={"name": task, "protocol": data.protocol, "split": "test", "galleries": galleries,
+              "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
+              "tie_policy": "optimistic: rank = 1 + number of candidates scored strictly higher"},
+        scores=scores, timings=timings, seeds={"seed": cfg.seed, "holdout_seed": 0},
+        notes=notes,
+        extra={"requested_spec_hash": requested_hash, "substitutions": report.substitutions,
+               "training": {"device": str(device), "text_mode": text_mode, "epochs_run": state.epoch,
+                            "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
+                            "stop_reason": state.stop_reason, "history": state.history,
+                            "bf16_autocast": device.type == "cuda"},
+               "checkpoint": str(best_path)},
+    )
+    write_results(results_path, results)
+    log(f"results: {results_path} (spec hash {spec_hash}, {timings['total_s'] / 60:.1f} min)")
+    return results_path
