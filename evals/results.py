@@ -1,0 +1,268 @@
+"""One JSON results file per evaluation run (DESIGN.md §6).
+
+The layout follows lm-evaluation-harness's results files: a flat top-level
+object with provenance (versions, git revision, environment), the resolved
+configuration (``spec`` + ``spec_hash``), the components used, the task
+description (split, galleries, counts, data checksums) and the nested
+``scores`` (``{gallery: {direction: metrics}}``). The leaderboard is built from
+these files only.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RESULTS_SCHEMA_VERSION",
+    "REQUIRED_KEYS",
+    "git_revision",
+    "environment_info",
+    "build_results",
+    "write_results",
+    "read_results",
+]
+
+RESULTS_SCHEMA_VERSION = "1"
+
+REQUIRED_KEYS: tuple[str, ...] = (
+    "schema_version",
+    "molzoo_version",
+    "created_at",
+    "git_revision",
+    "environment",
+    "spec",
+    "spec_hash",
+    "components",
+    "task",
+    "scores",
+    "timings",
+    "seeds",
+    "notes",
+)
+
+_OPTIONAL_PACKAGES: dict[str, tuple[str, ...]] = {
+    "numpy": ("numpy",),
+    "rdkit": ("rdkit", "rdkit-pypi"),
+    "transformers": ("transformers",),
+    "torch_geometric": ("torch-geometric", "torch_geometric"),
+    "timm": ("timm",),
+    "torchmetrics": ("torchmetrics",),
+}
+
+
+def _molzoo_version() -> str:
+    import zoo
+
+    return str(zoo.__version__)
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    """Run ``git`` in ``cwd``; stdout stripped, or None on any failure."""
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except Exception:  # git missing, bad cwd, timeout, ...
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def git_revision(path: Path | None = None) -> str | None:
+    """``git rev-parse HEAD`` of ``path`` (default: the ``zoo`` package's source tree).
+
+    Appends ``"+dirty"`` when tracked files have uncommitted changes (untracked
+    files are ignored, as with ``git describe --dirty``). Returns None when the
+    directory is not in a git work tree, or — for the default — when the package
+    files are not tracked by the enclosing repository (e.g. a site-packages
+    directory inside some repo). Never raises.
+    """
+    try:
+        if path is None:
+            import zoo
+
+            pkg_dir = Path(zoo.__file__).resolve().parent
+            if _git(["ls-files", "--error-unmatch", "__init__.py"], pkg_dir) is None:
+                return None
+            where = pkg_dir
+        else:
+            where = Path(path).resolve()
+            if where.is_file():
+                where = where.parent
+        sha = _git(["rev-parse", "HEAD"], where)
+        if not sha:
+            return None
+        status = _git(["status", "--porcelain", "--untracked-files=no"], where)
+        return f"{sha}+dirty" if status else sha
+    except Exception:
+        return None
+
+
+def _dist_version(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        except Exception:
+            return None
+    return None
+
+
+def environment_info() -> dict[str, Any]:
+    """Interpreter, platform, hardware and library versions (None where absent)."""
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "molzoo_version": _molzoo_version(),
+        "torch_version": None,
+        "cuda_available": False,
+        "cuda_version": None,
+        "cuda_device_name": None,
+    }
+    try:
+        import torch
+
+        info["torch_version"] = str(torch.__version__)
+        info["cuda_version"] = torch.version.cuda
+        if torch.cuda.is_available():
+            info["cuda_available"] = True
+            info["cuda_device_name"] = torch.cuda.get_device_name(0)
+    except Exception:
+        pass
+    info["packages"] = {key: _dist_version(names) for key, names in _OPTIONAL_PACKAGES.items()}
+    return info
+
+
+def build_results(
+    *,
+    spec: dict,
+    spec_hash: str,
+    components: list[dict],
+    task: dict,
+    scores: dict,
+    timings: dict,
+    seeds: dict,
+    notes: list[str] | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Assemble a results dict with provenance; inputs are deep-copied.
+
+    ``task`` holds e.g. ``{"name": "chebi20", "protocol": ..., "split": "test",
+    "galleries": {...counts}, "data_checksums": {...}}``; ``scores`` is nested
+    ``{gallery: {direction: metrics}}``. ``extra`` keys are appended at top level
+    and may not shadow the reserved keys.
+    """
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & set(REQUIRED_KEYS))
+    if clash:
+        raise ValueError(f"extra keys shadow reserved results keys: {clash}")
+    results: dict[str, Any] = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "molzoo_version": _molzoo_version(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_revision": git_revision(),
+        "environment": environment_info(),
+        "spec": copy.deepcopy(spec),
+        "spec_hash": spec_hash,
+        "components": copy.deepcopy(components),
+        "task": copy.deepcopy(task),
+        "scores": copy.deepcopy(scores),
+        "timings": copy.deepcopy(timings),
+        "seeds": copy.deepcopy(seeds),
+        "notes": list(notes or []),
+    }
+    results.update(copy.deepcopy(extra))
+    return results
+
+
+def _validate(results: Any, source: str) -> None:
+    if not isinstance(results, dict):
+        raise ValueError(f"{source}: results must be a JSON object, got {type(results).__name__}")
+    if "schema_version" not in results:
+        raise ValueError(f"{source}: missing required key 'schema_version'")
+    if results["schema_version"] != RESULTS_SCHEMA_VERSION:
+        raise ValueError(
+            f"{source}: unsupported schema_version {results['schema_version']!r} "
+            f"(expected {RESULTS_SCHEMA_VERSION!r})"
+        )
+    for key in REQUIRED_KEYS:
+        if key not in results:
+            raise ValueError(f"{source}: missing required key {key!r}")
+    for key in ("environment", "spec", "task", "scores", "timings", "seeds"):
+        if not isinstance(results[key], dict):
+            raise ValueError(f"{source}: key {key!r} must be an object")
+    for key in ("components", "notes"):
+        if not isinstance(results[key], list):
+            raise ValueError(f"{source}: key {key!r} must be a list")
+
+
+def write_results(path: Path, results: dict) -> Path:
+    """Validate and write ``results`` as JSON atomically; returns the path.
+
+    Serialisation happens before the target is touched: NaN/inf or
+    non-JSON-serialisable values raise and leave any existing file as it was.
+    The data goes to a temporary file in the same directory, is fsynced, then
+    ``os.replace``-d onto ``path``; the temporary file is removed on error.
+    """
+    path = Path(path)
+    _validate(results, str(path))
+    try:
+        text = json.dumps(results, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: results contain NaN or infinity, refusing to write ({exc})") from exc
+    except TypeError as exc:
+        raise ValueError(f"{path}: results are not JSON-serialisable ({exc})") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename durable; best effort (not supported everywhere)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} in results")
+
+
+def read_results(path: Path | str) -> dict:
+    """Load a results file and check its schema version and required keys."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            results = json.load(fh, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    _validate(results, str(path))
+    return results
