@@ -158,15 +158,29 @@ def load_plugins() -> Catalog:
             except ComponentError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                record = next(r for r in _state["records"] if r.name == plugin_name)
-                _fail(record, f"plugin {plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}", exc)
+                _fail(_record(plugin_name), f"plugin {plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}", exc)
     _state["catalog"] = catalog
     return catalog
 
 
+def _record(name: str) -> PluginRecord:
+    """The record of plugin ``name``; one is made for a plugin registered on the manager at runtime."""
+    for record in _state["records"]:
+        if record.name == name:
+            return record
+    plugin = _state["pm"].get_plugin(name)
+    hooks = sorted(c.name for c in _state["pm"].get_hookcallers(plugin) or []) if plugin is not None else []
+    record = PluginRecord(name, "registered at runtime", None, hooks)
+    _state["records"].append(record)
+    return record
+
+
 def plugin_info() -> list[dict[str, Any]]:
     """What loaded: name, source, version, hooks, error."""
-    get_plugin_manager()
+    pm = get_plugin_manager()
+    for name, plugin in pm.list_name_plugin():
+        if plugin is not None:
+            _record(name)
     return [
         {"name": r.name, "source": r.source, "version": r.version, "hooks": r.hooks, "error": r.error}
         for r in _state["records"]
