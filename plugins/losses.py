@@ -1,0 +1,18 @@
+"""Built-in retrieval losses (registration only: no torch import here)."""
+
+from zoo.registry import hookimpl
+
+
+@hookimpl
+def register_losses(register):
+    register(
+        "triplet",
+        "zoo.plugins.triplet:TripletLoss",
+        description="Triplet margin loss with in-batch negative mining (hard, semi-hard or all) (AMAN).",
+        config={
+            "margin": 0.2,
+            "distance": "cosine",  # "cosine" | "euclidean"
+            "mining": "hard",  # "hard" | "semihard" | "all"
+            "directions": "both",  # "both" | "text_to_molecule"
+        },
+    )
