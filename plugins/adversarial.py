@@ -52,6 +52,8 @@ def grad_reverse(x: Tensor, scale: float = 1.0) -> Tensor:
 class AdversarialAligner(nn.Module):
     """Embeddings pass through unchanged; adds ``losses["adversarial"]`` and ``metrics["disc_acc"]``."""
 
+    needs_states = False  # pooled embeddings only; the assembly need not request node/token states
+
     def __init__(
         self,
         embed_dim: int,
@@ -97,6 +99,8 @@ class AdversarialAligner(nn.Module):
 
 class IdentityAligner(nn.Module):
     """No alignment: embeddings unchanged, no losses."""
+
+    needs_states = False
 
     def __init__(self, embed_dim: int | None = None) -> None:
         super().__init__()
