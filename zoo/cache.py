@@ -1,0 +1,252 @@
+"""On-disk caches keyed by content hash, and atomic file writes.
+
+Every write goes to a temporary file in the destination directory, is fsynced, then moved into
+place with ``os.replace``: readers see either the old file or the complete new one, never a
+partial file, and a failed write leaves no temporary file behind.
+
+Featurized molecules are cached as one safetensors file per (featurizer key, SMILES list):
+``cache_root()/graphs/<content_hash(featurizer_key, smiles)>.safetensors``, holding a
+:class:`PackedGraphs` (all graphs concatenated per attribute plus per-attribute pointers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:
+    import torch
+    from torch_geometric.data import Data
+
+CACHE_ENV = "ZOO_CACHE_DIR"
+PACKED_FORMAT = "molzoo.packed_graphs/1"
+
+
+class FeaturizeError(ValueError):
+    """A molecule that the featurizer could not turn into a graph."""
+
+
+def cache_root() -> Path:
+    """``$ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/molzoo``, else ``~/.cache/molzoo``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "molzoo"
+
+
+def _encode(part: object) -> bytes:
+    if isinstance(part, bytes):
+        tag, payload = b"b", part
+    elif isinstance(part, str):
+        tag, payload = b"s", part.encode("utf-8")
+    elif isinstance(part, Path):
+        tag, payload = b"p", str(part).encode("utf-8")
+    else:  # numbers, None, lists, tuples, dicts: canonical JSON
+        tag = b"j"
+        payload = json.dumps(part, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return tag + str(len(payload)).encode() + b":" + payload
+
+
+def content_hash(*parts: object) -> str:
+    """sha256 hex digest over a stable, length-framed encoding of ``parts``.
+
+    Strings, bytes and paths are hashed as such; anything else as JSON with sorted keys
+    (a non-JSON-serializable part raises ``TypeError``).
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(_encode(part))
+    return h.hexdigest()
+
+
+def _atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp)`` on a temp file next to ``path``, fsync it, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    _atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_tensors(tensors: dict[str, "torch.Tensor"], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file`` to ``path`` atomically (tensors made contiguous)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def _cat_dim(key: str) -> int:
+    return 1 if key == "edge_index" or key.endswith("_index") else 0
+
+
+class PackedGraphs:
+    """Many torch_geometric ``Data`` graphs packed as concatenated tensors + pointers.
+
+    Each tensor attribute ``key`` is concatenated over graphs (``*_index`` along dim 1, kept
+    per-graph, i.e. not offset; everything else along dim 0) with ``ptr[key]`` of length
+    ``n + 1``. ``graphs[i]`` returns a ``Data`` whose tensors are views (no copy). Saved as one
+    safetensors file.
+    """
+
+    def __init__(self, data: dict[str, "torch.Tensor"], ptr: dict[str, "torch.Tensor"], scalar: Iterable[str] = ()):
+        self.data = data
+        self.ptr = ptr
+        self.scalar = frozenset(scalar)  # keys whose per-graph values were 0-dim tensors
+        self.keys = sorted(data)
+        self._ptr = {k: p.tolist() for k, p in ptr.items()}
+        lengths = {len(p) - 1 for p in self._ptr.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"PackedGraphs pointers disagree on the number of graphs: {sorted(lengths)}")
+        self._n = lengths.pop() if lengths else 0
+
+    @classmethod
+    def pack(cls, graphs: Sequence["Data"]) -> "PackedGraphs":
+        """Pack graphs that all have the same tensor attributes."""
+        import torch
+
+        if not graphs:
+            return cls({}, {})
+        keys = sorted(graphs[0].keys())
+        data, ptr, scalar = {}, {}, set()
+        for i, g in enumerate(graphs):
+            if sorted(g.keys()) != keys:
+                raise ValueError(f"graph {i} has attributes {sorted(g.keys())}, graph 0 has {keys}")
+        for key in keys:
+            dim = _cat_dim(key)
+            parts = []
+            for i, g in enumerate(graphs):
+                t = g[key]
+                if not isinstance(t, torch.Tensor):
+                    raise TypeError(f"graph {i} attribute {key!r} is {type(t).__name__}, not a tensor")
+                if t.dim() == 0:
+                    scalar.add(key)
+                    t = t.reshape(1)
+                parts.append(t)
+            sizes = torch.tensor([0] + [p.shape[dim] for p in parts], dtype=torch.int64)
+            data[key] = torch.cat(parts, dim=dim)
+            ptr[key] = torch.cumsum(sizes, 0)
+        return cls(data, ptr, scalar)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> "Data":
+        from torch_geometric.data import Data
+
+        n = self._n
+        if not -n <= i < n:
+            raise IndexError(f"graph index {i} out of range for {n} graphs")
+        i %= n
+        out = {}
+        for key in self.keys:
+            a, b = self._ptr[key][i], self._ptr[key][i + 1]
+            t = self.data[key]
+            t = t[:, a:b] if _cat_dim(key) == 1 else t[a:b]
+            out[key] = t.reshape(()) if key in self.scalar else t
+        return Data(**out)
+
+    def select(self, indices: Iterable[int]) -> list["Data"]:
+        """The graphs at ``indices``, in that order."""
+        return [self[int(i)] for i in indices]
+
+    def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+        """Save atomically as one safetensors file (``metadata`` is stored alongside).
+
+        Float tensors holding only 0/1 (one-hot features) are stored as uint8 and restored to
+        their dtype by :meth:`load`.
+        """
+        import torch
+
+        tensors, binary = {}, {}
+        for k, v in self.data.items():
+            if v.is_floating_point() and v.numel() and bool(((v == 0) | (v == 1)).all()):
+                binary[k], v = str(v.dtype).removeprefix("torch."), v.to(torch.uint8)  # one-hot: 4x smaller
+            tensors[f"data.{k}"] = v
+        tensors.update({f"ptr.{k}": v for k, v in self.ptr.items()})
+        meta = dict(metadata or {})
+        meta.update(format=PACKED_FORMAT, num_graphs=str(self._n), scalar=json.dumps(sorted(self.scalar)),
+                    binary=json.dumps(binary, sort_keys=True))
+        atomic_save_tensors(tensors, path, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PackedGraphs":
+        """Load a file written by :meth:`save`."""
+        import torch
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != PACKED_FORMAT:
+                raise ValueError(f"{path}: not a PackedGraphs file (format {meta.get('format')!r})")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        data = {k[5:]: v for k, v in tensors.items() if k.startswith("data.")}
+        for k, dtype in json.loads(meta.get("binary", "{}")).items():
+            data[k] = data[k].to(getattr(torch, dtype))
+        ptr = {k[4:]: v for k, v in tensors.items() if k.startswith("ptr.")}
+        return cls(data, ptr, json.loads(meta.get("scalar", "[]")))
+
+
+def graphs_cache_path(smiles: Sequence[str], featurizer_key: str, root: Path | None = None) -> Path:
+    """Where :func:`featurize_molecules` caches these molecules."""
+    return Path(root or cache_root()) / "graphs" / f"{content_hash(featurizer_key, list(smiles))}.safetensors"
+
+
+def featurize_molecules(
+    smiles: list[str],
+    featurize: Callable[[str], "Data"],
+    featurizer_key: str,
+    root: Path | None = None,
+    progress: bool = True,
+    desc: str = "featurizing",
+) -> PackedGraphs:
+    """Featurize ``smiles`` into a :class:`PackedGraphs`, cached on disk.
+
+    The cache key covers ``featurizer_key`` (name + version of the featurizer) and the exact
+    SMILES list; a hit is loaded without calling ``featurize``. An unreadable cache file is
+    recomputed (with a warning). A failing molecule raises :class:`FeaturizeError`.
+    """
+    from tqdm.auto import tqdm
+
+    path = graphs_cache_path(smiles, featurizer_key, root)
+    if path.exists():
+        try:
+            packed = PackedGraphs.load(path)
+            if len(packed) == len(smiles):
+                return packed
+            warnings.warn(f"graph cache {path} holds {len(packed)} graphs, expected {len(smiles)}; recomputing")
+        except Exception as e:  # corrupt or foreign file: recompute
+            warnings.warn(f"graph cache {path} is unreadable ({e}); recomputing")
+    graphs = []
+    for i, s in enumerate(tqdm(smiles, desc=desc, disable=not progress, unit="mol")):
+        try:
+            graphs.append(featurize(s))
+        except Exception as e:
+            raise FeaturizeError(f"cannot featurize molecule {i} (SMILES {s!r}): {e}") from e
+    packed = PackedGraphs.pack(graphs)
+    packed.save(path, {"featurizer_key": featurizer_key, "content_hash": path.stem})
+    return packed
+
