@@ -211,6 +211,12 @@ class CompositionSpec:
                 options = component.resolve_options(current.options)
             except ComponentError as exc:
                 raise SpecError(f"[{slot}] {exc}") from None
+            # options take the type of their registered default (1 -> 1.0 for a float option, so
+            # equal specs hash equal; "abc" for a number fails here, not mid-training)
+            options = {
+                key: value if component.config.get(key) is None else _coerce(value, component.config[key], f"{slot}.{key}")
+                for key, value in options.items()
+            }
             slots[slot] = SlotSpec(current.name, options)
         return dataclasses.replace(self, **slots)
 

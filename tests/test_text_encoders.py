@@ -1,0 +1,319 @@
+"""Transformer text encoders (plugins/hf_text.py) on the offline MiniLM backbone.
+
+Every test runs with ``ZOO_CACHE_DIR`` in a temporary folder and the Hugging Face hub offline.
+One tiny encoder (``embed_dim=32``, ``max_length=32``) is built per module and reused.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from zoo.plugins import hf_text  # noqa: E402
+from zoo.plugins.hf_text import SCIBERT_HUB_ID, HFTextEncoder, TextEncoderUnavailable  # noqa: E402
+from zoo.registry import get_component  # noqa: E402
+
+DIM, MAX_LEN, HIDDEN = 32, 32, 384
+SHORT = "benzene"
+LONG = ("benzene is an aromatic hydrocarbon: a planar monocyclic ring of six carbon atoms, each bonded to one "
+        "hydrogen atom; it is a colourless, flammable liquid, a solvent and a precursor of many chemicals")
+TEXTS = [LONG, SHORT, "a carboxylic acid"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline_cache(tmp_path_factory):
+    """A private molzoo cache and an offline hub for the whole module."""
+    with pytest.MonkeyPatch.context() as mp:
+        root = tmp_path_factory.mktemp("zoo-cache")
+        mp.setenv("ZOO_CACHE_DIR", str(root))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setattr(hf_text, "_hub_reachable", lambda timeout=3.0: False)
+        yield root
+
+
+def make(**options) -> HFTextEncoder:
+    options = {"embed_dim": DIM, "max_length": MAX_LEN, **options}
+    return get_component("text_encoder", options.pop("name", "minilm")).create(**options)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> HFTextEncoder:
+    torch.manual_seed(0)
+    return make()
+
+
+@pytest.fixture(scope="module")
+def items(encoder):
+    return encoder.prepare(TEXTS, progress=False)
+
+
+def head_parameters(enc: HFTextEncoder):
+    return [(n, p) for n, p in enc.named_parameters() if not n.startswith("backbone.")]
+
+
+# -- frozen mode ---------------------------------------------------------------------------
+def test_auto_mode_is_frozen(encoder):
+    assert encoder.frozen
+    assert all(not p.requires_grad for p in encoder.backbone.parameters())
+    assert all(p.requires_grad for _, p in head_parameters(encoder))
+
+
+def test_frozen_prepare_returns_token_states(encoder, items):
+    assert len(items) == len(TEXTS)
+    tokens = encoder.tokenizer(TEXTS, truncation=True, max_length=MAX_LEN)["input_ids"]
+    for item, ids in zip(items, tokens):
+        assert item.dtype == torch.float16
+        assert item.shape == (len(ids), HIDDEN)
+        assert torch.isfinite(item).all()
+    assert items[0].shape[0] == MAX_LEN  # the long text is truncated
+    assert items[1].shape[0] < items[2].shape[0] < MAX_LEN
+
+
+def test_frozen_states_do_not_depend_on_batching(encoder, items):
+    # the backbone batches texts (padded); a text's states match the text encoded alone
+    alone = encoder.backbone_states([SHORT], progress=False)[0]
+    torch.testing.assert_close(alone.float(), items[1].float(), atol=1e-2, rtol=0)
+
+
+def test_prepare_hits_disk_cache(encoder, items, monkeypatch, offline_cache):
+    files = list((offline_cache / "text").glob("*.safetensors"))
+    assert files, "frozen states are cached on disk"
+
+    def boom(*args, **kwargs):
+        raise AssertionError("backbone ran although the states are cached")
+
+    monkeypatch.setattr(encoder, "backbone_states", boom)
+    again = encoder.prepare(TEXTS, progress=False)
+    assert len(again) == len(items)
+    for a, b in zip(again, items):
+        assert a.dtype == torch.float16
+        assert torch.equal(a, b)
+    # other texts are a different cache entry: the backbone must run
+    with pytest.raises(AssertionError, match="backbone ran"):
+        encoder.prepare([SHORT, "ethanol"], progress=False)
+
+
+def test_collate_and_forward(encoder, items):
+    batch = encoder.collate(items)
+    assert set(batch) == {"states", "mask"}
+    assert batch["states"].shape == (3, MAX_LEN, HIDDEN)
+    assert batch["mask"].dtype == torch.bool
+    assert batch["mask"].sum(1).tolist() == [len(t) for t in items]
+    encoder.eval()
+    out = encoder(batch)
+    assert out.embedding.shape == (3, DIM)
+    assert out.embedding.dtype == torch.float32
+    assert torch.isfinite(out.embedding).all()
+    assert out.states is None  # only when the aligner asks for them
+    encoder.return_states = True
+    try:
+        out = encoder(batch)
+        assert out.states.shape == (3, MAX_LEN, HIDDEN) and out.mask.shape == (3, MAX_LEN)
+    finally:
+        encoder.return_states = False
+
+
+def test_gradients_reach_head_not_backbone(items):
+    torch.manual_seed(0)
+    enc = make(pooling="attention", adapter_layers=1)
+    enc.train()
+    out = enc(enc.collate(items))
+    (out.embedding ** 2).sum().backward()
+    trainable = head_parameters(enc)
+    assert {n.split(".")[0] for n, _ in trainable} == {"adapter", "attention_gate", "head"}
+    for name, p in trainable:
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        if p.dim() > 1:  # every weight matrix gets a signal
+            assert p.grad.abs().sum() > 0, name
+    for name, p in enc.backbone.named_parameters():
+        assert not p.requires_grad and p.grad is None, name
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max", "attention"])
+def test_pooling_shapes_and_padding_invariance(pooling, encoder, items):
+    torch.manual_seed(0)
+    enc = encoder if pooling == "mean" else make(pooling=pooling)
+    enc.eval()
+    with torch.no_grad():
+        batch = enc(enc.collate(items)).embedding
+        alone = enc(enc.collate([items[1]])).embedding
+    assert batch.shape == (3, DIM) and alone.shape == (1, DIM)
+    torch.testing.assert_close(alone[0], batch[1], atol=1e-5, rtol=0)
+    assert not torch.allclose(batch[0], batch[1])  # different texts, different embeddings
+
+
+def test_poolings_differ(items, encoder):
+    torch.manual_seed(0)
+    enc = make(pooling="max")
+    enc.load_state_dict(encoder.state_dict())  # same weights, only the pooling differs
+    enc.eval()
+    encoder.eval()
+    with torch.no_grad():
+        assert not torch.allclose(enc(enc.collate(items)).embedding, encoder(encoder.collate(items)).embedding)
+
+
+# -- finetune mode -------------------------------------------------------------------------
+def test_finetune_mode(encoder):
+    encoder.set_mode("finetune")
+    try:
+        assert not encoder.frozen
+        assert all(p.requires_grad for p in encoder.backbone.parameters())
+        ids = encoder.prepare(TEXTS, progress=False)
+        expected = encoder.tokenizer(TEXTS, truncation=True, max_length=MAX_LEN)["input_ids"]
+        assert [t.tolist() for t in ids] == expected
+        assert all(t.dtype == torch.long for t in ids)
+        batch = encoder.collate(ids)
+        assert set(batch) == {"input_ids", "attention_mask"}
+        assert batch["input_ids"].shape == (3, MAX_LEN)
+        assert (batch["input_ids"][1, len(ids[1]):] == encoder.tokenizer.pad_token_id).all()
+
+        encoder.eval()  # padding invariance, through the backbone this time
+        with torch.no_grad():
+            together = encoder(batch).embedding
+            alone = encoder(encoder.collate([ids[1]])).embedding
+        torch.testing.assert_close(alone[0], together[1], atol=1e-4, rtol=0)
+
+        encoder.train()
+        encoder.zero_grad()
+        out = encoder(batch)
+        assert out.embedding.shape == (3, DIM)
+        (out.embedding ** 2).sum().backward()
+        for name, p in encoder.backbone.named_parameters():
+            if name.startswith("pooler."):  # BERT's pooler is not used: we pool token states
+                continue
+            assert p.grad is not None, name
+        assert encoder.backbone.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+        assert encoder.backbone.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    finally:
+        encoder.zero_grad(set_to_none=True)
+        encoder.set_mode("frozen")
+        encoder.eval()
+    assert all(not p.requires_grad for p in encoder.backbone.parameters())
+
+
+def test_finetune_option_at_creation():
+    enc = make(mode="finetune", adapter_layers=0)
+    assert not enc.frozen and len(enc.adapter) == 0
+    assert all(p.requires_grad for p in enc.backbone.parameters())
+    assert isinstance(enc.prepare([SHORT], progress=False)[0], torch.Tensor)
+    assert enc.prepare([SHORT], progress=False)[0].dtype == torch.long
+
+
+# -- determinism ---------------------------------------------------------------------------
+def test_seeded_creation_is_deterministic(items):
+    encoders = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        encoders.append(make())
+    a, b, c = (dict(head_parameters(e)) for e in encoders)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not all(torch.equal(a[n], c[n]) for n in a)  # the seed matters
+    outs = []
+    for enc in encoders[:2]:
+        enc.eval()
+        with torch.no_grad():
+            outs.append(enc(enc.collate(items)).embedding)
+    assert torch.equal(outs[0], outs[1])
+
+
+# -- other backbones and failures ----------------------------------------------------------
+def test_hf_with_local_path():
+    path = hf_text.minilm_path()
+    assert (path / "config.json").exists()
+    enc = make(name="hf", model=str(path))
+    assert enc.source == str(path)
+    assert enc.hidden == HIDDEN
+    enc.eval()
+    with torch.no_grad():
+        out = enc(enc.collate(enc.prepare([SHORT], progress=False)))
+    assert out.embedding.shape == (1, DIM)
+
+
+def test_hf_without_model():
+    with pytest.raises(ValueError, match="needs model="):
+        make(name="hf")
+
+
+def test_hf_missing_path(tmp_path):
+    with pytest.raises(TextEncoderUnavailable, match="does not exist"):
+        make(name="hf", model=str(tmp_path / "no-such-model"))
+
+
+def test_scibert_offline_is_unavailable():
+    start = time.perf_counter()
+    with pytest.raises(TextEncoderUnavailable) as err:
+        make(name="scibert")
+    assert time.perf_counter() - start < 15
+    msg = str(err.value)
+    assert SCIBERT_HUB_ID in msg and "minilm" in msg and "model=PATH" in msg
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("pooling", "sum"), ("mode", "frozen-ish"), ("max_length", 2)],
+)
+def test_invalid_options(option, value):
+    with pytest.raises(ValueError) as err:
+        make(**{option: value})
+    assert option in str(err.value) and str(value) in str(err.value)
+
+
+def test_set_mode_rejects_unknown(encoder):
+    with pytest.raises(ValueError, match="mode must be"):
+        encoder.set_mode("auto")
+    assert encoder.frozen
+
+
+# -- model assembly with substitution ------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_aman():
+    from zoo.spec import load_spec
+
+    return load_spec("aman").with_overrides(
+        ["embed_dim=32", "text_encoder.max_length=32", "text_encoder.pooling=cls",
+         "molecule_encoder.hidden_dim=32", "molecule_encoder.layers=1", "molecule_encoder.heads=2",
+         "aligner.hidden_dim=16"]
+    )
+
+
+def test_build_model_substitutes_minilm_offline(small_aman):
+    from zoo.model import SubstitutionWarning, build_model
+
+    with pytest.warns(SubstitutionWarning, match="scibert"):
+        model, report = build_model(small_aman)
+    assert len(report.substitutions) == 1
+    sub = report.substitutions[0]
+    assert sub["slot"] == "text_encoder" and sub["requested"] == "scibert" and sub["used"] == "minilm"
+    assert SCIBERT_HUB_ID in sub["reason"]
+    assert report.components[0]["name"] == "minilm"
+    assert report.components[0]["substituted_for"] == "scibert"
+    assert [c["slot"] for c in report.components] == ["text_encoder", "molecule_encoder", "aligner", "loss"]
+    # the recorded spec is what actually ran, options kept, and hashes differently
+    assert report.spec.text_encoder.name == "minilm"
+    assert report.spec.text_encoder.options["pooling"] == "cls"
+    assert report.spec.text_encoder.options["max_length"] == 32
+    assert report.spec.hash() != small_aman.hash()
+    assert isinstance(model.text_encoder, HFTextEncoder)
+    assert model.text_encoder.source == str(hf_text.minilm_path())
+    assert model.text_encoder.pooling == "cls" and model.text_encoder.max_length == 32
+
+
+def test_build_model_on_substitute_callback(small_aman):
+    from zoo.model import build_model
+
+    messages: list[str] = []
+    _, report = build_model(small_aman, on_substitute=messages.append)
+    assert len(messages) == 1 and "minilm" in messages[0]
+    assert report.substitutions
+
+
+def test_build_model_strict_raises(small_aman):
+    from zoo.model import build_model
+
+    with pytest.raises(TextEncoderUnavailable, match="scibert_scivocab_uncased"):
+        build_model(small_aman, allow_substitution=False)
