@@ -63,7 +63,6 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     device: str = "auto"
-    text_mode: str = "auto"
     holdout_fraction: float = 0.1
     max_minutes: float = 0.0
     eval_batch_size: int = 256

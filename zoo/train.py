@@ -7,7 +7,6 @@ every epoch so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -101,20 +100,54 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         raise RunError(f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def save_trainer(path: Path, optimizer, scheduler, state: TrainerState, spec_hash: str) -> None:
-    from zoo.cache import atomic_write_bytes
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, state: TrainerState, skip_frozen_backbone: bool,
+                    metadata: dict[str, str]) -> None:
+    """Model weights, optimizer state and trainer state in ONE safetensors file, written atomically,
+    so a run interrupted at any moment resumes from a consistent epoch boundary."""
+    from zoo.cache import atomic_save_tensors
 
-    buffer = io.BytesIO()
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
-                "spec_hash": spec_hash, "state": json.dumps(state.__dict__)}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    tensors = {f"model.{k}": v for k, v in _model_state(model, skip_frozen_backbone).items()}
+    optim = optimizer.state_dict()
+    scalars: dict[str, Any] = {}
+    for pid, param_state in optim["state"].items():
+        for key, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    meta = {**metadata, "trainer_state": json.dumps(state.__dict__), "optim_param_groups": json.dumps(optim["param_groups"]),
+            "optim_scalars": json.dumps(scalars)}
+    atomic_save_tensors(tensors, path, metadata=meta)
 
 
-def load_trainer(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, spec_hash: str) -> TrainerState:
+    """Restore what :func:`save_checkpoint` wrote; returns the trainer state."""
+    from safetensors import safe_open
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise RunError(f"cannot read trainer checkpoint {path}: {exc}; rerun with --fresh to start over") from None
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise RunError(f"cannot read checkpoint {path}: {exc}; rerun with --fresh to start over") from None
+    if meta.get("spec_hash") != spec_hash:
+        raise RunError(f"{path} is a checkpoint of a different spec (hash {meta.get('spec_hash')} != {spec_hash}); "
+                       "use another --out, or --fresh to overwrite it")
+    model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(model_state, strict=False)
+    missing = [k for k in missing if not k.startswith("text_encoder.backbone.")]
+    if missing or unexpected:
+        raise RunError(f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    param_state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            param_state.setdefault(int(pid), {})[name] = value
+    for key, value in json.loads(meta["optim_scalars"]).items():
+        pid, name = key.split(".", 1)
+        param_state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": param_state, "param_groups": json.loads(meta["optim_param_groups"])})
+    return TrainerState(**json.loads(meta["trainer_state"]))
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -122,7 +155,7 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     """Train and evaluate ``spec``; returns the results JSON path."""
     from torch_geometric.data import Batch
 
-    from zoo.cache import featurize_molecules
+    from zoo.cache import atomic_write_text, featurize_molecules
     from zoo.data import load_chebi20
     from zoo.evals.ranking import rank_of_true, retrieval_metrics
     from zoo.evaluate import autocast, embed_molecules, embed_texts, score_both_directions
@@ -207,20 +240,13 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
 
     # 4. resume
     state = TrainerState()
-    trainer_path, last_path, best_path = ckpt_dir / "trainer.pt", ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
-    if trainer_path.exists() and not opts.fresh:
-        saved = load_trainer(trainer_path)
-        if saved["spec_hash"] != spec_hash:
-            raise RunError(f"{out_dir} holds a checkpoint of a different spec (hash {saved['spec_hash']} != {spec_hash}); "
-                           "use another --out or --fresh")
-        load_weights(model, last_path)
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler and saved["scheduler"]:
-            scheduler.load_state_dict(saved["scheduler"])
-        state = TrainerState(**json.loads(saved["state"]))
+    last_path, best_path = ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
+    if last_path.exists() and not opts.fresh:
+        state = load_checkpoint(last_path, model, optimizer, spec_hash)
+        scheduler.step(state.epoch)  # the schedule is a function of the epoch
         log(f"resuming from {ckpt_dir} after epoch {state.epoch} (best held-out MRR {state.best_mrr:.4f} at epoch {state.best_epoch})")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "spec.toml").write_text(spec.to_toml()) if not (out_dir / "spec.toml").exists() else None
+    atomic_write_text(out_dir / "spec.toml", spec.to_toml())
 
     # 5. train
     collate_text = text_encoder.collate
@@ -277,8 +303,7 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
             state.stop_reason = f"time budget: train.max_minutes={cfg.max_minutes} reached"
         elif state.epoch >= cfg.epochs:
             state.stop_reason = "completed all epochs"
-        save_weights(model, last_path, skip_backbone, meta)
-        save_trainer(trainer_path, optimizer, scheduler, state, spec_hash)
+        save_checkpoint(last_path, model, optimizer, state, skip_backbone, meta)
     log(f"training stopped after epoch {state.epoch}: {state.stop_reason or 'completed'}; best epoch {state.best_epoch} "
         f"(held-out MRR {state.best_mrr:.4f})")
     timings["train_s"] = state.train_seconds
