@@ -117,7 +117,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [ComponentError]
     for module, name in [("zoo.data", "DataError"), ("zoo.train", "RunError"), ("zoo.plugins.hf_text", "TextEncoderUnavailable"),
-                         ("zoo.featurize", "SmilesError")]:
+                         ("zoo.featurize", "SmilesError"), ("zoo.cache", "FeaturizeError")]:
         mod = sys.modules.get(module)
         if mod is not None:
             errors.append(getattr(mod, name))
