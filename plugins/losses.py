@@ -16,3 +16,13 @@ def register_losses(register):
             "directions": "both",  # "both" | "text_to_molecule"
         },
     )
+    register(
+        "infonce",
+        "zoo.plugins.infonce:InfoNCELoss",
+        description="Symmetric CLIP-style InfoNCE over in-batch cosine similarities with a learnable temperature.",
+        config={
+            "temperature": 0.07,
+            "learnable": True,
+            "directions": "both",  # "both" | "text_to_molecule"
+        },
+    )

@@ -18,3 +18,21 @@ def register_molecule_encoders(register):
             "ffn_mult": 2,
         },
     )
+    register(
+        "gcn",
+        "zoo.plugins.gnn_baselines:GCN",
+        description="Text2Mol-style GCN over RDKit atom graphs with mean+max pooling (baseline).",
+        config={"hidden_dim": 256, "layers": 3, "dropout": 0.1},
+    )
+    register(
+        "gine",
+        "zoo.plugins.gnn_baselines:GINE",
+        description="Edge-aware GIN (GINEConv with bond features, residual LayerNorm) with sum+mean pooling.",
+        config={"hidden_dim": 256, "layers": 4, "dropout": 0.1},
+    )
+    register(
+        "fingerprint_mlp",
+        "zoo.plugins.fingerprint_mlp:FingerprintMLP",
+        description="MLP over log1p-scaled Morgan count fingerprints (Text2Mol MLP baseline); no graph.",
+        config={"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2},
+    )

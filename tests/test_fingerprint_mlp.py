@@ -1,0 +1,117 @@
+"""FingerprintMLP: featurization, batching, caching, shapes, gradients, options, registration."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from zoo.featurize import SmilesError
+from zoo.plugins.fingerprint_mlp import FingerprintMLP, morgan_counts
+from zoo.protocols import Encoded, MoleculeEncoder
+
+SMILES = ["CCO", "c1ccccc1O", "CC(=O)N[C@@H](C)C(=O)O", "C/C=C/Cl", "O=C1CCCN1"]
+TINY = dict(radius=2, n_bits=64, hidden_dim=16, layers=2, dropout=0.0)
+
+
+def batch(model, smiles=SMILES) -> Batch:
+    return Batch.from_data_list([model.featurize(s) for s in smiles])
+
+
+def test_featurize_counts():
+    model = FingerprintMLP(embed_dim=8, **TINY)
+    assert model.featurizer == "morgan_count/r2/64/1"
+    data = model.featurize("CCCCCCCC")
+    assert data.fp.shape == (1, 64) and data.fp.dtype == torch.float32
+    assert data.fp.max() > 1  # counts, not bits: octane repeats its CH2 environments
+    from rdkit import Chem
+    from rdkit.Chem import rdFingerprintGenerator
+
+    want = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=64).GetCountFingerprintAsNumPy(
+        Chem.MolFromSmiles("CCCCCCCC"))
+    np.testing.assert_array_equal(data.fp[0].numpy(), want.astype(np.float32))
+
+
+def test_chebi_doubled_backslashes_and_errors():
+    assert np.array_equal(morgan_counts("C/C=C\\\\C"), morgan_counts("C/C=C\\C"))
+    with pytest.raises(SmilesError):
+        morgan_counts("not a smiles")
+
+
+def test_shapes_states_and_no_pyg_warning():
+    model = FingerprintMLP(embed_dim=8, **TINY)
+    assert isinstance(model, MoleculeEncoder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. PyG's "Unable to accurately infer 'num_nodes'"
+        b = batch(model)
+    assert b.fp.shape == (5, 64) and b.num_graphs == 5
+    out = model(b)
+    assert isinstance(out, Encoded) and out.embedding.shape == (5, 8) and out.states is None
+    model.return_states = True
+    out = model(b)
+    assert out.states.shape == (5, 1, 16) and out.mask.shape == (5, 1) and out.mask.all()
+
+
+def test_survives_graph_cache(tmp_path):
+    from zoo.cache import PackedGraphs
+
+    model = FingerprintMLP(embed_dim=8, **TINY).eval()
+    graphs = [model.featurize(s) for s in SMILES]
+    PackedGraphs.pack(graphs).save(tmp_path / "fp.safetensors")
+    loaded = PackedGraphs.load(tmp_path / "fp.safetensors")
+    b = Batch.from_data_list(loaded.select([4, 0, 2]))
+    torch.testing.assert_close(b.fp, torch.cat([graphs[i].fp for i in (4, 0, 2)]))
+    torch.testing.assert_close(model(b).embedding, model(batch(model, [SMILES[i] for i in (4, 0, 2)])).embedding)
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    model = FingerprintMLP(embed_dim=8, **{**TINY, "dropout": 0.2})
+    model.return_states = True
+    out = model(batch(model))
+    (out.embedding.pow(2).sum() + out.states.sum()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_deterministic_under_seed():
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        model = FingerprintMLP(embed_dim=8, **TINY).eval()
+        outs.append(model(batch(model)).embedding)
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_wrong_width_batch():
+    model = FingerprintMLP(embed_dim=8, **TINY)
+    other = FingerprintMLP(embed_dim=8, **{**TINY, "n_bits": 32})
+    with pytest.raises(ValueError, match="n_bits"):
+        model(batch(other))
+
+
+@pytest.mark.parametrize(
+    "options, word",
+    [(dict(radius=-1), "radius"), (dict(n_bits=0), "n_bits"), (dict(layers=0), "layers"),
+     (dict(hidden_dim=0), "hidden_dim"), (dict(dropout=1.0), "dropout"), (dict(n_bits=64.0), "n_bits")],
+)
+def test_invalid_options(options, word):
+    with pytest.raises(ValueError, match=rf"fingerprint_mlp: {word}="):
+        FingerprintMLP(embed_dim=8, **options)
+
+
+def test_registered(fresh_registry):
+    from zoo.registry import get_component
+    from zoo.registry.plugins import PluginLoadWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginLoadWarning)
+        component = get_component("molecule_encoder", "fingerprint_mlp")
+    model = component.create(embed_dim=8, **component.resolve_options({"n_bits": 64, "hidden_dim": 16}))
+    assert isinstance(model, FingerprintMLP) and model.featurizer == "morgan_count/r2/64/1"
+    assert dict(component.config) == {"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2}
