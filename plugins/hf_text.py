@@ -18,7 +18,7 @@ import os
 import socket
 import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -110,6 +110,13 @@ def load_backbone(source: str) -> tuple[Any, Any, str]:
         raise TextEncoderUnavailable(f"cannot load {source!r} from the Hugging Face hub: {exc}") from None
 
 
+class FrozenText(NamedTuple):
+    """One text in frozen mode: cached backbone token states and the token ids."""
+
+    states: torch.Tensor  # [L, hidden] float16
+    ids: torch.Tensor  # [L] long
+
+
 class TextBatch(dict):
     """Padded model input: ``states``/``mask`` (frozen) or ``input_ids``/``attention_mask``."""
 
@@ -130,6 +137,8 @@ class HFTextEncoder(nn.Module):
         adapter_layers: int = 1,
         dropout: float = 0.1,
         encode_batch_size: int = 32,
+        lexical_dim: int = 0,
+        lexical_buckets: int = 131072,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -154,7 +163,19 @@ class HFTextEncoder(nn.Module):
             for _ in range(adapter_layers)
         )
         self.attention_gate = nn.Linear(self.hidden, 1) if pooling == "attention" else None
-        self.head = nn.Sequential(nn.LayerNorm(self.hidden), nn.Dropout(dropout), nn.Linear(self.hidden, self.hidden),
+        if lexical_dim < 0 or lexical_buckets < 1:
+            raise ValueError(f"text encoder options lexical_dim={lexical_dim} (>= 0) / lexical_buckets={lexical_buckets} (>= 1)")
+        self.lexical_dim, self.lexical_buckets = lexical_dim, lexical_buckets
+        if lexical_dim:
+            # a trainable lexical channel beside the backbone: embeddings of the word pieces and of
+            # hashed word-piece bigrams (chemical names split into many pieces whose meaning a
+            # general-domain backbone does not know), mean-pooled
+            self.unigrams = nn.Embedding(len(self.tokenizer), lexical_dim)
+            self.bigrams = nn.Embedding(lexical_buckets, lexical_dim)
+            nn.init.normal_(self.unigrams.weight, std=0.02)
+            nn.init.normal_(self.bigrams.weight, std=0.02)
+        head_in = self.hidden + lexical_dim
+        self.head = nn.Sequential(nn.LayerNorm(head_in), nn.Dropout(dropout), nn.Linear(head_in, self.hidden),
                                   nn.GELU(), nn.Linear(self.hidden, embed_dim))
         self.set_mode("frozen" if mode == "auto" else mode)
 
@@ -199,18 +220,23 @@ class HFTextEncoder(nn.Module):
 
     def prepare(self, texts: Sequence[str], progress: bool = True, device: torch.device | str = "cpu") -> list[Any]:
         """Per-text items for :meth:`collate`: cached token states (frozen) or token ids."""
-        if self.frozen:
-            return cached_text_states(self, list(texts), progress=progress, device=device)
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        return [torch.tensor(ids) for ids in enc["input_ids"]]
+        ids = [torch.tensor(i) for i in enc["input_ids"]]
+        if not self.frozen:
+            return ids
+        states = cached_text_states(self, list(texts), progress=progress, device=device)
+        return [FrozenText(s, i) for s, i in zip(states, ids)]
 
-    def collate(self, items: Sequence[torch.Tensor]) -> TextBatch:
-        lengths = torch.tensor([len(t) for t in items])
+    def collate(self, items: Sequence[Any]) -> TextBatch:
+        frozen = isinstance(items[0], FrozenText)
+        ids = [item.ids for item in items] if frozen else list(items)
+        lengths = torch.tensor([len(t) for t in ids])
         mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
-        padded = nn.utils.rnn.pad_sequence(list(items), batch_first=True)
-        if self.frozen:
-            return TextBatch(states=padded, mask=mask)
+        padded = nn.utils.rnn.pad_sequence(ids, batch_first=True)
         pad_id = self.tokenizer.pad_token_id or 0
+        if frozen:
+            states = nn.utils.rnn.pad_sequence([item.states for item in items], batch_first=True)
+            return TextBatch(states=states, mask=mask, input_ids=torch.where(mask, padded, torch.full_like(padded, pad_id)))
         padded = torch.where(mask, padded, torch.full_like(padded, pad_id))
         return TextBatch(input_ids=padded, attention_mask=mask.long())
 
@@ -224,7 +250,18 @@ class HFTextEncoder(nn.Module):
         for layer in self.adapter:
             states = layer(states, src_key_padding_mask=~mask)
         pooled = self.pool(states, mask)
+        if self.lexical_dim:
+            pooled = torch.cat([pooled, self.lexical(batch["input_ids"], mask)], dim=-1)
         return Encoded(self.head(pooled), states if self.return_states else None, mask if self.return_states else None)
+
+    def lexical(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean of word-piece and hashed word-piece-bigram embeddings over the real tokens."""
+        m = mask.unsqueeze(-1).float()
+        uni = (self.unigrams(ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
+        pair = (ids[:, :-1] * 1_000_003 + ids[:, 1:]) % self.lexical_buckets
+        pm = (mask[:, :-1] & mask[:, 1:]).unsqueeze(-1).float()
+        bi = (self.bigrams(pair) * pm).sum(1) / pm.sum(1).clamp(min=1.0)
+        return uni + bi
 
     def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).to(states.dtype)

@@ -2,7 +2,7 @@
 
 from zoo.registry import hookimpl
 
-_COMMON = {"pooling": "mean", "max_length": 256, "mode": "auto", "adapter_layers": 1, "dropout": 0.1, "encode_batch_size": 32}
+_COMMON = {"pooling": "mean", "max_length": 256, "mode": "auto", "adapter_layers": 1, "dropout": 0.1, "encode_batch_size": 32, "lexical_dim": 0, "lexical_buckets": 131072}
 
 
 @hookimpl

@@ -136,3 +136,13 @@ def test_checkpoint_of_another_spec_is_refused(tiny_env, tmp_path, capsys):
         args += ["--set", item]
     assert main(args) == 2
     assert "different spec" in capsys.readouterr().err
+
+
+def test_tiny_composition_with_the_example_plugin(tiny_env, tmp_path):
+    """CI installs plugins/examples/molzoo-descriptors; a composition uses its encoder by name."""
+    pytest.importorskip("molzoo_descriptors")
+    results = run_tiny(tiny_env, tmp_path / "plugin-run", "molecule_encoder=descriptor_mlp", "train.epochs=3")
+    mol = next(c for c in results["components"] if c["slot"] == "molecule_encoder")
+    assert mol["name"] == "descriptor_mlp" and mol["plugin"] == "descriptors" and mol["version"] == "0.1.0"
+    assert results["spec"]["molecule_encoder"]["name"] == "descriptor_mlp"
+    assert results["scores"]["test"]["text_to_molecule"]["n_queries"] == 16

@@ -66,17 +66,18 @@ def test_frozen_prepare_returns_token_states(encoder, items):
     assert len(items) == len(TEXTS)
     tokens = encoder.tokenizer(TEXTS, truncation=True, max_length=MAX_LEN)["input_ids"]
     for item, ids in zip(items, tokens):
-        assert item.dtype == torch.float16
-        assert item.shape == (len(ids), HIDDEN)
-        assert torch.isfinite(item).all()
-    assert items[0].shape[0] == MAX_LEN  # the long text is truncated
-    assert items[1].shape[0] < items[2].shape[0] < MAX_LEN
+        assert item.states.dtype == torch.float16
+        assert item.states.shape == (len(ids), HIDDEN)
+        assert torch.isfinite(item.states).all()
+        assert item.ids.tolist() == ids
+    assert items[0].states.shape[0] == MAX_LEN  # the long text is truncated
+    assert items[1].states.shape[0] < items[2].states.shape[0] < MAX_LEN
 
 
 def test_frozen_states_do_not_depend_on_batching(encoder, items):
     # the backbone batches texts (padded); a text's states match the text encoded alone
     alone = encoder.backbone_states([SHORT], progress=False)[0]
-    torch.testing.assert_close(alone.float(), items[1].float(), atol=1e-2, rtol=0)
+    torch.testing.assert_close(alone.float(), items[1].states.float(), atol=1e-2, rtol=0)
 
 
 def test_prepare_hits_disk_cache(encoder, items, monkeypatch, offline_cache):
@@ -90,8 +91,8 @@ def test_prepare_hits_disk_cache(encoder, items, monkeypatch, offline_cache):
     again = encoder.prepare(TEXTS, progress=False)
     assert len(again) == len(items)
     for a, b in zip(again, items):
-        assert a.dtype == torch.float16
-        assert torch.equal(a, b)
+        assert a.states.dtype == torch.float16
+        assert torch.equal(a.states, b.states) and torch.equal(a.ids, b.ids)
     # other texts are a different cache entry: the backbone must run
     with pytest.raises(AssertionError, match="backbone ran"):
         encoder.prepare([SHORT, "ethanol"], progress=False)
@@ -99,10 +100,10 @@ def test_prepare_hits_disk_cache(encoder, items, monkeypatch, offline_cache):
 
 def test_collate_and_forward(encoder, items):
     batch = encoder.collate(items)
-    assert set(batch) == {"states", "mask"}
+    assert set(batch) == {"states", "mask", "input_ids"}
     assert batch["states"].shape == (3, MAX_LEN, HIDDEN)
     assert batch["mask"].dtype == torch.bool
-    assert batch["mask"].sum(1).tolist() == [len(t) for t in items]
+    assert batch["mask"].sum(1).tolist() == [len(t.ids) for t in items]
     encoder.eval()
     out = encoder(batch)
     assert out.embedding.shape == (3, DIM)
@@ -115,6 +116,24 @@ def test_collate_and_forward(encoder, items):
         assert out.states.shape == (3, MAX_LEN, HIDDEN) and out.mask.shape == (3, MAX_LEN)
     finally:
         encoder.return_states = False
+
+
+def test_lexical_channel_is_trained_and_changes_the_embedding(items):
+    torch.manual_seed(0)
+    enc = make(lexical_dim=16, lexical_buckets=64)
+    enc.train()
+    out = enc(enc.collate(items))
+    assert out.embedding.shape == (3, DIM)
+    out.embedding.pow(2).sum().backward()
+    assert enc.unigrams.weight.grad.abs().sum() > 0 and enc.bigrams.weight.grad.abs().sum() > 0
+    # padding tokens do not contribute: a text alone equals the text inside a padded batch
+    enc.eval()
+    with torch.no_grad():
+        batch = enc(enc.collate(items)).embedding
+        alone = enc(enc.collate([items[1]])).embedding
+    torch.testing.assert_close(batch[1], alone[0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="lexical_dim"):
+        make(lexical_dim=-1)
 
 
 def test_gradients_reach_head_not_backbone(items):

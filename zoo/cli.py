@@ -133,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # `zoo show aman | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("\nzoo: interrupted. Checkpoints are written after each epoch: rerun the same command to resume.", file=sys.stderr)
         return 130
