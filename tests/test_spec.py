@@ -46,7 +46,7 @@ def test_load_aman_by_name(aman):
     }
     assert aman.molecule_encoder.options["readout"] == "attention"
     assert aman.aligner.options["mode"] == "grl"
-    assert aman.loss.options["mining"] == "hard"
+    assert aman.loss.options["mining"] == "semihard"
     assert aman.train.epochs == 60
     assert aman.eval.galleries == ("all", "test")
 
@@ -123,7 +123,7 @@ def test_resolve_fills_defaults(aman):
         options = resolved.__getattribute__(slot).options
         assert set(options) == set(component.config), slot
     # explicit spec values win over registered defaults, missing ones get the default
-    assert resolved.loss.options["mining"] == "hard"
+    assert resolved.loss.options["mining"] == "semihard"  # aman.toml overrides the registered default "hard"
     assert resolved.loss.options["margin"] == get_component("loss", "triplet").config["margin"]
     assert resolved.text_encoder.options["model"] == "allenai/scibert_scivocab_uncased"
     assert resolved.resolve() == resolved  # idempotent
