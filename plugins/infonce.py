@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.plugins.pair_checks import check_pair_batch
+
 DIRECTIONS = ("both", "text_to_molecule")
 MAX_LOGIT_SCALE = 100.0
 
@@ -69,13 +71,7 @@ class InfoNCELoss(nn.Module):
         return self.scale * (F.normalize(text, dim=-1) @ F.normalize(molecule, dim=-1).T)
 
     def forward(self, text: Tensor, molecule: Tensor) -> Tensor:
-        if text.dim() != 2 or text.shape != molecule.shape:
-            raise ValueError(
-                f"infonce: expected text and molecule of the same shape [B, d], got "
-                f"{tuple(text.shape)} and {tuple(molecule.shape)}"
-            )
-        if text.shape[0] < 2:
-            raise ValueError(f"infonce: needs a batch of at least 2 pairs for in-batch negatives, got {text.shape[0]}")
+        check_pair_batch("infonce", text, molecule)
         logits = self.logits(text, molecule).float()  # softmax in fp32 under autocast
         target = torch.arange(len(logits), device=logits.device)
         loss = F.cross_entropy(logits, target)

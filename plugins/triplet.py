@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.plugins.pair_checks import check_pair_batch
+
 DISTANCES = ("cosine", "euclidean")
 MININGS = ("hard", "semihard", "all")
 DIRECTIONS = ("both", "text_to_molecule")
@@ -60,13 +62,7 @@ class TripletLoss(nn.Module):
         return sq.clamp_min(1e-12).sqrt()  # clamp: finite gradient at zero distance
 
     def forward(self, text: Tensor, molecule: Tensor) -> Tensor:
-        if text.dim() != 2 or text.shape != molecule.shape:
-            raise ValueError(
-                f"triplet: expected text and molecule of the same shape [B, d], got "
-                f"{tuple(text.shape)} and {tuple(molecule.shape)}"
-            )
-        if text.shape[0] < 2:
-            raise ValueError(f"triplet: needs a batch of at least 2 pairs for in-batch negatives, got {text.shape[0]}")
+        check_pair_batch("triplet", text, molecule)
         dist = self.distances(text, molecule)
         loss = self._mine(dist)
         if self.directions == "both":
