@@ -232,12 +232,10 @@ class HFTextEncoder(nn.Module):
         ids = [item.ids for item in items] if frozen else list(items)
         lengths = torch.tensor([len(t) for t in ids])
         mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
-        padded = nn.utils.rnn.pad_sequence(ids, batch_first=True)
-        pad_id = self.tokenizer.pad_token_id or 0
+        padded = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id or 0)
         if frozen:
             states = nn.utils.rnn.pad_sequence([item.states for item in items], batch_first=True)
-            return TextBatch(states=states, mask=mask, input_ids=torch.where(mask, padded, torch.full_like(padded, pad_id)))
-        padded = torch.where(mask, padded, torch.full_like(padded, pad_id))
+            return TextBatch(states=states, mask=mask, input_ids=padded)
         return TextBatch(input_ids=padded, attention_mask=mask.long())
 
     # -- forward --------------------------------------------------------------------------
