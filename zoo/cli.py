@@ -54,6 +54,10 @@ def cmd_list(args) -> int:
     if kind and kind not in KINDS and args.pattern is None:  # `zoo list 'gr*'`: a pattern without kind
         kind, args.pattern = None, args.kind
     components = list_components(kind, args.pattern)
+    if not components:
+        what = f"{kind} " if kind else ""
+        print(f"zoo: no {what}components match {args.pattern!r}. Kinds: {', '.join(KINDS)}; try `zoo list`.", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps([{"kind": c.kind, "name": c.name, "description": c.description, "plugin": c.plugin,
                            "version": c.plugin_version, "config": dict(c.config)} for c in components], indent=2))

@@ -173,7 +173,17 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     seed_everything(cfg.seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    # 1. components (a substitution is announced before anything slow happens)
+    # 1. data (bad input fails here, before anything slow)
+    t0 = time.time()
+    task = spec.eval.task
+    if task != "chebi20":
+        raise RunError(f"eval.task={task!r}: only 'chebi20' is implemented by zoo run")
+    data = load_chebi20(opts.data_dir, holdout_fraction=cfg.holdout_fraction, holdout_seed=0, download=opts.download)
+    log(f"data: {data.data_dir} protocol={data.protocol} train={len(data.train)} select={len(data.select)} "
+        f"test={len(data.test)} gallery(all)={len(data.gallery)}")
+    timings["load_data_s"] = time.time() - t0
+
+    # 2. components (a substitution is announced before anything slow happens)
     t0 = time.time()
     model, report = build_model(requested, allow_substitution=not opts.strict, on_substitute=lambda m: log(f"WARNING: {m}"))
     spec = report.spec
@@ -194,14 +204,7 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     if results_path.exists() and not opts.fresh:
         raise RunError(f"{results_path} exists: this run is finished. Use --out for a new run or --fresh to redo it.")
 
-    # 2. data
     t0 = time.time()
-    task = spec.eval.task
-    if task != "chebi20":
-        raise RunError(f"eval.task={task!r}: only 'chebi20' is implemented by zoo run")
-    data = load_chebi20(opts.data_dir, holdout_fraction=cfg.holdout_fraction, holdout_seed=0, download=opts.download)
-    log(f"data: {data.data_dir} protocol={data.protocol} train={len(data.train)} select={len(data.select)} "
-        f"test={len(data.test)} gallery(all)={len(data.gallery)}")
     graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
                                  model.molecule_encoder.featurizer, progress=opts.progress, desc="featurizing molecules")
     mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
