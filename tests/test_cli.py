@@ -231,3 +231,9 @@ def test_list_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_env())
     assert proc.returncode == 0, proc.stderr
     assert "graph_transformer" in proc.stdout
+
+
+def test_list_with_no_match_says_so(capsys):
+    assert main(["list", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert "no components match 'nope'" in err and "text_encoder" in err
