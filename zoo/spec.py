@@ -176,6 +176,8 @@ class CompositionSpec:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise SpecError(f"spec file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"cannot read spec file {path}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SpecError(f"{path}: invalid TOML: {exc}") from None
         return cls.from_dict(data, source=str(path))
@@ -267,7 +269,7 @@ def _parse_value(raw: str) -> Any:
 def load_spec(name_or_path: str) -> CompositionSpec:
     """A registered composition by name, or a TOML file path."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or path.is_file():
         return CompositionSpec.from_toml(path)
     component = get_component("composition", name_or_path)
     made = component.create()

@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +23,7 @@ from zoo.spec import CompositionSpec
 
 CHECKPOINT_DIR = "checkpoint"
 RESULTS_FILE = "results.json"
+GALLERIES = ("all", "test")
 
 
 class RunError(RuntimeError):
@@ -170,8 +171,17 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     device = resolve_device(cfg.device)
     if cfg.batch_size < 2:
         raise RunError("train.batch_size must be at least 2 (in-batch negatives)")
+    for key, value in {"train.epochs": cfg.epochs, "train.eval_batch_size": cfg.eval_batch_size,
+                       "train.patience": cfg.patience, "eval.chunk_size": requested.eval.chunk_size}.items():
+        if value < 1:
+            raise RunError(f"{key} must be at least 1, got {value}")
+    if cfg.lr <= 0 or cfg.backbone_lr <= 0:
+        raise RunError(f"train.lr ({cfg.lr}) and train.backbone_lr ({cfg.backbone_lr}) must be positive")
+    unknown = [g for g in requested.eval.galleries if g not in GALLERIES]
+    if unknown or not requested.eval.galleries:
+        raise RunError(f"eval.galleries: unknown or empty {unknown or []}; choose from {', '.join(GALLERIES)}")
     seed_everything(cfg.seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
     # 1. data (bad input fails here, before anything slow)
     t0 = time.time()
@@ -235,9 +245,14 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
         params: Any = [{"params": rest, "lr": cfg.lr}, {"params": list(backbone.parameters()), "lr": cfg.backbone_lr}]
     else:
         params = model
-    optimizer = create_optimizer_v2(params, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-                                       min_lr=cfg.lr * 0.01, warmup_lr=cfg.lr * 0.1)
+    try:
+        optimizer = create_optimizer_v2(params, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs,
+                                           warmup_epochs=cfg.warmup_epochs, min_lr=cfg.lr * 0.01, warmup_lr=cfg.lr * 0.1)
+    except (ValueError, AssertionError, KeyError) as exc:
+        raise RunError(f"timm cannot build optimizer {cfg.optimizer!r} / scheduler {cfg.scheduler!r}: {exc!r}") from None
+    if scheduler is None:
+        raise RunError(f"train.scheduler={cfg.scheduler!r} is not a timm scheduler (e.g. cosine, step, plateau)")
     skip_backbone = text_mode == "frozen"
     meta = {"spec_hash": spec_hash, "molzoo_spec": json.dumps(spec.to_dict())}
 
@@ -356,6 +371,7 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
         components=report.components,
         task={"name": task, "protocol": data.protocol, "split": "test", "galleries": galleries,
               "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
+              "skipped_rows": data.skipped,
               "tie_policy": "optimistic: rank = 1 + number of candidates scored strictly higher"},
         scores=scores, timings=timings, seeds={"seed": cfg.seed, "holdout_seed": 0},
         notes=notes,
