@@ -17,7 +17,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -214,8 +213,7 @@ def write_results(path: Path, results: dict) -> Path:
 
     Serialisation happens before the target is touched: NaN/inf or
     non-JSON-serialisable values raise and leave any existing file as it was.
-    The data goes to a temporary file in the same directory, is fsynced, then
-    ``os.replace``-d onto ``path``; the temporary file is removed on error.
+    The file is written with :func:`zoo.cache.atomic_write_text` (temp file, fsync, replace).
     """
     path = Path(path)
     _validate(results, str(path))
@@ -225,28 +223,9 @@ def write_results(path: Path, results: dict) -> Path:
         raise ValueError(f"{path}: results contain NaN or infinity, refusing to write ({exc})") from exc
     except TypeError as exc:
         raise ValueError(f"{path}: results are not JSON-serialisable ({exc})") from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename durable; best effort (not supported everywhere)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    from zoo.cache import atomic_write_text
+
+    atomic_write_text(path, text + "\n")
     return path
 
 

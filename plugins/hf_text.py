@@ -11,9 +11,7 @@ Two modes:
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import os
 import socket
 import warnings
