@@ -163,3 +163,35 @@ def test_bad_options_fail_before_training_with_a_clear_message(tiny_env, tmp_pat
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_zoo_eval_reproduces_the_run_and_embeddings_recompute_the_metrics(tiny_env, tmp_path, capsys):
+    import numpy as np
+
+    run = tmp_path / "run"
+    results = run_tiny(tiny_env, run, "train.epochs=3")
+    emb_dir = tmp_path / "emb"
+    assert main(["eval", str(run), "--data-dir", str(tiny_env), "--no-progress", "--save-embeddings", str(emb_dir),
+                 "--gallery", "all", "--gallery", "test", "--gallery", "inbatch:4"]) == 0
+    again = json.loads((run / "eval-test.json").read_text())
+    for gallery in ("all", "test"):
+        for direction in ("text_to_molecule", "molecule_to_text"):
+            assert again["scores"][gallery][direction] == pytest.approx(results["scores"][gallery][direction], abs=1e-6)
+    assert again["task"]["galleries"]["inbatch:4"] == {"block_size": 4, "queries": 16}
+    # the documented few lines of numpy recompute the harness's numbers exactly
+    e = np.load(emb_dir / "test-all.npz")
+    scores = e["text_queries"] @ e["molecule_candidates"].T
+    true = np.array([list(e["molecule_candidate_cids"]).index(c) for c in e["query_cids"]])
+    ranks = 1 + (scores > scores[np.arange(len(true)), true][:, None]).sum(1)
+    assert (1 / ranks).mean() == pytest.approx(again["scores"]["all"]["text_to_molecule"]["mrr"], abs=1e-6)
+    assert (ranks <= 10).mean() == pytest.approx(again["scores"]["all"]["text_to_molecule"]["hits@10"], abs=1e-6)
+
+
+def test_zoo_eval_bad_input(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    (tmp_path / "unfinished").mkdir()
+    assert main(["eval", str(tmp_path / "unfinished")]) == 2
+    assert "not a finished run" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "unfinished"), "--gallery", "everything"]) == 2
+    assert "--gallery" in capsys.readouterr().err

@@ -44,6 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component (e.g. SciBERT offline)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint/results in the run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("eval", help="evaluate a finished run's best checkpoint without retraining")
+    p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
+    p.add_argument("--split", default="test", help="test (default) or heldout")
+    p.add_argument("--gallery", dest="galleries", action="append", metavar="G",
+                   help="all, test or inbatch:N (repeatable; default: all and test)")
+    p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--save-embeddings", metavar="DIR", help="write query/candidate embeddings with CIDs as .npz")
+    p.add_argument("--out", help="results file (default RUN/eval-SPLIT.json)")
+    p.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -112,7 +123,16 @@ def cmd_run(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "show": cmd_show, "run": cmd_run}
+def cmd_eval(args) -> int:
+    from zoo.eval_run import evaluate_run
+
+    evaluate_run(args.run, split=args.split, galleries=args.galleries or ["all", "test"], data_dir=args.data_dir,
+                 device=args.device, save_embeddings=args.save_embeddings, out=args.out,
+                 progress=not args.no_progress, log=lambda m: print(m, flush=True))
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "show": cmd_show, "run": cmd_run, "eval": cmd_eval}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

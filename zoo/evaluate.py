@@ -48,3 +48,61 @@ def score_both_directions(text_emb: torch.Tensor, mol_emb: torch.Tensor, text_to
     t2m = retrieval_metrics(rank_of_true(text_emb, mol_emb, text_to_mol_true, chunk_size=chunk_size, device=device))
     m2t = retrieval_metrics(rank_of_true(mol_queries, text_candidates, mol_to_text_true, chunk_size=chunk_size, device=device))
     return {"text_to_molecule": t2m, "molecule_to_text": m2t}
+
+
+def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_items, text_index: dict[str, int],
+                   galleries, batch_size: int, chunk_size: int, device: torch.device, progress: bool = False,
+                   log=print, label: str = "test"):
+    """Score ``pairs`` (queries) against each gallery in both directions.
+
+    ``all``: every molecule of ``data.gallery`` / every description in ``text_items``;
+    ``test``: the molecules and descriptions of ``pairs`` themselves; ``inbatch:N``: consecutive
+    blocks of N pairs, each query ranked within its block (averaged over queries).
+    Returns ``(scores, gallery_counts, embeddings)``; ``embeddings[gallery]`` holds the query and
+    candidate embeddings with their CIDs, enough to recompute every metric.
+    """
+    import numpy as np
+
+    from zoo.evals.ranking import rank_of_true, retrieval_metrics
+
+    query_cids = np.array([p.cid for p in pairs])
+    text_q = embed_texts(model, [text_items[text_index[p.cid]] for p in pairs], batch_size, device)
+    mols_q = [mol_index[p.cid] for p in pairs]
+    scores, counts, embeddings = {}, {}, {}
+    for gallery in galleries:
+        if gallery == "all":
+            mol_c = embed_molecules(model, graphs, list(range(len(data.gallery))), batch_size, device, progress=progress,
+                                    desc="embedding gallery (all)")
+            text_c = embed_texts(model, text_items, batch_size, device)
+            mol_q = mol_c[torch.tensor(mols_q)]
+            t2m_true = torch.tensor(mols_q)
+            m2t_true = torch.tensor([text_index[p.cid] for p in pairs])
+            mol_cids = np.array([m.cid for m in data.gallery])
+            text_cids = np.array(sorted(text_index, key=text_index.get))
+            scores[gallery] = score_both_directions(text_q, mol_c, t2m_true, mol_q, text_c, m2t_true, chunk_size, device)
+        elif gallery == "test" or gallery.startswith("inbatch:"):
+            mol_c = embed_molecules(model, graphs, mols_q, batch_size, device)
+            text_c, mol_q, mol_cids, text_cids = text_q, mol_c, query_cids, query_cids
+            size = len(pairs) if gallery == "test" else int(gallery.split(":", 1)[1])
+            ranks_t2m, ranks_m2t = [], []
+            for start in range(0, len(pairs), size):
+                block = slice(start, start + size)
+                true = torch.arange(len(text_q[block]))
+                ranks_t2m.append(rank_of_true(text_q[block], mol_c[block], true, chunk_size=chunk_size, device=device))
+                ranks_m2t.append(rank_of_true(mol_c[block], text_q[block], true, chunk_size=chunk_size, device=device))
+            scores[gallery] = {"text_to_molecule": retrieval_metrics(torch.cat(ranks_t2m)),
+                               "molecule_to_text": retrieval_metrics(torch.cat(ranks_m2t))}
+        else:
+            raise ValueError(f"unknown gallery {gallery!r}; choose all, test or inbatch:N")
+        if gallery.startswith("inbatch:"):
+            counts[gallery] = {"block_size": size, "queries": len(pairs)}
+        else:
+            counts[gallery] = {"text_to_molecule_candidates": len(mol_c), "molecule_to_text_candidates": len(text_c),
+                               "queries": len(pairs)}
+        embeddings[gallery] = {"query_cids": query_cids, "text_queries": text_q.numpy(), "molecule_queries": mol_q.numpy(),
+                               "molecule_candidates": mol_c.numpy(), "molecule_candidate_cids": mol_cids,
+                               "text_candidates": text_c.numpy(), "text_candidate_cids": text_cids}
+        t2m, m2t = scores[gallery]["text_to_molecule"], scores[gallery]["molecule_to_text"]
+        log(f"{label} gallery={gallery}: text->molecule MRR={t2m['mrr']:.4f} H@1={t2m['hits@1']:.3f} H@10={t2m['hits@10']:.3f} "
+            f"mean rank={t2m['mean_rank']:.1f} | molecule->text MRR={m2t['mrr']:.4f} H@1={m2t['hits@1']:.3f}")
+    return scores, counts, embeddings

@@ -52,6 +52,14 @@ class TrainerState:
     stop_reason: str = ""
 
 
+def valid_gallery(name: str) -> bool:
+    """``all``, ``test`` or ``inbatch:N`` (N >= 2)."""
+    if name in GALLERIES:
+        return True
+    size = name.removeprefix("inbatch:")
+    return name.startswith("inbatch:") and size.isdigit() and int(size) >= 2
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -159,7 +167,7 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     from zoo.cache import atomic_write_text, featurize_molecules
     from zoo.data import load_chebi20
     from zoo.evals.ranking import rank_of_true, retrieval_metrics
-    from zoo.evaluate import autocast, embed_molecules, embed_texts, score_both_directions
+    from zoo.evaluate import autocast, embed_molecules, embed_texts, evaluate_pairs
     from zoo.model import build_model
 
     log = opts.log
@@ -177,9 +185,9 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
             raise RunError(f"{key} must be at least 1, got {value}")
     if cfg.lr <= 0 or cfg.backbone_lr <= 0:
         raise RunError(f"train.lr ({cfg.lr}) and train.backbone_lr ({cfg.backbone_lr}) must be positive")
-    unknown = [g for g in requested.eval.galleries if g not in GALLERIES]
+    unknown = [g for g in requested.eval.galleries if not valid_gallery(g)]
     if unknown or not requested.eval.galleries:
-        raise RunError(f"eval.galleries: unknown or empty {unknown or []}; choose from {', '.join(GALLERIES)}")
+        raise RunError(f"eval.galleries: unknown or empty {unknown or []}; choose from {', '.join(GALLERIES)}, inbatch:N")
     seed_everything(cfg.seed)
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
@@ -329,34 +337,9 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     # 6. evaluate the best weights on test
     t0 = time.time()
     load_weights(model, best_path)
-    test_pairs = data.test
-    test_text_emb = embed_texts(model, items_for(test_pairs), cfg.eval_batch_size, device)
-    test_mols = torch.tensor([mol_index[p.cid] for p in test_pairs])
-    scores: dict[str, dict[str, dict[str, float]]] = {}
-    galleries: dict[str, dict[str, int]] = {}
-    for gallery in spec.eval.galleries:
-        if gallery == "all":
-            cand_mol_idx = list(range(len(data.gallery)))
-            mol_emb = embed_molecules(model, graphs, cand_mol_idx, cfg.eval_batch_size, device, progress=opts.progress,
-                                      desc="embedding gallery (all)")
-            t2m_true = test_mols
-            cand_text = embed_texts(model, text_items, cfg.eval_batch_size, device)
-            m2t_true = torch.tensor([text_index[p.cid] for p in test_pairs])
-            mol_queries = mol_emb[test_mols]
-        elif gallery == "test":
-            mol_emb = embed_molecules(model, graphs, test_mols.tolist(), cfg.eval_batch_size, device)
-            t2m_true = torch.arange(len(test_pairs))
-            cand_text, m2t_true, mol_queries = test_text_emb, torch.arange(len(test_pairs)), mol_emb
-        else:
-            raise RunError(f"eval.galleries: unknown gallery {gallery!r}; choose from all, test")
-        scores[gallery] = score_both_directions(test_text_emb, mol_emb, t2m_true, mol_queries, cand_text, m2t_true,
-                                                spec.eval.chunk_size, device)
-        galleries[gallery] = {"text_to_molecule_candidates": len(mol_emb), "molecule_to_text_candidates": len(cand_text),
-                              "queries": len(test_pairs)}
-        t2m = scores[gallery]["text_to_molecule"]
-        m2t = scores[gallery]["molecule_to_text"]
-        log(f"test gallery={gallery}: text->molecule MRR={t2m['mrr']:.4f} H@1={t2m['hits@1']:.3f} H@10={t2m['hits@10']:.3f} "
-            f"mean rank={t2m['mean_rank']:.1f} | molecule->text MRR={m2t['mrr']:.4f} H@1={m2t['hits@1']:.3f}")
+    scores, galleries, _ = evaluate_pairs(model, data.test, data, graphs, mol_index, text_items, text_index,
+                                          spec.eval.galleries, cfg.eval_batch_size, spec.eval.chunk_size, device,
+                                          progress=opts.progress, log=log)
     timings["eval_s"] = time.time() - t0
     timings["total_s"] = time.time() - started
 

@@ -1,0 +1,93 @@
+"""``zoo eval``: evaluate a finished run's best checkpoint on a split and galleries, no retraining."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+from zoo.train import CHECKPOINT_DIR, RESULTS_FILE, RunError, load_weights, resolve_device, valid_gallery
+
+SPLITS = ("test", "heldout")
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """The results of a finished run (clear errors for a missing or unreadable run)."""
+    from zoo.evals.results import read_results
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run folder not found: {run_dir}")
+    results_path = run_dir / RESULTS_FILE
+    if not results_path.is_file():
+        raise RunError(f"{run_dir} has no {RESULTS_FILE}: not a finished run (rerun `zoo run` with --out {run_dir} to finish it)")
+    try:
+        return read_results(results_path)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequence[str] = ("all", "test"),
+                 data_dir: str | None = None, device: str = "auto", save_embeddings: str | Path | None = None,
+                 out: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Re-evaluate ``run_dir`` and write ``RUN/eval-SPLIT.json`` (or ``out``); returns that path."""
+    import numpy as np
+
+    from zoo.cache import atomic_write_bytes, featurize_molecules
+    from zoo.data import load_chebi20
+    from zoo.evaluate import evaluate_pairs
+    from zoo.evals.results import build_results, write_results
+    from zoo.model import build_model
+    from zoo.spec import CompositionSpec
+
+    started = time.time()
+    run_dir = Path(run_dir)
+    if split not in SPLITS:
+        raise RunError(f"--split {split!r}: choose from {', '.join(SPLITS)}")
+    bad = [g for g in galleries if not valid_gallery(g)]
+    if bad or not galleries:
+        raise RunError(f"--gallery {bad or []}: choose from all, test, inbatch:N")
+    previous = load_run(run_dir)
+    spec = CompositionSpec.from_dict(previous["spec"], source=str(run_dir / RESULTS_FILE))
+    checkpoint = run_dir / CHECKPOINT_DIR / "best.safetensors"
+    if not checkpoint.is_file():
+        raise RunError(f"{checkpoint} is missing: the run's best weights are needed")
+    dev = resolve_device(device)
+
+    data = load_chebi20(data_dir, holdout_fraction=spec.train.holdout_fraction, holdout_seed=previous["seeds"].get("holdout_seed", 0))
+    model, _ = build_model(spec, allow_substitution=False)
+    mode = previous.get("training", {}).get("text_mode", "frozen")
+    if hasattr(model.text_encoder, "set_mode"):
+        model.text_encoder.set_mode(mode)
+    model.to(dev)
+    load_weights(model, checkpoint)
+    graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
+                                 model.molecule_encoder.featurizer, progress=progress, desc="featurizing molecules")
+    mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
+    text_items = model.text_encoder.prepare([p.description for p in data.descriptions], progress=progress, device=dev)
+    text_index = {p.cid: i for i, p in enumerate(data.descriptions)}
+    pairs = data.test if split == "test" else data.select
+    scores, counts, embeddings = evaluate_pairs(model, pairs, data, graphs, mol_index, text_items, text_index, list(galleries),
+                                                spec.train.eval_batch_size, spec.eval.chunk_size, dev, progress=progress,
+                                                log=log, label=split)
+    if save_embeddings:
+        folder = Path(save_embeddings)
+        for gallery, arrays in embeddings.items():
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            atomic_write_bytes(folder / f"{split}-{gallery.replace(':', '-')}.npz", buffer.getvalue())
+        log(f"embeddings: {folder}/{split}-*.npz (query/candidate embeddings with CIDs)")
+    results = build_results(
+        spec=spec.to_dict(), spec_hash=previous["spec_hash"], components=previous["components"],
+        task={**previous["task"], "split": split, "galleries": counts, "protocol": data.protocol,
+              "data_checksums": data.checksums},
+        scores=scores, timings={"total_s": time.time() - started}, seeds=previous["seeds"],
+        notes=[f"re-evaluation of {run_dir} (best checkpoint) on {dev}"],
+        extra={"evaluated_run": str(run_dir), "checkpoint": str(checkpoint)},
+    )
+    path = Path(out) if out else run_dir / f"eval-{split}.json"
+    write_results(path, results)
+    log(f"results: {path}")
+    return path
