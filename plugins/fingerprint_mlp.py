@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.featurize import parse_smiles
+from zoo.plugins.checks import check_dropout, check_ints
 from zoo.protocols import Encoded
 
 FEATURIZER_VERSION = "1"  # bump when the fingerprint changes: it keys the on-disk cache
@@ -53,17 +54,9 @@ class FingerprintMLP(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        for key, value, low in (
-            ("embed_dim", embed_dim, 1),
-            ("radius", radius, 0),
-            ("n_bits", n_bits, 1),
-            ("hidden_dim", hidden_dim, 1),
-            ("layers", layers, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"fingerprint_mlp: {key}={value!r} must be an integer >= {low}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"fingerprint_mlp: dropout={dropout!r} must be a number in [0, 1)")
+        check_ints("fingerprint_mlp", embed_dim=embed_dim, n_bits=n_bits, hidden_dim=hidden_dim, layers=layers)
+        check_ints("fingerprint_mlp", minimum=0, radius=radius)
+        check_dropout("fingerprint_mlp", dropout)
 
         self.dim = embed_dim
         self.state_dim = hidden_dim

@@ -27,52 +27,21 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, GINEConv
 from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
-from torch_geometric.utils import to_dense_batch
 
-from zoo.featurize import ATOM_FEATURE_DIM, BOND_FEATURE_DIM, FEATURIZER_NAME, FEATURIZER_VERSION
-from zoo.featurize import featurize as _featurize
+from zoo.featurize import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
+from zoo.plugins.graph_base import GraphEncoderBase, check_graph_options
 from zoo.protocols import Encoded
-
-
-def _check_options(name: str, dropout: float, **positive: int) -> None:
-    """ValueErrors naming the component and the offending option."""
-    for key, value in positive.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: {key}={value!r} must be an integer >= 1")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"{name}: dropout={dropout!r} must be a number in [0, 1)")
 
 
 def _projection(in_dim: int, hidden_dim: int, embed_dim: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, embed_dim))
 
 
-class _GraphEncoder(nn.Module):
-    """What both baselines share: featurizer, featurize, and the Encoded output with optional states."""
-
-    def __init__(self, embed_dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.dim = embed_dim
-        self.state_dim = hidden_dim
-        self.featurizer = f"{FEATURIZER_NAME}/{FEATURIZER_VERSION}"  # shared with graph_transformer
-        self.return_states = False
-
-    def featurize(self, smiles: str) -> Any:
-        """One SMILES to a ``torch_geometric.data.Data`` graph (see :mod:`zoo.featurize`)."""
-        return _featurize(smiles)
-
-    def _encoded(self, embedding: Tensor, h: Tensor, index: Tensor, size: int) -> Encoded:
-        if not self.return_states:
-            return Encoded(embedding)
-        states, mask = to_dense_batch(h, index, batch_size=size)
-        return Encoded(embedding, states, mask)
-
-
-class GCN(_GraphEncoder):
+class GCN(GraphEncoderBase):
     """Text2Mol-style GCN: featurized molecules (a PyG ``Batch``) to ``[B, embed_dim]``."""
 
     def __init__(self, embed_dim: int, hidden_dim: int = 256, layers: int = 3, dropout: float = 0.1) -> None:
-        _check_options("gcn", dropout, embed_dim=embed_dim, hidden_dim=hidden_dim, layers=layers)
+        check_graph_options("gcn", dropout, embed_dim=embed_dim, hidden_dim=hidden_dim, layers=layers)
         super().__init__(embed_dim, hidden_dim)
         self.convs = nn.ModuleList(
             GCNConv(ATOM_FEATURE_DIM if i == 0 else hidden_dim, hidden_dim) for i in range(layers)
@@ -93,11 +62,11 @@ class GCN(_GraphEncoder):
         return self._encoded(self.project(pooled), h, index, size)
 
 
-class GINE(_GraphEncoder):
+class GINE(GraphEncoderBase):
     """Edge-aware GIN with residual LayerNorm blocks: featurized molecules to ``[B, embed_dim]``."""
 
     def __init__(self, embed_dim: int, hidden_dim: int = 256, layers: int = 4, dropout: float = 0.1) -> None:
-        _check_options("gine", dropout, embed_dim=embed_dim, hidden_dim=hidden_dim, layers=layers)
+        check_graph_options("gine", dropout, embed_dim=embed_dim, hidden_dim=hidden_dim, layers=layers)
         super().__init__(embed_dim, hidden_dim)
         self.atom_embed = nn.Linear(ATOM_FEATURE_DIM, hidden_dim)
         self.convs = nn.ModuleList(

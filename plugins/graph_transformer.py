@@ -17,10 +17,10 @@ from torch import Tensor, nn
 from torch_geometric.nn import TransformerConv
 from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.nn.pool import global_mean_pool
-from torch_geometric.utils import softmax, to_dense_batch
+from torch_geometric.utils import softmax
 
-from zoo.featurize import ATOM_FEATURE_DIM, BOND_FEATURE_DIM, FEATURIZER_NAME, FEATURIZER_VERSION
-from zoo.featurize import featurize as _featurize
+from zoo.featurize import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
+from zoo.plugins.graph_base import GraphEncoderBase, check_graph_options
 from zoo.protocols import Encoded
 
 READOUTS = ("attention", "mean", "attention+mean")
@@ -49,7 +49,7 @@ class _Block(nn.Module):
         return self.norm2(h + self.drop(self.ffn(h)))
 
 
-class GraphTransformer(nn.Module):
+class GraphTransformer(GraphEncoderBase):
     """Featurized molecules (a PyG ``Batch``) to ``[B, embed_dim]`` embeddings.
 
     ``states``/``mask`` (``[B, max_atoms, hidden_dim]`` node states from ``to_dense_batch``) are
@@ -66,20 +66,14 @@ class GraphTransformer(nn.Module):
         readout: str = "attention",
         ffn_mult: int = 2,
     ) -> None:
-        super().__init__()
-        _check_positive(embed_dim=embed_dim, hidden_dim=hidden_dim, layers=layers, heads=heads, ffn_mult=ffn_mult)
+        check_graph_options("graph_transformer", dropout, embed_dim=embed_dim, hidden_dim=hidden_dim, layers=layers,
+                            heads=heads, ffn_mult=ffn_mult)
         if hidden_dim % heads:
             raise ValueError(f"graph_transformer: heads={heads} must divide hidden_dim={hidden_dim}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"graph_transformer: dropout={dropout} must be in [0, 1)")
         if readout not in READOUTS:
             raise ValueError(f"graph_transformer: readout={readout!r} must be one of {', '.join(READOUTS)}")
-
-        self.dim = embed_dim
-        self.state_dim = hidden_dim
-        self.featurizer = f"{FEATURIZER_NAME}/{FEATURIZER_VERSION}"
+        super().__init__(embed_dim, hidden_dim)
         self.readout = readout
-        self.return_states = False
         self.last_readout_weights: Tensor | None = None  # [num_nodes], softmax per graph
 
         self.atom_embed = nn.Sequential(nn.Linear(ATOM_FEATURE_DIM, hidden_dim), nn.LayerNorm(hidden_dim))
@@ -98,10 +92,6 @@ class GraphTransformer(nn.Module):
     def _keep_gate(self, _module: nn.Module, _inputs: Any, output: Tensor) -> None:
         self._gate = output.detach()
 
-    def featurize(self, smiles: str) -> Any:
-        """One SMILES to a ``torch_geometric.data.Data`` graph (see :mod:`zoo.featurize`)."""
-        return _featurize(smiles)
-
     def forward(self, batch: Any) -> Encoded:
         index: Tensor = batch.batch
         size = int(batch.num_graphs)
@@ -118,14 +108,5 @@ class GraphTransformer(nn.Module):
         if "mean" in self.readout:
             pooled.append(global_mean_pool(h, index, size))
         embedding = self.project(torch.cat(pooled, dim=-1) if len(pooled) > 1 else pooled[0])
+        return self._encoded(embedding, h, index, size)
 
-        if not self.return_states:
-            return Encoded(embedding)
-        states, mask = to_dense_batch(h, index, batch_size=size)
-        return Encoded(embedding, states, mask)
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"graph_transformer: {name}={value!r} must be an integer >= 1")

@@ -154,14 +154,12 @@ class HFTextEncoder(nn.Module):
         if max_length < 8:
             raise ValueError(f"text encoder option max_length={max_length} is too small (>= 8)")
         self.tokenizer, self.backbone, self.source = load_backbone(model)
-        self.model_name = model
         self.dim = embed_dim
         self.hidden = int(self.backbone.config.hidden_size)
         self.pooling = pooling
         self.max_length = max_length
         self.encode_batch_size = encode_batch_size
         self.return_states = False
-        self.mode = mode
         self.frozen = mode != "finetune"  # "auto" is resolved by set_mode() before training
         self.adapter = nn.ModuleList(
             nn.TransformerEncoderLayer(self.hidden, nhead=max(1, self.hidden // 64), dim_feedforward=2 * self.hidden,

@@ -103,6 +103,11 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         state = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types
         raise RunError(f"cannot read checkpoint {path}: {exc}") from None
+    _load_model_state(model, state, path)
+
+
+def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load weights; only frozen backbone weights (not stored, see :func:`_model_state`) may be missing."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("text_encoder.backbone.")]
     if missing or unexpected:
@@ -142,11 +147,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, spec_hash: st
     if meta.get("spec_hash") != spec_hash:
         raise RunError(f"{path} is a checkpoint of a different spec (hash {meta.get('spec_hash')} != {spec_hash}); "
                        "use another --out, or --fresh to overwrite it")
-    model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(model_state, strict=False)
-    missing = [k for k in missing if not k.startswith("text_encoder.backbone.")]
-    if missing or unexpected:
-        raise RunError(f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    _load_model_state(model, {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}, path)
     param_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
