@@ -19,3 +19,30 @@ def fresh_registry(monkeypatch):
     _plugins.reset_registry()
     yield
     _plugins.reset_registry()
+
+
+@pytest.fixture
+def tiny_env(tmp_path, monkeypatch):
+    """A private cache and the tiny synthetic ChEBI-20 folder (see ``tests/tiny.py``)."""
+    from tiny import write_tiny_chebi
+
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return write_tiny_chebi(tmp_path / "chebi")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One finished tiny ``aman`` run per test session: ``(data_dir, run_dir, results)``.
+
+    Read-only for tests: copy the folder before changing anything in it.
+    """
+    from tiny import run_tiny, write_tiny_chebi
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZOO_CACHE_DIR", str(root / "cache"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        data_dir = write_tiny_chebi(root / "chebi")
+        results = run_tiny(data_dir, root / "run", "train.epochs=3")
+    return data_dir, root / "run", results

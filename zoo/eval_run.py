@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.model import RetrievalModel
+    from zoo.spec import CompositionSpec
 
 from zoo.train import CHECKPOINT_DIR, RESULTS_FILE, RunError, load_weights, resolve_device, valid_gallery
 
@@ -29,6 +35,41 @@ def load_run(run_dir: str | Path) -> dict:
         raise RunError(str(exc)) from None
 
 
+@dataclass
+class TrainedRun:
+    """A finished run loaded for use: its results, the spec that ran, and the model with its best weights."""
+
+    run_dir: Path
+    results: dict
+    spec: "CompositionSpec"
+    model: "RetrievalModel"
+    device: "torch.device"
+    checkpoint: Path
+
+
+def load_trained_run(run_dir: str | Path, device: str = "auto") -> TrainedRun:
+    """Rebuild a finished run's model (the spec that actually ran, no substitution) with its best
+    weights, in eval mode on ``device``. Clear :class:`RunError` for a missing/unfinished run."""
+    from zoo.model import build_model
+    from zoo.spec import CompositionSpec
+
+    run_dir = Path(run_dir)
+    previous = load_run(run_dir)
+    spec = CompositionSpec.from_dict(previous["spec"], source=str(run_dir / RESULTS_FILE))
+    checkpoint = run_dir / CHECKPOINT_DIR / "best.safetensors"
+    if not checkpoint.is_file():
+        raise RunError(f"{checkpoint} is missing: the run's best weights are needed")
+    dev = resolve_device(device)
+    model, _ = build_model(spec, allow_substitution=False)
+    mode = previous.get("training", {}).get("text_mode", "frozen")
+    if hasattr(model.text_encoder, "set_mode"):
+        model.text_encoder.set_mode(mode)
+    model.to(dev)
+    load_weights(model, checkpoint)
+    model.eval()
+    return TrainedRun(run_dir, previous, spec, model, dev, checkpoint)
+
+
 def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequence[str] = ("all", "test"),
                  data_dir: str | None = None, device: str = "auto", save_embeddings: str | Path | None = None,
                  out: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print) -> Path:
@@ -39,8 +80,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     from zoo.data import load_chebi20
     from zoo.evaluate import evaluate_pairs
     from zoo.evals.results import build_results, write_results
-    from zoo.model import build_model
-    from zoo.spec import CompositionSpec
 
     started = time.time()
     run_dir = Path(run_dir)
@@ -49,20 +88,10 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     bad = [g for g in galleries if not valid_gallery(g)]
     if bad or not galleries:
         raise RunError(f"--gallery {bad or []}: choose from all, test, inbatch:N")
-    previous = load_run(run_dir)
-    spec = CompositionSpec.from_dict(previous["spec"], source=str(run_dir / RESULTS_FILE))
-    checkpoint = run_dir / CHECKPOINT_DIR / "best.safetensors"
-    if not checkpoint.is_file():
-        raise RunError(f"{checkpoint} is missing: the run's best weights are needed")
-    dev = resolve_device(device)
-
+    trained = load_trained_run(run_dir, device)
+    previous, spec, model, dev = trained.results, trained.spec, trained.model, trained.device
     data = load_chebi20(data_dir, holdout_fraction=spec.train.holdout_fraction, holdout_seed=previous["seeds"].get("holdout_seed", 0))
-    model, _ = build_model(spec, allow_substitution=False)
-    mode = previous.get("training", {}).get("text_mode", "frozen")
-    if hasattr(model.text_encoder, "set_mode"):
-        model.text_encoder.set_mode(mode)
-    model.to(dev)
-    load_weights(model, checkpoint)
+    checkpoint = trained.checkpoint
     graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
                                  model.molecule_encoder.featurizer, progress=progress, desc="featurizing molecules")
     mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
