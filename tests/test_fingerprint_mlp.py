@@ -114,4 +114,27 @@ def test_registered(fresh_registry):
         component = get_component("molecule_encoder", "fingerprint_mlp")
     model = component.create(embed_dim=8, **component.resolve_options({"n_bits": 64, "hidden_dim": 16}))
     assert isinstance(model, FingerprintMLP) and model.featurizer == "morgan_count/r2/64/1"
-    assert dict(component.config) == {"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2}
+    assert dict(component.config) == {"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2,
+                                      "extra": []}
+
+
+def test_extra_fingerprints_are_appended_and_key_the_cache():
+    from rdkit import Chem
+    from rdkit.Chem import MACCSkeys, rdFingerprintGenerator
+
+    model = FingerprintMLP(embed_dim=8, **TINY, extra=["maccs", "atompair"])
+    assert model.width == 64 + 167 + 64
+    assert model.featurizer == "morgan_count/r2/64/1+maccs+atompair"  # another cache entry than plain Morgan
+    fp = model.featurize("CCCCCCCCO").fp[0].numpy()
+    mol = Chem.MolFromSmiles("CCCCCCCCO")
+    np.testing.assert_array_equal(fp[:64], morgan_counts("CCCCCCCCO", 2, 64))
+    np.testing.assert_array_equal(fp[64:231], np.array(list(MACCSkeys.GenMACCSKeys(mol)), dtype=np.float32))
+    pairs = rdFingerprintGenerator.GetAtomPairGenerator(fpSize=64).GetCountFingerprintAsNumPy(mol)
+    np.testing.assert_array_equal(fp[231:], pairs.astype(np.float32))
+    assert model(batch(model)).embedding.shape == (len(SMILES), 8)
+
+
+@pytest.mark.parametrize("extra", [["ecfp"], ["maccs", "maccs"], "maccs", [1]])
+def test_bad_extra_fingerprints(extra):
+    with pytest.raises(ValueError, match="fingerprint_mlp: extra="):
+        FingerprintMLP(embed_dim=8, **TINY, extra=extra)
