@@ -23,3 +23,19 @@ def register_aligners(register):
             "mode": "grl",  # "grl" | "minmax"
         },
     )
+    register(
+        "cross_attention",
+        "zoo.plugins.cross_attention:CrossAttentionAligner",
+        description="Bidirectional token<->atom co-attention with a text-molecule matching loss; retrieval stays dual-encoder.",
+        config={
+            "hidden_dim": 128,
+            "heads": 4,
+            "layers": 1,
+            "dropout": 0.1,
+            "weight": 1.0,
+            "negatives": "hard",  # "hard" | "random"
+            "fuse": True,
+            "max_tokens": 64,
+            "max_atoms": 64,
+        },
+    )

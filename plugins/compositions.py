@@ -22,3 +22,28 @@ def register_compositions(register):
         _spec_file("aman"),
         description="AMAN reference: scibert + graph_transformer + adversarial + triplet",
     )
+    register(
+        "text2mol_mlp",
+        _spec_file("text2mol_mlp"),
+        description="Text2Mol MLP baseline: scibert + fingerprint_mlp + none + infonce",
+    )
+    register(
+        "text2mol_gcn",
+        _spec_file("text2mol_gcn"),
+        description="Text2Mol GCN baseline: scibert + gcn + none + infonce",
+    )
+    register(
+        "text2mol_attention",
+        _spec_file("text2mol_attention"),
+        description="Text2Mol attention, bidirectional: scibert + gcn + cross_attention + infonce",
+    )
+    register(
+        "gt_infonce",
+        _spec_file("gt_infonce"),
+        description="CLIP-style dual encoder: scibert + graph_transformer + none + infonce",
+    )
+    register(
+        "tfidf_fp",
+        _spec_file("tfidf_fp"),
+        description="lexical baseline: char n-gram TF-IDF + fingerprint_mlp + none + infonce (minutes on a CPU)",
+    )

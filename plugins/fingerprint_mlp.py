@@ -3,14 +3,14 @@
 Featurization: RDKit's Morgan generator (``radius``, ``n_bits`` folded bits) gives a count
 fingerprint per molecule; ``extra`` appends more RDKit fingerprints (:data:`EXTRA_FINGERPRINTS`:
 ``maccs`` keys, folded ``atompair`` and ``torsion`` counts, ``feature_morgan`` (FCFP-like
-pharmacophoric-invariant Morgan counts) each ``n_bits`` wide except MACCS' 167). The vector is
+pharmacophoric-invariant Morgan counts of the same ``radius``), each ``n_bits`` wide except MACCS' 167). The vector is
 stored raw as ``Data(fp=[1, width] float32)`` so that PyG batching stacks it to ``batch.fp``
 ``[B, width]``; there is no graph. ``num_nodes`` is set to a 0-dim
 tensor ``1`` (one "node" per molecule): it keeps PyG from warning that it cannot infer the
 number of nodes, and, being a tensor, it survives :class:`zoo.cache.PackedGraphs`.
 
 Model: ``log1p(counts)`` then ``layers`` hidden blocks ``Linear -> LayerNorm -> GELU -> Dropout``
-(the first from ``n_bits`` to ``hidden_dim``) and a final ``Linear`` to ``embed_dim``.
+(the first from the fingerprint width to ``hidden_dim``) and a final ``Linear`` to ``embed_dim``.
 With :attr:`return_states` set, the last hidden vector is returned as a single state per
 molecule (``[B, 1, hidden_dim]``, mask all True) for aligners that want states.
 """
@@ -39,7 +39,7 @@ def _generator(radius: int, n_bits: int):
 
 
 @lru_cache(maxsize=None)
-def _extra_generator(kind: str, n_bits: int):
+def _extra_generator(kind: str, radius: int, n_bits: int):
     from rdkit.Chem import rdFingerprintGenerator as gen
 
     if kind == "atompair":
@@ -47,7 +47,7 @@ def _extra_generator(kind: str, n_bits: int):
     if kind == "torsion":
         return gen.GetTopologicalTorsionGenerator(fpSize=n_bits)
     if kind == "feature_morgan":
-        return gen.GetMorganGenerator(radius=2, fpSize=n_bits,
+        return gen.GetMorganGenerator(radius=radius, fpSize=n_bits,
                                       atomInvariantsGenerator=gen.GetMorganFeatureAtomInvGen())
     raise ValueError(kind)
 
@@ -72,7 +72,7 @@ def fingerprint_vector(smiles: str, radius: int = 2, n_bits: int = 2048, extra: 
 
             parts.append(np.array(list(MACCSkeys.GenMACCSKeys(mol)), dtype=np.float32))
         else:
-            parts.append(_extra_generator(kind, n_bits).GetCountFingerprintAsNumPy(mol).astype(np.float32))
+            parts.append(_extra_generator(kind, radius, n_bits).GetCountFingerprintAsNumPy(mol).astype(np.float32))
     return np.concatenate(parts)
 
 
@@ -81,7 +81,7 @@ def fingerprint_width(n_bits: int, extra: Sequence[str]) -> int:
 
 
 class FingerprintMLP(nn.Module):
-    """Morgan count fingerprints (``batch.fp`` ``[B, n_bits]``) to ``[B, embed_dim]`` embeddings."""
+    """Morgan count (+ ``extra``) fingerprints (``batch.fp`` ``[B, width]``) to ``[B, embed_dim]`` embeddings."""
 
     def __init__(
         self,

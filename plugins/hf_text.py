@@ -191,6 +191,9 @@ class HFTextEncoder(nn.Module):
         self.frozen = mode == "frozen"
         for p in self.backbone.parameters():
             p.requires_grad_(not self.frozen)
+        pooler = getattr(self.backbone, "pooler", None)
+        if pooler is not None:  # only the token states are used: a pooler would get no gradient (DDP refuses that)
+            pooler.requires_grad_(False)
 
     @property
     def cache_key(self) -> str:
@@ -277,16 +280,23 @@ class HFTextEncoder(nn.Module):
         return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+#: Fewer texts than this are encoded without the on-disk cache (queries of ``zoo search``).
+MIN_CACHED_TEXTS = 32
+
+
 def cached_text_states(encoder: HFTextEncoder, texts: list[str], progress: bool = True, device: torch.device | str = "cpu") -> list[torch.Tensor]:
     """Frozen backbone states for ``texts``, from the on-disk cache when present.
 
     One safetensors file per (backbone, max length, text list): ``states`` ``[sum L_i, hidden]``
-    float16 and ``lengths`` ``[N]``; written atomically.
+    float16 and ``lengths`` ``[N]``; written atomically. Lists shorter than :data:`MIN_CACHED_TEXTS`
+    are not cached.
     """
     from safetensors.torch import load_file
 
     from zoo.cache import atomic_save_tensors, cache_root, content_hash
 
+    if len(texts) < MIN_CACHED_TEXTS:  # a search query: recomputing is cheaper than a cache file per query
+        return encoder.backbone_states(texts, progress=progress, device=device)
     path = cache_root() / "text" / f"{content_hash(encoder.cache_key, texts)}.safetensors"
     if path.exists():
         try:

@@ -25,3 +25,16 @@ def register_text_encoders(register):
         description="any Hugging Face transformer: model = local path or hub id",
         config={"model": "", **_COMMON},
     )
+    register(
+        "tfidf",
+        "zoo.plugins.tfidf_text:TfidfText",
+        description="char n-gram TF-IDF + truncated SVD fitted on the training descriptions (saved with the run), MLP head",
+        config={"analyzer": "char_wb", "ngram_min": 3, "ngram_max": 5, "lowercase": True, "sublinear_tf": True,
+                "min_df": 2, "max_features": 32768, "svd_dim": 512, "hidden_dim": 512, "layers": 1, "dropout": 0.2},
+    )
+    register(
+        "combined",
+        "zoo.plugins.combined_text:CombinedText",
+        description="several text encoders (parts), each L2-normalized, concatenated and linearly projected",
+        config={"parts": (), "mode": "auto"},
+    )

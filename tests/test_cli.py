@@ -149,6 +149,17 @@ def test_show_aman(capsys):
     assert set(data) >= {"text_encoder", "molecule_encoder", "aligner", "loss", "train", "eval"}
 
 
+def test_show_every_shipped_composition(capsys):
+    from zoo.registry import list_components
+
+    shipped = sorted(c.name for c in list_components("composition") if c.plugin == "zoo.plugins.compositions")
+    assert {"aman", "text2mol_mlp", "text2mol_gcn", "text2mol_attention", "gt_infonce"} <= set(shipped)
+    for name in shipped:
+        digest, data = _show(capsys, name)
+        assert digest == load_spec(name).hash() and data["name"] == name
+        assert all(data[slot]["name"] for slot in ("text_encoder", "molecule_encoder", "aligner", "loss"))
+
+
 def test_show_with_overrides(capsys):
     digest, data = _show(capsys, "aman", "--set", "loss.margin=0.3", "--set", "text_encoder=minilm")
     assert data["loss"]["margin"] == pytest.approx(0.3)

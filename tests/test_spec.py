@@ -160,6 +160,13 @@ def test_override_component_resets_options(aman):
     assert spec.loss == aman.loss and spec.molecule_encoder == aman.molecule_encoder
 
 
+def test_override_with_the_same_component_keeps_its_options(aman):
+    """An ablation's reference point names the composition's own components: that must not reset them."""
+    same = aman.with_overrides(["loss=triplet", "molecule_encoder=graph_transformer"])
+    assert same.loss == aman.loss and same.molecule_encoder == aman.molecule_encoder
+    assert same.hash() == aman.hash()
+
+
 def test_overrides_apply_with_types(aman):
     spec = aman.with_overrides(["loss.margin=0.3", "train.epochs=5", "embed_dim=128", "text_encoder.pooling=max"])
     assert spec.loss.options["margin"] == pytest.approx(0.3)

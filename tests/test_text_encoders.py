@@ -32,6 +32,7 @@ def offline_cache(tmp_path_factory):
         mp.setenv("ZOO_CACHE_DIR", str(root))
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setattr(hf_text, "_hub_reachable", lambda timeout=3.0: False)
+        mp.setattr(hf_text, "MIN_CACHED_TEXTS", 1)  # these tests cache lists of a few texts
         yield root
 
 
@@ -336,3 +337,12 @@ def test_build_model_strict_raises(small_aman):
 
     with pytest.raises(TextEncoderUnavailable, match="scibert_scivocab_uncased"):
         build_model(small_aman, allow_substitution=False)
+
+
+def test_a_few_texts_are_not_cached(encoder, offline_cache, monkeypatch):
+    """Search queries (a text or two) are encoded without writing a cache file each."""
+    monkeypatch.setattr(hf_text, "MIN_CACHED_TEXTS", 32)
+    before = set((offline_cache / "text").glob("*.safetensors"))
+    encoder.prepare(["a query that was never cached"], progress=False)
+    assert set((offline_cache / "text").glob("*.safetensors")) == before
+

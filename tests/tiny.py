@@ -63,9 +63,10 @@ def write_tiny_chebi(root: Path) -> Path:
     return root
 
 
-def run_tiny(data_dir: Path, out: Path, *extra: str, composition: str = "aman") -> dict:
+def run_tiny(data_dir: Path, out: Path, *extra: str, composition: str = "aman", base: list[str] = TINY) -> dict:
+    """``zoo run COMPOSITION`` on the tiny data with the ``base`` overrides (``TINY`` fits aman) and ``extra``."""
     args = ["run", composition, "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]
-    for item in [*TINY, *extra]:
+    for item in [*base, *extra]:
         args += ["--set", item]
     assert main(args) == 0
     return json.loads((out / "results.json").read_text())

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 if TYPE_CHECKING:
     import torch
-    from torch_geometric.data import Data
+    from torch_geometric.data import Batch, Data
 
 CACHE_ENV = "ZOO_CACHE_DIR"
 PACKED_FORMAT = "molzoo.packed_graphs/1"
@@ -72,6 +72,9 @@ def _atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -172,6 +175,54 @@ class PackedGraphs:
     def select(self, indices: Iterable[int]) -> list["Data"]:
         """The graphs at ``indices``, in that order."""
         return [self[int(i)] for i in indices]
+
+    def batch(self, indices: Sequence[int] | "torch.Tensor") -> "Batch":
+        """``Batch.from_data_list(self.select(indices))``, built by slicing the packed tensors directly.
+
+        One ``index_select`` per attribute instead of one ``Data`` per graph: the same tensors
+        (``*_index`` offset by the nodes before each graph, ``batch`` and ``ptr`` vectors, 0-dim
+        attributes stacked to ``[B]``, ``num_nodes`` summed) at a small fraction of the cost,
+        which dominates embedding a 33k-molecule gallery. Node counts come from a stored
+        ``num_nodes`` attribute, else from ``x``; packs with neither fall back to PyG.
+        """
+        import torch
+        from torch_geometric.data import Batch
+
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        n = self._n
+        if idx.numel() == 0:
+            raise ValueError("cannot batch zero graphs")
+        if bool(((idx < -n) | (idx >= n)).any()):
+            raise IndexError(f"graph index out of range for {n} graphs: {idx[(idx < -n) | (idx >= n)][:5].tolist()}")
+        idx = torch.where(idx < 0, idx + n, idx)
+        if "num_nodes" in self.scalar:
+            node_counts = self.data["num_nodes"].index_select(0, idx).to(torch.long)
+        elif "x" in self.data:
+            node_counts = self.ptr["x"][idx + 1] - self.ptr["x"][idx]
+        else:
+            return Batch.from_data_list(self.select(idx.tolist()))
+        node_offsets = torch.cumsum(node_counts, 0) - node_counts
+        out: dict[str, torch.Tensor] = {}
+        for key in self.keys:
+            if key == "num_nodes":
+                continue
+            ptr = self.ptr[key]
+            starts = ptr[idx]
+            counts = ptr[idx + 1] - starts
+            # rows of graph j: starts[j] .. starts[j] + counts[j], concatenated
+            shift = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
+            rows = torch.arange(int(counts.sum()), dtype=torch.long) + shift
+            dim = _cat_dim(key)
+            t = self.data[key].index_select(dim, rows)
+            if dim == 1:  # per-graph node indices -> batch node indices
+                t = t + torch.repeat_interleave(node_offsets, counts).to(t.dtype)
+            out[key] = t
+        graph_ids = torch.arange(idx.numel(), dtype=torch.long)
+        batch = Batch(**out, batch=torch.repeat_interleave(graph_ids, node_counts),
+                      ptr=torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(node_counts, 0)]))
+        if "num_nodes" in self.scalar:
+            batch.num_nodes = int(node_counts.sum())
+        return batch
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
         """Save atomically as one safetensors file (``metadata`` is stored alongside).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from typing import Sequence
@@ -54,6 +55,83 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--save-embeddings", metavar="DIR", help="write query/candidate embeddings with CIDs as .npz")
     p.add_argument("--out", help="results file (default RUN/eval-SPLIT.json)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("report", help="write one self-contained HTML report about finished runs")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (each holds results.json and checkpoint/)")
+    p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
+    p.add_argument("--samples", type=int, default=8, help="test descriptions to show with their top-5 molecules (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the description sample (default 0)")
+    p.add_argument("--gallery", default="all", choices=["all", "test"], help="molecules to retrieve from (default all)")
+    p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("leaderboard", help="rank finished runs: one table per protocol, mean ± std over seeds")
+    p.add_argument("paths", nargs="*", default=["runs"], metavar="PATH", help="results files or folders searched for results.json (default runs/)")
+    p.add_argument("--gallery", help="only this candidate pool: all, test or inbatch:N (default: a table per gallery)")
+    p.add_argument("--filter", dest="filters", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep runs whose slot or spec option matches, e.g. loss=infonce, loss.margin=0.2 (KEY!=VALUE excludes; repeatable)")
+    p.add_argument("--composition", metavar="PATTERN", help="wildcard on the composition name, e.g. 'text2mol*'")
+    _add_table_options(p, metric_help="metric columns (repeatable; default all five)")
+    p.add_argument("--sort", default="mrr", help="metric to rank by (best first): hits@1, hits@10, mrr, mean_rank, median_rank")
+    p.add_argument("--plot", metavar="FILE.png", help="also write a bar chart of the --sort metric with std error bars")
+    p.add_argument("--strict", action="store_true", help="an unreadable results file found in a folder is an error, not a warning")
+
+    p = sub.add_parser("ablate", help="train a grid of variants over seeds and compare each with the reference")
+    p.add_argument("name", help="composition name or spec .toml file (the reference)")
+    p.add_argument("--vary", dest="varies", action="append", required=True, metavar="KEY=A,B",
+                   help="an axis: slot=component,... or option=value,... (first value is the reference; repeatable)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per configuration (default 3)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="applies to every configuration")
+    p.add_argument("--out-root", help="folder of the runs (default runs/ablate-NAME)")
+    p.add_argument("--one-at-a-time", action="store_true", help="vary one axis at a time from the reference instead of the full grid")
+    p.add_argument("--dry-run", action="store_true", help="print the configurations and runs, train nothing")
+    _add_table_options(p, metric_help="metric(s) to compare (repeatable; default mrr)")
+    p.add_argument("--gallery", help="candidate pool of the comparison (default: the spec's first, usually all)")
+    p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
+    p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("sweep", help="train several compositions over seeds under one protocol, then print their leaderboard")
+    p.add_argument("names", nargs="+", metavar="NAME", help="composition names or spec .toml files")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per composition (default 3)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="applies to every composition (a slot option only where that slot's component has it)")
+    p.add_argument("--out-root", default="runs/sweep", help="folder of the runs (default runs/sweep; shared naming with zoo ablate)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs, train nothing")
+    _add_table_options(p, metric_help="metric column(s) (repeatable; default: all)")
+    p.add_argument("--gallery", help="only this gallery's table (all, test, inbatch:N)")
+    p.add_argument("--plot", metavar="PNG", help="also draw the leaderboard as a bar chart")
+    p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
+    p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("search", help="find molecules for a description, or descriptions for a molecule, with a finished run")
+    p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
+    p.add_argument("query", nargs="?", help="a description: prints the closest molecules")
+    p.add_argument("--smiles", help="a molecule: prints the closest descriptions (with --index: the closest library molecules)")
+    p.add_argument("--queries", metavar="FILE", help="one description per line; prints each result and p50/p99 latencies")
+    p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    p.add_argument("--index", help="a library index folder, or its name under RUN/indexes (default: the run's ChEBI-20 gallery)")
+    p.add_argument("--nprobe", type=int, help="approximate indexes: IVF lists to visit (hnsw: efSearch); more is slower and more exact")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--data-dir", help="ChEBI-20 folder for the first gallery search (else $ZOO_DATA_DIR, else the user cache)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("index", help="embed a molecule library with a finished run into a FAISS index for `zoo search`")
+    p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
+    p.add_argument("--molecules", required=True, metavar="FILE", help="SMILES file (.smi/.txt), table with a SMILES column (.tsv/.csv) or .sdf; .gz ok")
+    p.add_argument("--out", help="index folder (default RUN/indexes/<file name>)")
+    p.add_argument("--index-type", default="auto", help="auto (exact up to 200,000 molecules, ivf-sq8 above), flat, ivf-sq8, ivf-pq or hnsw")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes embedding chunks in parallel (default 1)")
+    p.add_argument("--chunk-size", type=int, default=4096, help="molecules per chunk file, the unit of resume (default 4096)")
+    p.add_argument("--batch-size", type=int, default=256, help="molecules per model batch (default 256)")
+    p.add_argument("--smiles-column", help="SMILES column of a .tsv/.csv (default: SMILES, canonical_smiles, ...)")
+    p.add_argument("--id-column", help="ID column of a .tsv/.csv (default: CID, ID, name, ...; else the row number)")
+    p.add_argument("--fresh", action="store_true", help="discard an unfinished or finished build in the output folder")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (auto: worker i uses cuda:i when GPUs are present)")
     p.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -118,7 +196,8 @@ def cmd_run(args) -> int:
     opts = RunOptions(data_dir=args.data_dir, out_dir=args.out, strict=args.strict, fresh=args.fresh,
                       progress=not args.no_progress, download=args.download,
                       log=lambda m: print(m, flush=True))
-    print(f"zoo run {spec.name} (spec hash {spec.hash()})", flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone prints
+        print(f"zoo run {spec.name} (spec hash {spec.hash()})", flush=True)
     run(spec, opts)
     return 0
 
@@ -132,7 +211,142 @@ def cmd_eval(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "show": cmd_show, "run": cmd_run, "eval": cmd_eval}
+def cmd_report(args) -> int:
+    from zoo.report import build_report
+
+    build_report(args.runs, args.out, samples=args.samples, gallery=args.gallery, seed=args.seed, data_dir=args.data_dir,
+                 device=args.device, progress=not args.no_progress, log=lambda m: print(m, flush=True))
+    return 0
+
+
+def _add_table_options(p: argparse.ArgumentParser, metric_help: str) -> None:
+    p.add_argument("--direction", default="text_to_molecule", help="text_to_molecule (t2m), molecule_to_text (m2t) or both")
+    p.add_argument("--metric", dest="metrics", action="append", metavar="METRIC", help=metric_help)
+    p.add_argument("--format", default="markdown", choices=["markdown", "md", "csv", "json"], help="output format (default markdown)")
+    p.add_argument("--out", metavar="FILE", help="write the table to FILE (atomically) instead of stdout")
+
+
+def _emit(text: str, out: str | None) -> None:
+    if out:
+        from zoo.cache import atomic_write_text
+
+        atomic_write_text(out, text)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def cmd_leaderboard(args) -> int:
+    from zoo.evals.leaderboard import build_leaderboard, load_runs, plot_leaderboard, render
+
+    runs, notes = load_runs(args.paths, strict=args.strict)
+    board = build_leaderboard(runs, gallery=args.gallery, direction=args.direction, metrics=args.metrics,
+                              filters=args.filters, composition=args.composition, sort=args.sort, warnings=notes)
+    for note in board.warnings:
+        print(f"zoo: warning: {note}", file=sys.stderr)
+    _emit(render(board, args.format), args.out)
+    if args.plot:
+        print(f"wrote {plot_leaderboard(board, args.plot, metric=args.sort)}", file=sys.stderr)
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from zoo.ablate import ablation_table, build_grid, describe_plan, plan_runs, render_ablation, run_ablation
+
+    _refuse_under_torchrun("ablate")
+    configs = build_grid(args.name, args.varies, args.overrides, one_at_a_time=args.one_at_a_time)
+    planned = plan_runs(configs, args.seeds, args.out_root or f"runs/ablate-{configs[0].spec.name}")
+    print(describe_plan(planned), end="", flush=True)
+    if args.dry_run:
+        return 0
+    run_ablation(planned, data_dir=args.data_dir, strict=args.strict, progress=not args.no_progress,
+                 log=lambda m: print(m, flush=True))
+    table = ablation_table(planned, metrics=args.metrics or ["mrr"], gallery=args.gallery, direction=args.direction)
+    _emit(render_ablation(table, args.format), args.out)
+    return 0
+
+
+def _refuse_under_torchrun(command: str) -> None:
+    from zoo.distributed import launched_distributed
+    from zoo.train import RunError
+
+    if launched_distributed():
+        raise RunError(f"zoo {command} runs many trainings one after another in one process; launch it without torchrun "
+                       "(use torchrun for a single `zoo run`)")
+
+
+def cmd_sweep(args) -> int:
+    from zoo.ablate import _read_json, describe_plan, run_ablation
+    from zoo.evals.leaderboard import RunRecord, build_leaderboard, plot_leaderboard, render
+    from zoo.sweep import plan_sweep
+
+    _refuse_under_torchrun("sweep")
+    planned = plan_sweep(args.names, args.seeds, args.overrides, args.out_root)
+    print(describe_plan(planned), end="", flush=True)
+    if args.dry_run:
+        return 0
+    run_ablation(planned, data_dir=args.data_dir, strict=args.strict, progress=not args.no_progress,
+                 log=lambda m: print(m, flush=True))
+    runs = [RunRecord.from_results(_read_json(p.results_path), str(p.results_path)) for p in planned]
+    board = build_leaderboard(runs, gallery=args.gallery, direction=args.direction, metrics=args.metrics)
+    _emit(render(board, args.format), args.out)
+    if args.plot:
+        print(f"wrote {plot_leaderboard(board, args.plot)}", file=sys.stderr)
+    return 0
+
+
+def cmd_search(args) -> int:
+    from zoo.search import Searcher, check_query, format_result, latency_summary, read_queries
+    from zoo.train import RunError
+
+    given = [x for x in (args.query, args.smiles, args.queries) if x is not None]
+    if len(given) != 1:
+        raise RunError("give exactly one of: a description QUERY, --smiles SMILES, or --queries FILE")
+    if args.queries is None:
+        check_query(given[0], "--smiles" if args.smiles is not None else "query")
+    if args.k < 1:
+        raise RunError(f"-k must be at least 1 (got {args.k})")
+    queries = read_queries(args.queries) if args.queries else None
+    searcher = Searcher(args.run, index=args.index, data_dir=args.data_dir, device=args.device, nprobe=args.nprobe,
+                        progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if queries is None:
+        result = searcher.smiles(args.smiles, args.k) if args.smiles is not None else searcher.text(args.query, args.k)
+        print(json.dumps({"run": args.run, **result}, indent=2) if args.json else format_result(result))
+        return 0
+    results = [searcher.text(q, args.k) for q in queries]
+    latency = latency_summary(results)
+    if args.json:
+        print(json.dumps({"run": args.run, "searched": searcher.searched, "latency_ms": latency, "queries": results}, indent=2))
+    else:
+        print("\n\n".join(format_result(r) for r in results))
+    print(f"{len(results)} queries against the {searcher.searched}: " + ", ".join(
+        f"{part} p50 {v['p50']:.1f} ms p99 {v['p99']:.1f} ms" for part, v in latency.items()), file=sys.stderr)
+    return 0
+
+
+def cmd_index(args) -> int:
+    from zoo.library import build_index
+
+    build_index(args.run, args.molecules, out=args.out, index_type=args.index_type, workers=args.workers,
+                chunk_size=args.chunk_size, batch_size=args.batch_size, smiles_column=args.smiles_column,
+                id_column=args.id_column, fresh=args.fresh, device=args.device, progress=not args.no_progress,
+                log=lambda m: print(m, flush=True))
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "show": cmd_show, "run": cmd_run, "eval": cmd_eval,
+            "report": cmd_report, "leaderboard": cmd_leaderboard, "ablate": cmd_ablate, "sweep": cmd_sweep, "search": cmd_search,
+            "index": cmd_index}
+
+
+#: What survives an interruption, per command.
+RESUME_HINTS = {
+    "run": " Checkpoints are written after each epoch: rerun the same command to resume.",
+    "sweep": " Finished runs are kept and checkpoints are written after each epoch: rerun the same command to resume.",
+    "ablate": " Finished runs are kept and checkpoints are written after each epoch: rerun the same command to resume.",
+    "index": " Finished chunks are kept: rerun the same command to resume the build.",
+}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -141,7 +355,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [ComponentError]
     for module, name in [("zoo.data", "DataError"), ("zoo.train", "RunError"), ("zoo.plugins.hf_text", "TextEncoderUnavailable"),
-                         ("zoo.featurize", "SmilesError"), ("zoo.cache", "FeaturizeError")]:
+                         ("zoo.featurize", "SmilesError"), ("zoo.cache", "FeaturizeError"),
+                         ("zoo.evals.leaderboard", "LeaderboardError")]:
         mod = sys.modules.get(module)
         if mod is not None:
             errors.append(getattr(mod, name))
@@ -161,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("\nzoo: interrupted. Checkpoints are written after each epoch: rerun the same command to resume.", file=sys.stderr)
+        print(f"\nzoo: interrupted.{RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001
         if isinstance(exc, _user_errors()):

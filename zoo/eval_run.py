@@ -50,6 +50,7 @@ class TrainedRun:
 def load_trained_run(run_dir: str | Path, device: str = "auto") -> TrainedRun:
     """Rebuild a finished run's model (the spec that actually ran, no substitution) with its best
     weights, in eval mode on ``device``. Clear :class:`RunError` for a missing/unfinished run."""
+    from zoo.fitting import load_fitted
     from zoo.model import build_model
     from zoo.spec import CompositionSpec
 
@@ -64,6 +65,7 @@ def load_trained_run(run_dir: str | Path, device: str = "auto") -> TrainedRun:
     mode = previous.get("training", {}).get("text_mode", "frozen")
     if hasattr(model.text_encoder, "set_mode"):
         model.text_encoder.set_mode(mode)
+    load_fitted(model.text_encoder, run_dir)  # e.g. the TF-IDF vocabulary and SVD basis fitted by zoo run
     model.to(dev)
     load_weights(model, checkpoint)
     model.eval()

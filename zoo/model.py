@@ -77,6 +77,29 @@ def _create(slot: str, spec: CompositionSpec) -> tuple[nn.Module, dict[str, Any]
     return module, info
 
 
+def _substitute_text_encoder(spec: CompositionSpec, exc: Exception) -> tuple[CompositionSpec, dict[str, str]]:
+    """``spec`` with the unavailable text encoder (or the unavailable part of a combined one, as
+    named by ``exc.part_index``) replaced by :data:`TEXT_FALLBACK`, keeping the options it shares;
+    re-raises ``exc`` when there is nothing to substitute."""
+    from dataclasses import replace
+
+    fallback = get_component("text_encoder", TEXT_FALLBACK)
+    slot_spec: SlotSpec = spec.text_encoder
+    part_index = getattr(exc, "part_index", None)
+    target = slot_spec.options["parts"][part_index] if part_index is not None else slot_spec
+    if target.name == TEXT_FALLBACK:
+        raise exc
+    kept = fallback.resolve_options({k: v for k, v in target.options.items() if k in fallback.config})
+    if part_index is None:
+        new_slot, where = SlotSpec(TEXT_FALLBACK, kept), "text_encoder"
+    else:
+        parts = list(slot_spec.options["parts"])
+        parts[part_index] = SlotSpec(TEXT_FALLBACK, kept)
+        new_slot, where = SlotSpec(slot_spec.name, {**slot_spec.options, "parts": tuple(parts)}), f"text_encoder.parts.{part_index}"
+    record = {"slot": where, "requested": target.name, "used": TEXT_FALLBACK, "reason": str(exc)}
+    return replace(spec, text_encoder=new_slot), record
+
+
 def build_model(spec: CompositionSpec, *, allow_substitution: bool = True, on_substitute=None) -> tuple[RetrievalModel, BuildReport]:
     """Create every component of ``spec`` (resolved first).
 
@@ -88,26 +111,25 @@ def build_model(spec: CompositionSpec, *, allow_substitution: bool = True, on_su
 
     spec = spec.resolve()
     report = BuildReport(spec)
-    try:
-        text_encoder, text_info = _create("text_encoder", spec)
-    except TextEncoderUnavailable as exc:
-        if not allow_substitution or spec.text_encoder.name == TEXT_FALLBACK:
-            raise
-        fallback = get_component("text_encoder", TEXT_FALLBACK)
-        kept = {k: v for k, v in spec.text_encoder.options.items() if k in fallback.config}
-        record = {"slot": "text_encoder", "requested": spec.text_encoder.name, "used": TEXT_FALLBACK, "reason": str(exc)}
-        report.substitutions.append(record)
-        message = f"text encoder {spec.text_encoder.name!r} is unavailable ({exc}); substituting the embedded {TEXT_FALLBACK!r} encoder"
-        if on_substitute:
-            on_substitute(message)
-        else:
-            warnings.warn(message, SubstitutionWarning, stacklevel=2)
-        from dataclasses import replace
-
-        spec = replace(spec, text_encoder=SlotSpec(TEXT_FALLBACK, fallback.resolve_options(kept)))
-        report.spec = spec
-        text_encoder, text_info = _create("text_encoder", spec)
-        text_info["substituted_for"] = record["requested"]
+    while True:
+        try:
+            text_encoder, text_info = _create("text_encoder", spec)
+            break
+        except TextEncoderUnavailable as exc:
+            if not allow_substitution:
+                raise
+            spec, record = _substitute_text_encoder(spec, exc)
+            report.spec = spec
+            report.substitutions.append(record)
+            where = "" if record["slot"] == "text_encoder" else f" ({record['slot']})"
+            message = (f"text encoder {record['requested']!r}{where} is unavailable ({exc}); "
+                       f"substituting the embedded {TEXT_FALLBACK!r} encoder")
+            if on_substitute:
+                on_substitute(message)
+            else:
+                warnings.warn(message, SubstitutionWarning, stacklevel=2)
+    if report.substitutions:
+        text_info["substituted_for"] = ", ".join(record["requested"] for record in report.substitutions)
     molecule_encoder, mol_info = _create("molecule_encoder", spec)
     aligner, aligner_info = _create("aligner", spec)
     loss, loss_info = _create("loss", spec)

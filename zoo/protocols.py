@@ -74,3 +74,24 @@ class RetrievalLoss(Protocol):
     """``(text [B, d], molecule [B, d]) -> scalar``; row i of each is a positive pair."""
 
     def forward(self, text: "torch.Tensor", molecule: "torch.Tensor") -> "torch.Tensor": ...
+
+
+@runtime_checkable
+class Fittable(Protocol):
+    """A text encoder with a data-fitted, fixed part (e.g. a TF-IDF vocabulary and SVD basis).
+
+    Only the ``text_encoder`` slot is fitted (on texts); a combined text encoder fits its parts.
+    ``zoo run`` calls ``fit(texts, seed=)`` with the **training** pairs' descriptions only
+    (never the held-out or test ones) before ``prepare``, then writes ``fitted_state()`` (plain
+    tensors, safetensors, no pickle) once, atomically, to ``RUN/fitted/<slot>.safetensors``. A
+    resumed run and ``zoo eval`` (:func:`zoo.eval_run.load_trained_run`) call
+    ``load_fitted_state(...)`` with that file's tensors instead of refitting. The fitted state
+    is not part of the module's ``state_dict``, so checkpoints do not repeat it; an empty
+    ``fitted_state()`` means nothing needs saving (see :mod:`zoo.fitting`).
+    """
+
+    def fit(self, texts: Sequence[str], seed: int = 0) -> None: ...
+
+    def fitted_state(self) -> dict[str, "torch.Tensor"]: ...
+
+    def load_fitted_state(self, state: dict[str, "torch.Tensor"]) -> None: ...

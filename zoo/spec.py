@@ -17,6 +17,10 @@ A spec reads from and writes to TOML::
     [train]
     epochs = 60
 
+A slot listed in :data:`COMBINERS` may name several components (``text_encoder = ["tfidf",
+"minilm"]``, or ``[[text_encoder]]`` tables with per-part options): it becomes the combining
+component (``name = "combined"``) with those ``parts``, each resolved like a slot.
+
 :meth:`CompositionSpec.resolve` fills every component option with its registered default and
 validates names and keys, so two runs are comparable exactly when their resolved specs (and
 hashes) match.
@@ -41,6 +45,11 @@ SLOTS: dict[str, str] = {
     "aligner": "aligner",
     "loss": "loss",
 }
+
+#: Slots that accept several components, and the registered component that combines them:
+#: ``text_encoder = ["tfidf", "minilm"]`` (or ``[[text_encoder]]`` tables with options) is short
+#: for ``[text_encoder] name = "combined"`` with those ``parts``.
+COMBINERS: dict[str, str] = {"text_encoder": "combined"}
 
 
 class SpecError(ComponentError):
@@ -83,7 +92,38 @@ class SlotSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **dict(self.options)}
+        return {"name": self.name, **{key: _plain(value) for key, value in self.options.items()}}
+
+
+def _plain(value: Any) -> Any:
+    """Option values as TOML/JSON data (a combined slot's parts become a list of tables)."""
+    if isinstance(value, SlotSpec):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)) and any(isinstance(v, SlotSpec) for v in value):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _slot_from(slot: str, raw: Any, where: str) -> SlotSpec:
+    """A slot's TOML value (name, table, or for a combinable slot a list of parts) as a :class:`SlotSpec`."""
+    if isinstance(raw, (list, tuple)):
+        if slot not in COMBINERS:
+            raise SpecError(f"{where}: [{slot}] takes one component, not a list")
+        raw = {"name": COMBINERS[slot], "parts": raw}
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
+        raise SpecError(f"{where}: [{slot}] needs a component name, e.g. name = \"...\"")
+    options = dict(raw)
+    name = options.pop("name")
+    if name == COMBINERS.get(slot) and "parts" in options:
+        parts = options["parts"]
+        if not isinstance(parts, (list, tuple)):
+            raise SpecError(f"{where}: {slot}.parts must be a list of component names or tables, got {parts!r}")
+        options["parts"] = tuple(
+            part if isinstance(part, SlotSpec) else _slot_from(f"{slot}.parts.{i}", part, where) for i, part in enumerate(parts)
+        )
+    return SlotSpec(name, options)
 
 
 def _config_from(cls: type, data: Mapping[str, Any], where: str):
@@ -151,12 +191,7 @@ class CompositionSpec:
             raw = data.get(slot)
             if raw is None:
                 raise SpecError(f"{source}: missing [{slot}] (each composition names one component per slot: {', '.join(SLOTS)})")
-            if isinstance(raw, str):
-                raw = {"name": raw}
-            if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
-                raise SpecError(f"{source}: [{slot}] needs a component name, e.g. name = \"...\"")
-            raw = dict(raw)
-            slots[slot] = SlotSpec(raw.pop("name"), raw)
+            slots[slot] = _slot_from(slot, raw, source)
         embed_dim = data.get("embed_dim", 256)
         if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
             raise SpecError(f"{source}: embed_dim must be a positive integer, got {embed_dim!r}")
@@ -204,27 +239,16 @@ class CompositionSpec:
     # -- validation & overrides ------------------------------------------------------------
     def resolve(self) -> "CompositionSpec":
         """Every slot's options filled with defaults and checked against the registry."""
-        slots = {}
-        for slot, kind in SLOTS.items():
-            current: SlotSpec = getattr(self, slot)
-            component = get_component(kind, current.name)
-            try:
-                options = component.resolve_options(current.options)
-            except ComponentError as exc:
-                raise SpecError(f"[{slot}] {exc}") from None
-            # options take the type of their registered default (1 -> 1.0 for a float option, so
-            # equal specs hash equal; "abc" for a number fails here, not mid-training)
-            options = {
-                key: value if component.config.get(key) is None else _coerce(value, component.config[key], f"{slot}.{key}")
-                for key, value in options.items()
-            }
-            slots[slot] = SlotSpec(current.name, options)
+        slots = {slot: _resolve_slot(slot, kind, getattr(self, slot), COMBINERS.get(slot)) for slot, kind in SLOTS.items()}
         return dataclasses.replace(self, **slots)
 
     def with_overrides(self, assignments: list[str]) -> "CompositionSpec":
         """Apply ``--set`` assignments: ``slot=name``, ``slot.option=value``, ``train.key=value``,
         ``embed_dim=value``. Values are TOML literals (``0.3``, ``true``, ``"mean"``) or bare strings.
-        Replacing a slot's component drops that slot's options (the new component's defaults apply)."""
+        Replacing a slot's component drops that slot's options (the new component's defaults apply);
+        naming the component the slot already has changes nothing (a list of parts always replaces the slot).
+        A combinable slot takes a list of parts (``text_encoder=["tfidf","minilm"]``); a part's option
+        is ``text_encoder.PART.option=value`` with PART the part's name or 0-based index."""
         data = self.to_dict()
         for assignment in assignments:
             key, sep, raw = assignment.partition("=")
@@ -237,16 +261,33 @@ class CompositionSpec:
             if head not in top:
                 raise SpecError(f"--set {assignment!r}: unknown key {head!r}.{did_you_mean(head, sorted(top))} Keys: {', '.join(sorted(top))}")
             if head in SLOTS and not tail:
+                if isinstance(value, list) and head in COMBINERS and value and all(isinstance(v, str) for v in value):
+                    for name in value:
+                        get_component(SLOTS[head], name)
+                    data[head] = {"name": COMBINERS[head], "parts": [{"name": name} for name in value]}
+                    continue
                 if not isinstance(value, str):
-                    raise SpecError(f"--set {assignment!r}: {head} takes a component name")
+                    raise SpecError(f"--set {assignment!r}: {head} takes a component name"
+                                    + (f" or a list of names, e.g. {head}=[\"tfidf\",\"minilm\"]" if head in COMBINERS else ""))
                 get_component(SLOTS[head], value)  # unknown names fail here with close matches
-                data[head] = {"name": value}
+                if data[head].get("name") != value:  # naming the component already there keeps its options
+                    data[head] = {"name": value}
+            elif head in SLOTS and "." in tail and data[head]["name"] == COMBINERS.get(head):
+                part_key, _, option = tail.partition(".")
+                part = _find_part(data[head].get("parts", []), part_key, f"--set {assignment!r}")
+                try:
+                    get_component(SLOTS[head], part["name"]).check_options({option: value})
+                except ComponentError as exc:
+                    raise SpecError(f"--set {assignment!r}: {exc}") from None
+                part[option] = value
             elif head in SLOTS:
                 component = get_component(SLOTS[head], data[head]["name"])
                 try:
                     component.check_options({tail: value})
                 except ComponentError as exc:
-                    raise SpecError(f"--set {assignment!r}: {exc}") from None
+                    hint = (f" A part's option is {head}.PART.{tail} (PART: a part's name or index)."
+                            if data[head]["name"] == COMBINERS.get(head) else "")
+                    raise SpecError(f"--set {assignment!r}: {exc}{hint}") from None
                 data[head][tail] = value
             elif head in {"train", "eval"}:
                 if not tail:
@@ -257,6 +298,49 @@ class CompositionSpec:
                     raise SpecError(f"--set {assignment!r}: {head} has no sub-keys")
                 data[head] = value
         return CompositionSpec.from_dict(data, source="--set")
+
+
+def _resolve_slot(label: str, kind: str, current: SlotSpec, combiner: str | None = None) -> SlotSpec:
+    """``current`` with every option filled with its registered default, validated and typed;
+    when it is the slot's ``combiner`` component, each of its parts is resolved the same way."""
+    component = get_component(kind, current.name)
+    try:
+        options = component.resolve_options(current.options)
+    except ComponentError as exc:
+        raise SpecError(f"[{label}] {exc}") from None
+    # options take the type of their registered default (1 -> 1.0 for a float option, so
+    # equal specs hash equal; "abc" for a number fails here, not mid-training)
+    combined = current.name == combiner
+    options = {
+        key: value if component.config.get(key) is None or (combined and key == "parts")
+        else _coerce(value, component.config[key], f"{label}.{key}")
+        for key, value in options.items()
+    }
+    if combined:
+        parts = tuple(options.get("parts", ()))
+        if len(parts) < 2:
+            raise SpecError(f"[{label}] a combined {kind} needs at least two parts, got {len(parts)}: "
+                            f"e.g. {label} = [\"tfidf\", \"minilm\"]")
+        for i, part in enumerate(parts):
+            if part.name == current.name:
+                raise SpecError(f"[{label}.parts.{i}] a part cannot itself be {current.name!r}")
+        options["parts"] = tuple(_resolve_slot(f"{label}.parts.{i}", kind, part) for i, part in enumerate(parts))
+    return SlotSpec(current.name, options)
+
+
+def _find_part(parts: list[dict[str, Any]], key: str, where: str) -> dict[str, Any]:
+    """The part named ``key`` (or at index ``key``) of a combined slot's parts."""
+    names = [part["name"] for part in parts]
+    if key.isdigit():
+        if int(key) >= len(parts):
+            raise SpecError(f"{where}: no part {key}; parts: {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
+        return parts[int(key)]
+    matches = [part for part in parts if part["name"] == key]
+    if not matches:
+        raise SpecError(f"{where}: no part named {key!r}.{did_you_mean(key, names)} Parts: {', '.join(names)}")
+    if len(matches) > 1:
+        raise SpecError(f"{where}: several parts are named {key!r}; name the part by its index (0-{len(parts) - 1})")
+    return matches[0]
 
 
 def _parse_value(raw: str) -> Any:

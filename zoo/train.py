@@ -83,10 +83,16 @@ def default_out_dir(spec: CompositionSpec) -> Path:
 
 
 # -- checkpoints ------------------------------------------------------------------------------
+def is_backbone_key(key: str) -> bool:
+    """A text backbone weight (``text_encoder.backbone.*``, or a combined encoder part's
+    ``text_encoder.parts.N.backbone.*``): not stored in checkpoints while frozen."""
+    return key.startswith("text_encoder.") and ".backbone." in key
+
+
 def _model_state(model: torch.nn.Module, skip_frozen_backbone: bool) -> dict[str, torch.Tensor]:
     state = model.state_dict()
     if skip_frozen_backbone:  # reproducible from its source; keeps checkpoints small
-        state = {k: v for k, v in state.items() if not k.startswith("text_encoder.backbone.")}
+        state = {k: v for k, v in state.items() if not is_backbone_key(k)}
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
@@ -109,7 +115,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """Load weights; only frozen backbone weights (not stored, see :func:`_model_state`) may be missing."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("text_encoder.backbone.")]
+    missing = [k for k in missing if not is_backbone_key(k)]
     if missing or unexpected:
         raise RunError(f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
@@ -162,10 +168,25 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, spec_hash: st
 
 # -- the run ----------------------------------------------------------------------------------
 def run(spec: CompositionSpec, opts: RunOptions) -> Path:
-    """Train and evaluate ``spec``; returns the results JSON path."""
-    from torch_geometric.data import Batch
+    """Train and evaluate ``spec``; returns the results JSON path.
 
+    Under ``torchrun`` every process calls this: the ranks train one DDP model on slices of each
+    global batch, and rank 0 alone selects, evaluates and writes (see :mod:`zoo.distributed`).
+    """
+    from zoo import distributed
+
+    try:
+        return _run(spec, opts)
+    finally:
+        distributed.shutdown()
+
+
+def _run(spec: CompositionSpec, opts: RunOptions) -> Path:
+    from dataclasses import replace
+
+    from zoo import distributed
     from zoo.cache import atomic_write_text, featurize_molecules
+    from zoo.fitting import fit_or_load
     from zoo.data import load_chebi20
     from zoo.evals.ranking import rank_of_true, retrieval_metrics
     from zoo.evaluate import autocast, embed_molecules, embed_texts, evaluate_pairs
@@ -178,6 +199,11 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     requested_hash = requested.hash()
     cfg = requested.train
     device = resolve_device(cfg.device)
+    if distributed.launched_distributed() and device.type == "cuda" and device.index is not None:
+        raise RunError(f"train.device={cfg.device!r}: under torchrun each process uses cuda:LOCAL_RANK; use \"auto\" or \"cuda\"")
+    dctx, device = distributed.setup(device)  # a no-op unless launched by torchrun
+    if not dctx.is_main:  # rank 0 alone logs and shows progress
+        log, opts = (lambda _message: None), replace(opts, progress=False)
     if cfg.batch_size < 2:
         raise RunError("train.batch_size must be at least 2 (in-batch negatives)")
     for key, value in {"train.epochs": cfg.epochs, "train.eval_batch_size": cfg.eval_batch_size,
@@ -190,7 +216,9 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     if unknown or not requested.eval.galleries:
         raise RunError(f"eval.galleries: unknown or empty {unknown or []}; choose from {', '.join(GALLERIES)}, inbatch:N")
     seed_everything(cfg.seed)
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    if "OMP_NUM_THREADS" not in os.environ:  # an explicit thread count wins (several runs side by side)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cpus // dctx.local_world_size))  # processes on one machine share its cores
 
     # 1. data (bad input fails here, before anything slow)
     t0 = time.time()
@@ -223,17 +251,20 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     if results_path.exists() and not opts.fresh:
         raise RunError(f"{results_path} exists: this run is finished. Use --out for a new run or --fresh to redo it.")
 
-    t0 = time.time()
-    graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
-                                 model.molecule_encoder.featurizer, progress=opts.progress, desc="featurizing molecules")
-    mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
-    timings["featurize_s"] = time.time() - t0
+    with distributed.main_process_first(dctx):  # rank 0 fills the on-disk caches, the other ranks then read them
+        t0 = time.time()
+        graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
+                                     model.molecule_encoder.featurizer, progress=opts.progress, desc="featurizing molecules")
+        mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
+        timings["featurize_s"] = time.time() - t0
 
-    t0 = time.time()
-    described = data.descriptions
-    text_items = text_encoder.prepare([p.description for p in described], progress=opts.progress, device=device)
-    text_index = {p.cid: i for i, p in enumerate(described)}
-    timings["text_features_s"] = time.time() - t0
+        t0 = time.time()
+        described = data.descriptions
+        fit_or_load(text_encoder, [p.description for p in data.train], out_dir, spec_hash=spec_hash, seed=cfg.seed,
+                    refit=opts.fresh and dctx.is_main, log=log)  # training descriptions only
+        text_items = text_encoder.prepare([p.description for p in described], progress=opts.progress, device=device)
+        text_index = {p.cid: i for i, p in enumerate(described)}
+        timings["text_features_s"] = time.time() - t0
 
     def items_for(pairs):
         return [text_items[text_index[p.cid]] for p in pairs]
@@ -272,8 +303,9 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
         state = load_checkpoint(last_path, model, optimizer, spec_hash)
         scheduler.step(state.epoch)  # the schedule is a function of the epoch
         log(f"resuming from {ckpt_dir} after epoch {state.epoch} (best held-out MRR {state.best_mrr:.4f} at epoch {state.best_epoch})")
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "spec.toml", spec.to_toml())
+    if dctx.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "spec.toml", spec.to_toml())
 
     # 5. train
     collate_text = text_encoder.collate
@@ -281,20 +313,38 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     steps = n // cfg.batch_size if n >= cfg.batch_size else 1
     if n < 2:
         raise RunError(f"only {n} training pair(s): need at least 2")
+    if dctx.enabled and min(n, cfg.batch_size) < 2 * dctx.world_size:  # every rank needs a pair batch (aux losses)
+        raise RunError(f"global batch of {min(n, cfg.batch_size)} pairs cannot give each of {dctx.world_size} processes "
+                       "at least 2 pairs; raise train.batch_size or launch fewer processes")
+    if distributed.has_uninitialized_parameters(model):
+        # lazy modules (DDP cannot wrap them) are materialised by one forward on the first batch, in a forked RNG
+        # so that the random stream, and so the run, is the same with any number of processes
+        first = distributed.shard(list(range(min(n, cfg.batch_size))), dctx)
+        model.train()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), autocast(device):
+            model(collate_text([train_text[i] for i in first]).to(device),
+                  graphs.batch([train_mols[i] for i in first]).to(device))
+    train_model = distributed.wrap_model(model, dctx, device)  # DDP: gradients averaged over the ranks
+    gather_hook = distributed.gather_loss_inputs(model.loss) if dctx.enabled else None  # global in-batch negatives
+    if dctx.enabled:
+        rows, extra = divmod(min(n, cfg.batch_size), dctx.world_size)
+        log(f"distributed: {dctx.world_size} processes ({dctx.backend}), global batch {min(n, cfg.batch_size)} "
+            f"= {rows}{f'-{rows + 1}' if extra else ''} pairs per process")
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
     while state.epoch < cfg.epochs and not state.stop_reason:
         epoch = state.epoch
         epoch_start = time.time()
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout etc.: identical after a resume
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch + 7_919 * dctx.rank)  # dropout etc.: identical after a resume
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).tolist()
-        model.train()
+        train_model.train()
         sums: dict[str, float] = {}
         for step in range(steps):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size] if n >= cfg.batch_size else order
+            idx = distributed.shard(idx, dctx)  # this rank's slice of the global batch
             text_batch = collate_text([train_text[i] for i in idx]).to(device)
-            mol_batch = Batch.from_data_list(graphs.select([train_mols[i] for i in idx])).to(device)
+            mol_batch = graphs.batch([train_mols[i] for i in idx]).to(device)
             with autocast(device):
-                loss, logs = model(text_batch, mol_batch)
+                loss, logs = train_model(text_batch, mol_batch)
             if not torch.isfinite(loss):
                 raise RunError(f"loss became {float(loss)} at epoch {epoch + 1} step {step + 1}; lower train.lr")
             optimizer.zero_grad(set_to_none=True)
@@ -305,35 +355,43 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
         scheduler.step(epoch + 1)
-        # held-out selection: text->molecule MRR among the held-out molecules
-        text_emb = embed_texts(model, select_text, cfg.eval_batch_size, device)
-        mol_emb = embed_molecules(model, graphs, select_mols, cfg.eval_batch_size, device)
-        held = retrieval_metrics(rank_of_true(text_emb, mol_emb, torch.arange(len(select_mols)), device=device))
-        state.epoch = epoch + 1
-        epoch_s = time.time() - epoch_start
-        state.train_seconds += epoch_s
-        record = {"epoch": state.epoch, **{k: v / steps for k, v in sums.items()}, "heldout_mrr": held["mrr"],
-                  "heldout_hits@1": held["hits@1"], "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_s}
-        state.history.append(record)
-        improved = held["mrr"] > state.best_mrr
-        if improved:
-            state.best_mrr, state.best_epoch, state.stale_epochs = held["mrr"], state.epoch, 0
-            save_weights(model, best_path, skip_backbone, meta)
-        else:
-            state.stale_epochs += 1
-        extras = " ".join(f"{k}={record[k]:.3f}" for k in ("retrieval_loss", "adversarial", "disc_acc") if k in record)
-        log(f"epoch {state.epoch:3d}/{cfg.epochs} loss={record['loss']:.4f} {extras} held-out MRR={held['mrr']:.4f} "
-            f"H@1={held['hits@1']:.3f}{' *' if improved else ''} ({epoch_s:.1f}s)")
-        if state.stale_epochs >= cfg.patience:
-            state.stop_reason = f"early stop: no held-out MRR gain for {cfg.patience} epochs"
-        elif state.train_seconds + epoch_s > budget_s:
-            state.stop_reason = f"time budget: train.max_minutes={cfg.max_minutes} reached"
-        elif state.epoch >= cfg.epochs:
-            state.stop_reason = "completed all epochs"
-        save_checkpoint(last_path, model, optimizer, state, skip_backbone, meta)
+        sums = distributed.mean_across_ranks(sums, dctx, device)  # auxiliary losses differ per rank
+        if dctx.is_main:  # rank 0 selects, logs and checkpoints; the other ranks receive its decision
+            # held-out selection: text->molecule MRR among the held-out molecules
+            text_emb = embed_texts(model, select_text, cfg.eval_batch_size, device)
+            mol_emb = embed_molecules(model, graphs, select_mols, cfg.eval_batch_size, device)
+            held = retrieval_metrics(rank_of_true(text_emb, mol_emb, torch.arange(len(select_mols)), device=device))
+            state.epoch = epoch + 1
+            epoch_s = time.time() - epoch_start
+            state.train_seconds += epoch_s
+            record = {"epoch": state.epoch, **{k: v / steps for k, v in sums.items()}, "heldout_mrr": held["mrr"],
+                      "heldout_hits@1": held["hits@1"], "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_s}
+            state.history.append(record)
+            improved = held["mrr"] > state.best_mrr
+            if improved:
+                state.best_mrr, state.best_epoch, state.stale_epochs = held["mrr"], state.epoch, 0
+                save_weights(model, best_path, skip_backbone, meta)
+            else:
+                state.stale_epochs += 1
+            extras = " ".join(f"{k}={v:.3f}" for k, v in record.items()
+                              if k not in {"epoch", "loss", "heldout_mrr", "heldout_hits@1", "lr", "seconds"})
+            log(f"epoch {state.epoch:3d}/{cfg.epochs} loss={record['loss']:.4f} {extras} held-out MRR={held['mrr']:.4f} "
+                f"H@1={held['hits@1']:.3f}{' *' if improved else ''} ({epoch_s:.1f}s)")
+            if state.stale_epochs >= cfg.patience:
+                state.stop_reason = f"early stop: no held-out MRR gain for {cfg.patience} epochs"
+            elif state.train_seconds + epoch_s > budget_s:
+                state.stop_reason = f"time budget: train.max_minutes={cfg.max_minutes} reached"
+            elif state.epoch >= cfg.epochs:
+                state.stop_reason = "completed all epochs"
+            save_checkpoint(last_path, model, optimizer, state, skip_backbone, meta)
+        state = distributed.broadcast_object(state, dctx)
     log(f"training stopped after epoch {state.epoch}: {state.stop_reason or 'completed'}; best epoch {state.best_epoch} "
         f"(held-out MRR {state.best_mrr:.4f})")
     timings["train_s"] = state.train_seconds
+    if gather_hook is not None:
+        gather_hook.remove()
+    if not dctx.is_main:
+        return results_path  # rank 0 evaluates the best weights and writes the results
 
     # 6. evaluate the best weights on test
     t0 = time.time()
@@ -363,7 +421,8 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
                "training": {"device": str(device), "text_mode": text_mode, "epochs_run": state.epoch,
                             "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
                             "stop_reason": state.stop_reason, "history": state.history,
-                            "bf16_autocast": device.type == "cuda"},
+                            "bf16_autocast": device.type == "cuda", "world_size": dctx.world_size,
+                            "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size)},
                "checkpoint": str(best_path)},
     )
     write_results(results_path, results)

@@ -1,0 +1,175 @@
+"""Throughput of the pieces of an evaluation: text encoding, molecule encoding, featurization, ranking.
+
+Run with ``python -m pytest tests/benchmarks/test_throughput.py --benchmark-only`` (the default
+suite skips benchmarks). Each benchmark stores its rate in ``extra_info`` (shown with
+``--benchmark-columns=mean,ops`` or in ``--benchmark-json``) and runs on CUDA too when present.
+Inputs are the real ChEBI-20 test rows when ``$ZOO_DATA_DIR`` (or the shared data folder) has
+them, else synthetic molecules and descriptions from ``tests/tiny.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.cache import PackedGraphs
+
+EMBED_DIM = 256
+N_MOLECULES = 1024
+N_TEXTS_BACKBONE = 64
+N_TEXTS_HEAD = 1024
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+]
+
+
+def _data_dir() -> Path | None:
+    for candidate in (os.environ.get("ZOO_DATA_DIR"), "/work/shared/data/chebi20"):
+        if candidate and (Path(candidate) / "test.txt").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[tuple[str, str]]:
+    """(SMILES, description) pairs: real test rows when available, else the tiny synthetic set, repeated."""
+    data_dir = _data_dir()
+    if data_dir is not None:
+        with open(data_dir / "test.txt", newline="", encoding="utf-8") as fh:
+            rows = [(r["SMILES"], r["description"]) for r in csv.DictReader(fh, delimiter="\t")]
+    else:
+        from tiny import GROUPS, LINKERS, RINGS
+
+        rows = [(ring.format(link + group), f"The molecule is a {rn} derivative carrying a {gn} substituent {ln}.")
+                for (rn, ring), (gn, group), (ln, link) in itertools.product(RINGS.items(), GROUPS.items(), LINKERS.items())]
+    return list(itertools.islice(itertools.cycle(rows), max(N_MOLECULES, N_TEXTS_HEAD)))
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _rate(benchmark, n: int, unit: str) -> float:
+    rate = n / benchmark.stats["mean"]
+    benchmark.extra_info[unit] = round(rate, 1)
+    return rate
+
+
+# -- featurization --------------------------------------------------------------------------------
+def test_featurize_graphs(benchmark, pairs):
+    """RDKit graph featurization (atom + bond features), molecules per second (CPU only)."""
+    from zoo.featurize import featurize
+
+    smiles = [s for s, _ in pairs[:256]]
+    graphs = benchmark.pedantic(lambda: [featurize(s) for s in smiles], rounds=3, iterations=1, warmup_rounds=1)
+    assert len(graphs) == len(smiles)
+    _rate(benchmark, len(smiles), "mol_per_s")
+
+
+# -- molecule encoders (featurization cached) -----------------------------------------------------
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["graph_transformer", "gcn", "fingerprint_mlp"])
+def test_molecule_encoding(benchmark, pairs, name, device):
+    """Embedding pre-featurized molecules (PackedGraphs, batches of 256), molecules per second."""
+    from zoo.registry import get_component
+
+    component = get_component("molecule_encoder", name)
+    encoder = component.create(embed_dim=EMBED_DIM, **component.config).to(device).eval()
+    packed = PackedGraphs.pack([encoder.featurize(s) for s, _ in pairs[:N_MOLECULES]])
+    order = torch.arange(len(packed))
+
+    @torch.inference_mode()
+    def embed() -> torch.Tensor:
+        out = [encoder(packed.batch(order[i : i + 256]).to(device)).embedding for i in range(0, len(order), 256)]
+        _sync(device)
+        return torch.cat(out)
+
+    emb = benchmark.pedantic(embed, rounds=3, iterations=1, warmup_rounds=1)
+    assert emb.shape == (N_MOLECULES, EMBED_DIM)
+    _rate(benchmark, N_MOLECULES, "mol_per_s")
+
+
+# -- text encoder -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def minilm():
+    from zoo.registry import get_component
+
+    component = get_component("text_encoder", "minilm")
+    return component.create(embed_dim=EMBED_DIM, **{**component.config, "mode": "frozen"})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_text_backbone(benchmark, pairs, minilm, device):
+    """Frozen MiniLM backbone over descriptions (what the frozen-state cache saves), texts per second."""
+    texts = [d for _, d in pairs[:N_TEXTS_BACKBONE]]
+
+    def encode():
+        states = minilm.backbone_states(texts, progress=False, device=device)
+        _sync(device)
+        return states
+
+    states = benchmark.pedantic(encode, rounds=3, iterations=1, warmup_rounds=1)
+    minilm.backbone.to("cpu")
+    assert len(states) == len(texts)
+    _rate(benchmark, len(texts), "texts_per_s")
+
+
+HEADS = {
+    "minilm_defaults": {},  # the registered defaults: one transformer adapter layer, mean pooling
+    "aman": {"adapter_layers": 0, "pooling": "attention", "lexical_dim": 256},  # plugins/compositions/aman.toml
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("head", list(HEADS))
+def test_text_head(benchmark, pairs, minilm, head, device):
+    """The trainable head over cached backbone states (what evaluation runs per query), texts per second."""
+    from zoo.plugins.hf_text import FrozenText
+    from zoo.registry import get_component
+
+    component = get_component("text_encoder", "minilm")
+    encoder = component.create(embed_dim=EMBED_DIM, **{**component.config, "mode": "frozen", **HEADS[head]})
+    texts = [d for _, d in pairs[:N_TEXTS_BACKBONE]]
+    states = minilm.backbone_states(texts, progress=False)
+    ids = minilm.tokenizer(texts, truncation=True, max_length=minilm.max_length)["input_ids"]
+    distinct = [FrozenText(s, torch.tensor(i)) for s, i in zip(states, ids)]
+    items = list(itertools.islice(itertools.cycle(distinct), N_TEXTS_HEAD))
+    head = encoder.to(device).eval()
+
+    @torch.inference_mode()
+    def embed() -> torch.Tensor:
+        out = [head(head.collate(items[i : i + 256]).to(device)).embedding for i in range(0, len(items), 256)]
+        _sync(device)
+        return torch.cat(out)
+
+    emb = benchmark.pedantic(embed, rounds=3, iterations=1, warmup_rounds=1)
+    assert emb.shape == (N_TEXTS_HEAD, EMBED_DIM)
+    _rate(benchmark, N_TEXTS_HEAD, "texts_per_s")
+
+
+# -- ranking harness ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", DEVICES)
+def test_rank_of_true(benchmark, device):
+    """evals.ranking.rank_of_true: 1,024 queries against 33,008 candidates (d=256), scores per second."""
+    from zoo.evals.ranking import rank_of_true
+
+    gen = torch.Generator().manual_seed(0)
+    queries = torch.nn.functional.normalize(torch.randn(1024, EMBED_DIM, generator=gen), dim=1).to(device)
+    candidates = torch.nn.functional.normalize(torch.randn(33_008, EMBED_DIM, generator=gen), dim=1).to(device)
+    true = torch.randint(0, 33_008, (1024,), generator=gen)
+
+    def rank() -> torch.Tensor:
+        ranks = rank_of_true(queries, candidates, true)
+        _sync(device)
+        return ranks
+
+    ranks = benchmark.pedantic(rank, rounds=5, iterations=1, warmup_rounds=1)
+    assert ranks.shape == (1024,) and int(ranks.min()) >= 1
+    _rate(benchmark, 1024 * 33_008, "scores_per_s")

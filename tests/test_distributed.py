@@ -1,0 +1,159 @@
+"""Multi-process training (``torchrun``, DDP over gloo on CPU) against a single-process run.
+
+The distributed run and the single-process run of the same spec take the same optimisation
+steps: the global batch is split across ranks, the retrieval loss sees the gathered global batch
+and its gradient equals the single-process one. With dropout off they agree up to float
+reduction order (different batch shapes per encoder call, gradient all-reduce): losses to a
+relative 1e-5, ranking scores exactly (a near-tie would have to fall within ~1e-7 to flip).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tiny import TINY, run_tiny
+from zoo import distributed
+from zoo.distributed import DistContext
+
+#: dropout off (exact comparison) and the embedded MiniLM as frozen text backbone
+NO_DROPOUT = ["text_encoder=minilm", *(s for s in TINY if s.startswith("text_encoder.")), "text_encoder.dropout=0",
+              "molecule_encoder.dropout=0", "aligner.dropout=0", "train.epochs=2"]
+
+
+# -- helpers without a process group ------------------------------------------------------------
+@pytest.mark.parametrize("n, world", [(16, 2), (7, 2), (10, 3), (3, 3)])
+def test_shard_splits_a_global_batch_in_rank_order(n, world):
+    items = list(range(100, 100 + n))
+    parts = [distributed.shard(items, DistContext(rank=r, world_size=world)) for r in range(world)]
+    assert sum(parts, []) == items  # contiguous, in rank order, nothing lost or repeated
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_single_process_helpers_are_no_ops(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ctx, device = distributed.setup(torch.device("cpu"))
+    assert ctx == distributed.SINGLE and ctx.is_main and not ctx.enabled and device == torch.device("cpu")
+    x = torch.randn(3, 4)
+    assert distributed.gather_rows(x) is x
+    assert distributed.broadcast_object({"a": 1}, ctx) == {"a": 1}
+    assert distributed.mean_across_ranks({"loss": 2.0}, ctx, device) == {"loss": 2.0}
+    assert distributed.wrap_model(torch.nn.Linear(2, 2), ctx, device).__class__ is torch.nn.Linear
+    assert distributed.shard([1, 2, 3], ctx) == [1, 2, 3]
+
+
+def test_bad_world_size_env_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    from zoo.train import RunError
+
+    with pytest.raises(RunError, match="WORLD_SIZE='two'"):
+        distributed.launched_distributed()
+
+
+# -- gather semantics in a real 2-process gloo group ---------------------------------------------
+class _PairModel(torch.nn.Module):
+    """A shared encoder and two retrieval losses with in-batch negatives (one with a parameter)."""
+
+    def __init__(self) -> None:
+        from zoo.plugins.infonce import InfoNCELoss
+        from zoo.plugins.triplet import TripletLoss
+
+        super().__init__()
+        self.encoder = torch.nn.Linear(6, 4)
+        self.infonce, self.triplet = InfoNCELoss(temperature=0.1), TripletLoss(mining="semihard")
+
+    def forward(self, text: torch.Tensor, molecule: torch.Tensor) -> torch.Tensor:
+        t, m = self.encoder(text), self.encoder(molecule)
+        return self.infonce(t, m) + self.triplet(t, m)
+
+
+def _global_batch() -> tuple[_PairModel, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return _PairModel(), torch.randn(5, 6), torch.randn(5, 6)
+
+
+def _gather_worker(rank: int, world: int, init_file: str, result_dir: str) -> None:
+    """One DDP step on this rank's (uneven) slice of a 5-row global batch, negatives gathered."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model, text, molecule = _global_batch()
+        rows = distributed.shard(list(range(len(text))), DistContext(rank=rank, world_size=world))
+        gathered = distributed.gather_rows(torch.tensor(rows, dtype=torch.float32)[:, None])
+        for loss in (model.infonce, model.triplet):
+            distributed.gather_loss_inputs(loss)
+        ddp = DistributedDataParallel(model)  # keep a reference: its reducer averages the gradients
+        loss = ddp(text[rows], molecule[rows])
+        loss.backward()
+        grads = {name: p.grad for name, p in model.named_parameters()}
+        torch.save({"rows": gathered, "loss": loss.detach(), "grads": grads}, f"{result_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gathered_loss_gradient_equals_single_process_gradient(tmp_path):
+    """2 ranks holding 3 + 2 rows: every rank sees the 5-row global loss, and the DDP-averaged
+    gradient (the all-gather backward sums over ranks) is the single-process gradient."""
+    import time
+
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with the gloo backend is not available in this build")
+    context = mp.spawn(_gather_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 90
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("2-process gather test did not finish in 90 s (deadlock?)")
+
+    model, text, molecule = _global_batch()
+    reference = model(text, molecule)
+    reference.backward()
+    for rank in range(2):
+        out = torch.load(tmp_path / f"rank{rank}.pt")
+        assert out["rows"].squeeze(1).tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]  # all rows, in rank order
+        assert torch.allclose(out["loss"], reference.detach(), atol=1e-6)
+        for name, param in model.named_parameters():
+            assert torch.allclose(out["grads"][name], param.grad, atol=1e-6), name
+
+
+# -- zoo run under torchrun ----------------------------------------------------------------------
+def test_torchrun_two_processes_match_a_single_process_run(tiny_env, tmp_path):
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with the gloo backend is not available in this build")
+    single = run_tiny(tiny_env, tmp_path / "single", *NO_DROPOUT)  # also fills the cache the ranks read
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "zoo.cli", "run", "aman", "--data-dir", str(tiny_env), "--out", str(tmp_path / "ddp"), "--no-progress"]
+    for item in [*TINY, *NO_DROPOUT]:
+        command += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("epoch   1/2") == 1  # rank 0 alone logs
+    ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
+
+    training = ddp["training"]
+    assert (training["world_size"], training["distributed_backend"]) == (2, "gloo")
+    assert single["training"]["world_size"] == 1 and ddp["spec_hash"] == single["spec_hash"]
+    assert len(training["history"]) == len(single["training"]["history"]) == 2
+    for mine, ref in zip(training["history"], single["training"]["history"]):
+        for key in ("loss", "retrieval_loss", "adversarial", "disc_acc"):
+            assert mine[key] == pytest.approx(ref[key], rel=1e-5), key
+        assert mine["heldout_mrr"] == pytest.approx(ref["heldout_mrr"], abs=1e-9)
+    for gallery, directions in single["scores"].items():
+        for direction, metrics in directions.items():
+            assert ddp["scores"][gallery][direction] == pytest.approx(metrics, abs=1e-9), (gallery, direction)

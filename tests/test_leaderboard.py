@@ -1,0 +1,226 @@
+"""zoo leaderboard: aggregation over seeds, protocol separation, filters, sorting, output formats, errors."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from zoo.cli import main
+from zoo.evals.leaderboard import (
+    LeaderboardError, RunRecord, build_leaderboard, load_runs, plot_leaderboard, render, seedless_spec_hash,
+)
+from zoo.evals.results import build_results, write_results
+
+SPEC = {
+    "name": "aman", "description": "d", "embed_dim": 64,
+    "text_encoder": {"name": "minilm", "pooling": "mean"},
+    "molecule_encoder": {"name": "graph_transformer", "layers": 2},
+    "aligner": {"name": "adversarial", "weight": 0.1},
+    "loss": {"name": "triplet", "margin": 0.2},
+    "train": {"epochs": 5, "seed": 0},
+    "eval": {"task": "chebi20", "galleries": ["all", "test"]},
+}
+
+
+def _scores(mrr: float, h1: float = 0.1, mean_rank: float = 50.0) -> dict:
+    metrics = {"hits@1": h1, "hits@10": min(1.0, h1 * 3), "mrr": mrr, "mean_rank": mean_rank,
+               "median_rank": mean_rank / 2, "n_queries": 100.0}
+    return {"text_to_molecule": metrics, "molecule_to_text": {**metrics, "mrr": mrr / 2}}
+
+
+def make_results(*, seed: int = 0, mrr: float = 0.2, name: str = "aman", protocol: str = "offline-low-data",
+                 data: str = "v1", galleries=("all", "test"), loss: str = "triplet", margin: float = 0.2,
+                 created: str | None = None, **scores_kw) -> dict:
+    spec = copy.deepcopy(SPEC)
+    spec["name"] = name
+    spec["train"]["seed"] = seed
+    spec["loss"] = {"name": loss, "margin": margin} if loss == "triplet" else {"name": loss, "temperature": 0.07}
+    components = [{"slot": s, "name": spec[s]["name"], "plugin": "p", "version": "0"}
+                  for s in ("text_encoder", "molecule_encoder", "aligner", "loss")]
+    results = build_results(
+        spec=spec, spec_hash=f"h{seed}", components=components,
+        task={"name": "chebi20", "protocol": protocol, "split": "test", "data_checksums": {"test.txt": data}},
+        scores={g: _scores(mrr if g == "all" else mrr + 0.3, **scores_kw) for g in galleries},
+        timings={}, seeds={"seed": seed, "holdout_seed": 0},
+    )
+    if created:
+        results["created_at"] = created
+    return results
+
+
+def write(root: Path, rel: str, results: dict) -> Path:
+    path = root / rel / "results.json"
+    write_results(path, results)
+    return path
+
+
+def records(*results: dict) -> list[RunRecord]:
+    return [RunRecord.from_results(r, f"r{i}.json") for i, r in enumerate(results)]
+
+
+def test_seeds_aggregate_into_one_row_with_mean_and_sample_std():
+    mrrs = [0.20, 0.24, 0.25]
+    board = build_leaderboard(records(*(make_results(seed=s, mrr=m) for s, m in enumerate(mrrs))), gallery="all")
+    (table,) = board.tables
+    (row,) = table.rows
+    summary = row.metrics["text_to_molecule"]["mrr"]
+    assert row.n_seeds == 3 and row.seeds == (0, 1, 2)
+    assert summary.mean == pytest.approx(statistics.mean(mrrs))
+    assert summary.std == pytest.approx(statistics.stdev(mrrs))
+    assert row.components == {"text_encoder": "minilm", "molecule_encoder": "graph_transformer",
+                              "aligner": "adversarial", "loss": "triplet"}
+
+
+def test_seedless_hash_ignores_seed_name_and_description_only():
+    a, b = copy.deepcopy(SPEC), copy.deepcopy(SPEC)
+    b["train"]["seed"], b["name"], b["description"] = 7, "other", "x"
+    assert seedless_spec_hash(a) == seedless_spec_hash(b)
+    b["train"]["epochs"] = 6
+    assert seedless_spec_hash(a) != seedless_spec_hash(b)
+
+
+def test_protocols_galleries_and_data_are_never_mixed():
+    runs = records(make_results(seed=0), make_results(seed=1), make_results(seed=0, protocol="canonical"),
+                   make_results(seed=0, data="v2"))
+    board = build_leaderboard(runs)
+    labels = [t.key.label() for t in board.tables]
+    assert len(labels) == len(set(labels)) == 6  # 3 protocol/data groups x 2 galleries
+    for table in board.tables:
+        assert len(table.rows) == 1
+    n_seeds = {(t.key.protocol, t.key.gallery, t.key.data): t.rows[0].n_seeds for t in board.tables}
+    assert sorted(n_seeds.values()) == [1, 1, 1, 1, 2, 2]  # only the two v1 offline runs share rows
+    assert {k[0] for k, n in n_seeds.items() if n == 2} == {"offline-low-data"}
+
+
+def test_rows_sorted_best_first_and_varying_options_shown():
+    runs = records(make_results(mrr=0.1, margin=0.1), make_results(mrr=0.3, margin=0.3), make_results(mrr=0.2, margin=0.2))
+    (table,) = build_leaderboard(runs, gallery="all").tables
+    assert [r.varies["loss.margin"] for r in table.rows] == [0.3, 0.2, 0.1]
+    assert [r.rank for r in table.rows] == [1, 2, 3]
+    (table,) = build_leaderboard(runs, gallery="all", sort="mean_rank").tables  # lower is better; ties by label
+    assert [r.rank for r in table.rows] == [1, 2, 3]
+    runs = records(make_results(mrr=0.3, mean_rank=90.0), make_results(mrr=0.1, mean_rank=10.0, margin=0.5))
+    (table,) = build_leaderboard(runs, gallery="all", sort="mean-rank").tables
+    assert table.rows[0].metrics["text_to_molecule"]["mean_rank"].mean == 10.0
+
+
+def test_filters_and_composition_pattern():
+    runs = records(make_results(name="text2mol_gcn"), make_results(name="aman", loss="infonce"),
+                   make_results(name="aman", margin=0.5))
+    assert [r.composition for t in build_leaderboard(runs, composition="text2mol*").tables for r in t.rows] == ["text2mol_gcn"] * 2
+    only = build_leaderboard(runs, gallery="all", filters=["loss=infonce"]).tables[0].rows
+    assert [r.components["loss"] for r in only] == ["infonce"]
+    margin = build_leaderboard(runs, gallery="all", filters=["loss.margin=0.5"]).tables[0].rows
+    assert len(margin) == 1 and margin[0].spec["loss"]["margin"] == 0.5
+    excluded = build_leaderboard(runs, gallery="all", filters=["loss!=infonce"]).tables[0].rows
+    assert {r.components["loss"] for r in excluded} == {"triplet"}
+    with pytest.raises(LeaderboardError, match="Did you mean: loss"):
+        build_leaderboard(runs, filters=["los=infonce"])
+    with pytest.raises(LeaderboardError, match="no results match"):
+        build_leaderboard(runs, filters=["loss=contrastive"])
+
+
+def test_unknown_metric_direction_gallery_have_close_matches():
+    runs = records(make_results())
+    with pytest.raises(LeaderboardError, match="Did you mean.*mrr"):
+        build_leaderboard(runs, sort="mmr")
+    with pytest.raises(LeaderboardError, match="text_to_molecule"):
+        build_leaderboard(runs, direction="text_to_mol")
+    with pytest.raises(LeaderboardError, match="Galleries in these results: all, test"):
+        build_leaderboard(runs, gallery="al")
+
+
+def test_duplicate_seed_keeps_the_newest_with_a_warning():
+    runs = records(make_results(mrr=0.1, created="2026-01-01T00:00:00+00:00"),
+                   make_results(mrr=0.4, created="2026-02-01T00:00:00+00:00"))
+    board = build_leaderboard(runs, gallery="all")
+    row = board.tables[0].rows[0]
+    assert row.n_seeds == 1 and row.metrics["text_to_molecule"]["mrr"].mean == 0.4
+    assert any("same configuration and seed" in w for w in board.warnings)
+
+
+def test_markdown_csv_json_outputs():
+    runs = records(make_results(seed=0, mrr=0.2), make_results(seed=1, mrr=0.3), make_results(loss="infonce", mrr=0.5))
+    board = build_leaderboard(runs, gallery="all", direction="both")
+    md = render(board)
+    assert "### chebi20 | offline-low-data | split=test | gallery=all" in md
+    assert "t→m MRR (%)" in md and "m→t MRR (%)" in md
+    assert "25.0 ± 7.1" in md  # mean 0.25, sample std 0.0707 over seeds, in percent
+    lines = [line for line in md.splitlines() if line.startswith("| 1 ")]
+    assert "infonce" in lines[0]
+    rows = list(csv.DictReader(io.StringIO(render(board, "csv"))))
+    assert len(rows) == 2 and rows[0]["loss"] == "infonce"
+    assert float(rows[1]["text_to_molecule.mrr.mean"]) == pytest.approx(0.25)
+    assert rows[1]["seeds"] == "0;1" and rows[1]["n_seeds"] == "2"
+    data = json.loads(render(board, "json"))
+    assert data["tables"][0]["rows"][1]["metrics"]["text_to_molecule"]["mrr"]["values"] == [0.2, 0.3]
+    assert data["tables"][0]["protocol"]["gallery"] == "all"
+    with pytest.raises(LeaderboardError, match="unknown format"):
+        render(board, "xlsx")
+
+
+def test_plot_writes_a_png(tmp_path):
+    runs = records(make_results(seed=0, mrr=0.2), make_results(seed=1, mrr=0.3), make_results(loss="infonce"))
+    path = plot_leaderboard(build_leaderboard(runs), tmp_path / "board.png", metric="hits@1")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_load_runs_scans_folders_and_skips_corrupt_files_with_a_warning(tmp_path):
+    write(tmp_path, "a-s0", make_results(seed=0))
+    write(tmp_path, "nested/a-s1", make_results(seed=1))
+    (tmp_path / "a-s0" / "eval-test.json").write_text(json.dumps(make_results(seed=5)))  # not picked up
+    bad = tmp_path / "broken" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text("{not json")
+    runs, warnings = load_runs([tmp_path])
+    assert sorted(r.seed for r in runs) == [0, 1]
+    assert len(warnings) == 1 and str(bad) in warnings[0]
+    with pytest.raises(LeaderboardError, match="broken"):
+        load_runs([tmp_path], strict=True)
+    with pytest.raises(LeaderboardError, match=str(bad)):
+        load_runs([bad])  # named explicitly: an error
+    with pytest.raises(LeaderboardError, match="no results.json found"):
+        load_runs([_empty(tmp_path)])
+    with pytest.raises(LeaderboardError, match="no such file or folder"):
+        load_runs([tmp_path / "missing"])
+
+
+def _empty(root: Path) -> Path:
+    (root / "empty").mkdir()
+    return root / "empty"
+
+
+def test_results_missing_scores_are_rejected_with_the_file_name(tmp_path):
+    results = make_results()
+    results["scores"] = {"all": {"text_to_molecule": {"mrr": "high"}}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results))
+    with pytest.raises(LeaderboardError, match=r"r\.json.*metric names to numbers"):
+        load_runs([path])
+
+
+def test_cli_leaderboard_writes_out_file_and_plot(tmp_path, capsys):
+    write(tmp_path, "runs/a-s0", make_results(seed=0, mrr=0.2))
+    write(tmp_path, "runs/a-s1", make_results(seed=1, mrr=0.4))
+    out, png = tmp_path / "board.csv", tmp_path / "board.png"
+    assert main(["leaderboard", str(tmp_path / "runs"), "--format", "csv", "--out", str(out), "--plot", str(png),
+                 "--gallery", "test", "--metric", "mrr"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1 and float(rows[0]["text_to_molecule.mrr.mean"]) == pytest.approx(0.6)
+    assert png.stat().st_size > 1000
+    assert main(["leaderboard", str(tmp_path / "runs"), "--sort", "hits@100"]) == 2
+    assert "unknown metric 'hits@100'" in capsys.readouterr().err
+
+
+def test_real_tiny_run_is_listed(tiny_run, capsys):
+    _, run_dir, results = tiny_run
+    assert main(["leaderboard", str(run_dir), "--gallery", "test"]) == 0
+    out = capsys.readouterr().out
+    mrr = results["scores"]["test"]["text_to_molecule"]["mrr"]
+    assert f"{mrr * 100:.1f}" in out and "graph_transformer" in out

@@ -1,0 +1,194 @@
+"""The ``tfidf`` text encoder: fitting on training texts only, the fitted state saved with the run
+(not in checkpoints), reloaded identically on resume and by ``zoo eval``, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.cli import main
+from zoo.plugins.tfidf_text import TfidfText
+from zoo.registry import get_component
+
+TEXTS = [f"The molecule is a {ring} compound carrying a {group} group." for ring in ("benzene", "pyridine", "furan", "thiophene")
+         for group in ("hydroxy", "amino", "chloro", "methyl", "nitro")]
+SMALL = {"svd_dim": 8, "hidden_dim": 16}
+TINY_TFIDF = ["text_encoder.svd_dim=16", "text_encoder.hidden_dim=32", "molecule_encoder.hidden_dim=32",
+              "molecule_encoder.n_bits=256", "embed_dim=32", "train.batch_size=16", "train.lr=0.003",
+              "train.holdout_fraction=0.15", "train.eval_batch_size=64", "train.warmup_epochs=1", "train.patience=10"]
+
+
+def run_tfidf(data_dir, out, *extra: str, composition: str = "tfidf_fp") -> dict:
+    args = ["run", composition, "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]
+    for item in [*TINY_TFIDF, *extra]:
+        args += ["--set", item]
+    assert main(args) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def vocabulary(run_dir, prefix: str = "") -> set[str]:
+    from safetensors.torch import load_file
+
+    state = load_file(str(run_dir / "fitted" / "text_encoder.safetensors"))
+    return set(bytes(state[f"{prefix}vocabulary"].numpy()).decode().split("\0"))
+
+
+# -- the component -----------------------------------------------------------------------------
+def test_registered_defaults_match_the_constructor():
+    import inspect
+
+    component = get_component("text_encoder", "tfidf")
+    params = inspect.signature(TfidfText).parameters
+    assert {k: params[k].default for k in component.config} == dict(component.config)
+    assert component.config["svd_dim"] == 512 and component.config["analyzer"] == "char_wb"
+
+
+def test_fitted_state_round_trip_gives_identical_features(tmp_path):
+    from safetensors.torch import load_file
+
+    from zoo.cache import atomic_save_tensors
+
+    encoder = TfidfText(32, **SMALL)
+    encoder.fit(TEXTS, seed=0)
+    atomic_save_tensors(encoder.fitted_state(), tmp_path / "fitted.safetensors")
+    again = TfidfText(32, **SMALL)
+    again.load_fitted_state(load_file(str(tmp_path / "fitted.safetensors")))
+    unseen = ["A completely new sentence about a nitro furan.", "zzz"]
+    assert np.array_equal(encoder.features(TEXTS + unseen), again.features(TEXTS + unseen))
+    feats = encoder.features(TEXTS)
+    assert feats.shape == (len(TEXTS), 8) and np.allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    # nothing fitted is a module parameter or buffer: checkpoints do not repeat it
+    assert set(encoder.state_dict()) == set(TfidfText(32, **SMALL).state_dict())
+
+
+def test_fitted_state_of_other_options_is_refused():
+    encoder = TfidfText(32, **SMALL)
+    encoder.fit(TEXTS)
+    other = TfidfText(32, svd_dim=8, hidden_dim=16, ngram_max=4)
+    with pytest.raises(ValueError, match="other options"):
+        other.load_fitted_state(encoder.fitted_state())
+    with pytest.raises(ValueError, match="lacks vocabulary"):
+        other.load_fitted_state({})
+    with pytest.raises(ValueError, match="not fitted"):
+        TfidfText(32, **SMALL).prepare(["text"])
+
+
+def test_svd_dim_must_fit_the_corpus():
+    with pytest.raises(ValueError, match=r"svd_dim=20 must be smaller than the number of training texts \(20\)"):
+        TfidfText(32, svd_dim=20).fit(TEXTS)
+
+
+def test_forward_shapes_states_and_gradients():
+    encoder = TfidfText(32, **SMALL, layers=2)
+    encoder.fit(TEXTS)
+    batch = encoder.collate(encoder.prepare(TEXTS[:5])).to("cpu")
+    out = encoder(batch)
+    assert out.embedding.shape == (5, 32) and out.states is None
+    out.embedding.sum().backward()
+    assert all(p.grad is not None for p in encoder.parameters())
+    encoder.return_states = True
+    out = encoder(batch)
+    assert out.states.shape == (5, 1, 16) and out.mask.all()
+
+
+@pytest.mark.parametrize("options, word", [({"analyzer": "chars"}, "analyzer"), ({"ngram_min": 6}, "ngram_min"),
+                                           ({"svd_dim": 0}, "svd_dim"), ({"dropout": 1.5}, "dropout")])
+def test_invalid_options(options, word):
+    with pytest.raises(ValueError, match=word):
+        TfidfText(32, **options)
+
+
+# -- inside zoo run / zoo eval ---------------------------------------------------------------------
+def _with_test_only_word(data_dir, word: str = "zanzibarite") -> None:
+    test = data_dir / "test.txt"
+    test.write_text(test.read_text().replace(" derivative", f" {word} derivative"))
+
+
+def test_fit_sees_only_the_training_descriptions(tiny_env, tmp_path):
+    from zoo.data import load_chebi20
+
+    _with_test_only_word(tiny_env)
+    run_tfidf(tiny_env, tmp_path / "run", "train.epochs=1")
+    saved = vocabulary(tmp_path / "run")
+    assert "benz" in saved and not any("zanz" in term for term in saved)  # a test-only word is absent
+    # exactly the vocabulary of the training pairs (not the held-out or test ones)
+    data = load_chebi20(str(tiny_env), holdout_fraction=0.15, holdout_seed=0)
+    expected = TfidfText(32, svd_dim=16)
+    expected.fit([p.description for p in data.train])
+    assert saved == set(expected._vectorizer.vocabulary_)
+    from safetensors.torch import load_file
+
+    idf = load_file(str(tmp_path / "run" / "fitted" / "text_encoder.safetensors"))["idf"]
+    assert torch.equal(idf, expected.fitted_state()["idf"])  # document frequencies of the 54 training texts
+    with_held_out = TfidfText(32, svd_dim=16)
+    with_held_out.fit([p.description for p in data.train + data.select])
+    assert not torch.equal(idf, with_held_out.fitted_state()["idf"])
+
+
+def test_resume_and_zoo_eval_reproduce_the_scores(tiny_env, tmp_path, monkeypatch, capsys):
+    import zoo.train as train
+
+    settings = ("train.epochs=3",)
+    reference = run_tfidf(tiny_env, tmp_path / "straight", *settings)
+    real_save, calls = train.save_checkpoint, {"n": 0}
+
+    def interrupt_after_one(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", interrupt_after_one)
+    args = ["run", "tfidf_fp", "--data-dir", str(tiny_env), "--out", str(tmp_path / "resumed"), "--no-progress"]
+    for item in [*TINY_TFIDF, *settings]:
+        args += ["--set", item]
+    assert main(args) == 130
+    fitted = tmp_path / "resumed" / "fitted" / "text_encoder.safetensors"
+    assert fitted.is_file() and not (tmp_path / "resumed" / "results.json").exists()
+    written = fitted.stat().st_mtime_ns
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    capsys.readouterr()
+    resumed = run_tfidf(tiny_env, tmp_path / "resumed", *settings)
+    assert "loaded the fitted state" in capsys.readouterr().out and fitted.stat().st_mtime_ns == written
+    for gallery in ("all", "test"):
+        for direction in ("text_to_molecule", "molecule_to_text"):
+            assert resumed["scores"][gallery][direction] == pytest.approx(reference["scores"][gallery][direction], rel=1e-5)
+
+    # the fitted matrices live once in fitted/, never in the per-epoch checkpoints
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "resumed" / "checkpoint" / "last.safetensors"), framework="pt") as f:
+        assert not any("vocabulary" in k or "components" in k for k in f.keys())
+
+    assert main(["eval", str(tmp_path / "straight"), "--data-dir", str(tiny_env), "--no-progress"]) == 0
+    again = json.loads((tmp_path / "straight" / "eval-test.json").read_text())
+    for gallery in ("all", "test"):
+        for direction in ("text_to_molecule", "molecule_to_text"):
+            assert again["scores"][gallery][direction] == pytest.approx(reference["scores"][gallery][direction], rel=1e-6)
+
+    (tmp_path / "straight" / "fitted" / "text_encoder.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "straight"), "--data-dir", str(tiny_env), "--no-progress"]) != 0
+    assert "text_encoder.safetensors is missing" in capsys.readouterr().err
+
+
+def test_too_large_svd_dim_is_a_clear_run_error(tiny_env, tmp_path, capsys):
+    args = ["run", "tfidf_fp", "--data-dir", str(tiny_env), "--out", str(tmp_path / "run"), "--no-progress",
+            "--set", "text_encoder.svd_dim=512"]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert re.search(r"svd_dim=512 must be smaller than the number of training texts \(58\)", err) and "Traceback" not in err
+    assert not (tmp_path / "run" / "fitted").exists()
+
+
+def test_tfidf_fp_composition():
+    from zoo.spec import load_spec
+
+    spec = load_spec("tfidf_fp").resolve()
+    assert (spec.text_encoder.name, spec.molecule_encoder.name, spec.aligner.name, spec.loss.name) == (
+        "tfidf", "fingerprint_mlp", "none", "infonce")
+    assert 0 < spec.train.max_minutes <= 10 and spec.text_encoder.options["svd_dim"] == 512

@@ -1,0 +1,429 @@
+"""``zoo ablate``: train a grid of composition variants over several seeds and compare each with the reference.
+
+A grid is built from ``--vary KEY=a,b[,c]`` axes, where KEY is a slot (``loss=triplet,infonce`` swaps
+the component) or any ``--set`` key (``loss.margin=0.1,0.2``, ``train.lr=1e-3,5e-4``, ``embed_dim=128,256``).
+The first value of every axis is the reference. By default the grid is the full cartesian product;
+``one_at_a_time`` varies one axis at a time from the reference (the "each component swapped" ablation).
+
+Every configuration runs for seeds ``0..N-1`` (``train.seed``) in
+``OUT_ROOT/NAME-SPECHASH-sSEED`` — the folder name is a function of the resolved spec, so a rerun
+skips finished runs and resumes an interrupted one from its last checkpoint.
+
+Base ``--set`` assignments apply to every configuration, with one rule: an assignment to a slot's
+option (``molecule_encoder.heads=4``) applies only to configurations whose component in that slot
+accepts the option (swapping ``molecule_encoder=gcn`` then keeps working); it is an error only when
+no configuration accepts it. ``--dry-run`` lists exactly what each configuration gets.
+
+Noise rule: with per-configuration means ``m`` and sample standard deviations ``s`` over ``n``
+seeds, a difference ``Δ = m_var - m_ref`` *exceeds seed noise* when both have ``n >= 2`` and
+``|Δ| > 2·SE`` with ``SE = sqrt(s_ref²/n_ref + s_var²/n_var)`` (about a 95 % interval for
+large ``n``). Welch's t-test p-value (``scipy.stats.ttest_ind_from_stats``) is reported beside it;
+with 2–3 seeds both are coarse, so treat them as a screen, not a proof.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from zoo.evals.leaderboard import (
+    METRICS, LeaderboardError, MetricSummary, ProtocolKey, RunRecord, normalize_direction, normalize_metric, summarize,
+    DIRECTIONS,
+)
+from zoo.registry.catalog import ComponentError, get_component
+from zoo.spec import SLOTS, CompositionSpec, SpecError, load_spec
+
+__all__ = [
+    "Axis", "AblationConfig", "PlannedRun", "Comparison", "AblationTable",
+    "parse_vary", "build_grid", "plan_runs", "describe_plan", "run_ablation", "compare", "ablation_table",
+    "render_ablation",
+]
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One ``--vary KEY=a,b`` axis; ``values[0]`` is the reference."""
+
+    key: str
+    values: tuple[str, ...]
+
+    @property
+    def is_component(self) -> bool:
+        return self.key in SLOTS
+
+
+def parse_vary(item: str) -> Axis:
+    """``"loss=triplet,infonce"`` -> ``Axis("loss", ("triplet", "infonce"))``."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    values = tuple(v.strip() for v in raw.split(","))
+    if not sep or not key or not raw.strip():
+        raise SpecError(f"--vary {item!r}: expected KEY=A,B[,C], e.g. loss=triplet,infonce or loss.margin=0.1,0.2")
+    if any(not v for v in values):
+        raise SpecError(f"--vary {item!r}: empty value in the list")
+    if len(values) < 2:
+        raise SpecError(f"--vary {item!r}: give at least two values (the first is the reference)")
+    if len(set(values)) < len(values):
+        raise SpecError(f"--vary {item!r}: repeated value")
+    return Axis(key, values)
+
+
+@dataclass(frozen=True, eq=False)
+class AblationConfig:
+    """One grid point: its axis settings, the ``--set`` list that builds it and the resolved spec."""
+
+    label: str
+    settings: tuple[tuple[str, str], ...]  # (axis key, value) for every axis
+    assignments: tuple[str, ...]
+    spec: CompositionSpec = field(repr=False)
+    is_reference: bool
+    not_applied: tuple[str, ...] = ()  # base --set entries whose slot component lacks the option
+
+    @property
+    def hash(self) -> str:
+        return self.spec.hash()
+
+
+def _slot_option_accepted(spec: CompositionSpec, assignment: str) -> bool:
+    """Whether ``slot.option=value`` names an option of the component ``spec`` has in that slot."""
+    key = assignment.partition("=")[0].strip()
+    head, _, tail = key.partition(".")
+    if head not in SLOTS or not tail:
+        return True
+    return tail in get_component(SLOTS[head], getattr(spec, head).name).config
+
+
+def _is_swap(assignment: str) -> bool:
+    key = assignment.partition("=")[0].strip()
+    return key in SLOTS
+
+
+def build_grid(composition: str, varies: Sequence[str | Axis], sets: Sequence[str] = (),
+               one_at_a_time: bool = False) -> list[AblationConfig]:
+    """The configurations of an ablation, reference first.
+
+    Assignments apply in this order: base component swaps, axis component swaps, base options
+    (each only where the slot's component accepts it), axis options — so an axis always wins.
+    """
+    axes = [v if isinstance(v, Axis) else parse_vary(v) for v in varies]
+    if not axes:
+        raise SpecError("ablate: give at least one --vary KEY=A,B")
+    seen: set[str] = set()
+    for axis in axes:
+        if axis.key in seen:
+            raise SpecError(f"--vary {axis.key}: the same key is varied twice; list all its values in one --vary")
+        seen.add(axis.key)
+    base = load_spec(composition)
+    if one_at_a_time:
+        reference = tuple((a.key, a.values[0]) for a in axes)
+        points = [reference] + [
+            tuple((b.key, value if b is a else b.values[0]) for b in axes) for a in axes for value in a.values[1:]
+        ]
+    else:
+        points = [tuple(zip((a.key for a in axes), combo)) for combo in itertools.product(*(a.values for a in axes))]
+
+    base_swaps = [s for s in sets if _is_swap(s)]
+    base_options = [s for s in sets if not _is_swap(s)]
+    configs: list[AblationConfig] = []
+    applied_anywhere: set[str] = set()
+    for i, point in enumerate(points):
+        axis_sets = [f"{k}={v}" for k, v in point]
+        swaps = base_swaps + [s for s in axis_sets if _is_swap(s)]
+        try:
+            spec = base.with_overrides(swaps) if swaps else base
+            kept, dropped = [], []
+            for s in base_options:
+                (kept if _slot_option_accepted(spec, s) else dropped).append(s)
+            assignments = swaps + kept + [s for s in axis_sets if not _is_swap(s)]
+            spec = base.with_overrides(assignments).resolve() if assignments else base.resolve()
+        except ComponentError as exc:  # unknown component/option, bad value: name the grid point
+            where = ", ".join(axis_sets)
+            raise SpecError(f"ablate config [{where}]: {exc}") from None
+        applied_anywhere.update(kept)
+        reference = i == 0
+        if one_at_a_time:
+            changed = [f"{k}={v}" for (k, v), a in zip(point, axes) if v != a.values[0]]
+            label = "reference" if reference else ", ".join(changed)
+        else:
+            label = ", ".join(axis_sets)
+        configs.append(AblationConfig(label=label, settings=point, assignments=tuple(assignments), spec=spec,
+                                      is_reference=reference, not_applied=tuple(dropped)))
+    never = [s for s in base_options if s not in applied_anywhere]
+    if never:
+        raise SpecError(f"--set {', '.join(never)}: no configuration of this ablation has a component with that option")
+    by_hash: dict[str, AblationConfig] = {}
+    for config in configs:
+        twin = by_hash.setdefault(config.hash, config)
+        if twin is not config:
+            raise SpecError(f"ablate: configs [{twin.label}] and [{config.label}] resolve to the same spec "
+                            f"(hash {config.hash}); drop the duplicate value")
+    return configs
+
+
+@dataclass(frozen=True, eq=False)
+class PlannedRun:
+    config: AblationConfig
+    seed: int
+    spec: CompositionSpec = field(repr=False)  # config.spec with train.seed = seed
+    out_dir: Path
+
+    @property
+    def results_path(self) -> Path:
+        return self.out_dir / RESULTS_FILE
+
+    @property
+    def done(self) -> bool:
+        return self.results_path.is_file()
+
+
+def plan_runs(configs: Sequence[AblationConfig], seeds: int, out_root: str | Path) -> list[PlannedRun]:
+    """Every (config, seed) run, seed-major (seed 0 of every config first) so a partial ablation is usable."""
+    if seeds < 1:
+        raise SpecError(f"--seeds must be at least 1, got {seeds}")
+    root = Path(out_root)
+    planned = []
+    for seed in range(seeds):
+        for config in configs:
+            spec = config.spec.with_overrides([f"train.seed={seed}"]).resolve()
+            planned.append(PlannedRun(config, seed, spec, root / f"{spec.name}-{spec.hash()}-s{seed}"))
+    return planned
+
+
+def run_ablation(planned: Sequence[PlannedRun], *, data_dir: str | None = None, strict: bool = False,
+                 progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
+    """Train every planned run whose ``results.json`` is missing (in-process, via :func:`zoo.train.run`)."""
+    from zoo.train import RunError, RunOptions, run
+
+    paths = []
+    for i, item in enumerate(planned, 1):
+        prefix = f"[ablate {i}/{len(planned)}] {item.config.label} seed={item.seed}"
+        if item.done:
+            recorded = _read_json(item.results_path).get("requested_spec_hash")
+            if recorded not in (None, item.spec.hash()):
+                raise RunError(f"{item.results_path} holds spec {recorded}, not this configuration's {item.spec.hash()}; "
+                               f"move it away or use another --out-root")
+            log(f"{prefix}: done ({item.results_path}), skipping")
+        else:
+            log(f"{prefix} -> {item.out_dir}")
+            run(item.spec, RunOptions(data_dir=data_dir, out_dir=str(item.out_dir), strict=strict, progress=progress, log=log))
+        paths.append(item.results_path)
+    return paths
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LeaderboardError(f"cannot read results file {path}: {exc}") from None
+    return data if isinstance(data, dict) else {}
+
+
+# -- comparison ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    """A variant against the reference on one metric (see the module docstring for the rule)."""
+
+    delta: float | None  # variant mean - reference mean
+    se: float | None  # sqrt(s_ref²/n_ref + s_var²/n_var)
+    significant: bool | None  # |delta| > 2·se; None when either side has fewer than 2 seeds
+    better: bool | None  # delta in the metric's good direction
+    p_value: float | None  # Welch's t-test (two-sided), when scipy is importable
+
+    def verdict(self) -> str:
+        if self.delta is None:
+            return "–"
+        if self.significant is None:
+            return "n/a (<2 seeds)"
+        if not self.significant:
+            return "no"
+        return "yes, better" if self.better else "yes, worse"
+
+
+def compare(reference: MetricSummary, variant: MetricSummary, higher_is_better: bool) -> Comparison:
+    """Δ of ``variant`` against ``reference`` and whether it exceeds seed noise (2·SE rule, Welch p)."""
+    delta = variant.mean - reference.mean
+    better = (delta > 0) == higher_is_better if delta != 0 else None
+    if reference.n < 2 or variant.n < 2:
+        return Comparison(delta, None, None, better, None)
+    se = math.sqrt(reference.std ** 2 / reference.n + variant.std ** 2 / variant.n)  # type: ignore[operator]
+    significant = abs(delta) > 2 * se
+    p_value: float | None = None
+    if se > 0:
+        try:
+            from scipy.stats import ttest_ind_from_stats
+
+            p_value = float(ttest_ind_from_stats(reference.mean, reference.std, reference.n,
+                                                 variant.mean, variant.std, variant.n, equal_var=False).pvalue)
+        except ImportError:
+            p_value = None
+    elif delta != 0:
+        p_value = 0.0
+    return Comparison(delta, se, significant, better, p_value)
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    config: AblationConfig
+    seeds: tuple[int, ...]
+    summaries: dict[str, dict[str, MetricSummary]]  # direction -> metric -> summary
+    comparisons: dict[str, dict[str, Comparison]]  # direction -> metric -> vs reference (empty for the reference)
+
+
+@dataclass(frozen=True)
+class AblationTable:
+    composition: str
+    key: ProtocolKey
+    directions: tuple[str, ...]
+    metrics: tuple[str, ...]
+    rows: list[AblationRow]
+    missing: list[str]  # planned runs without results
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "composition": self.composition, "protocol": self.key.to_dict(), "directions": list(self.directions),
+            "metrics": list(self.metrics), "missing": self.missing,
+            "noise_rule": "|delta| > 2*sqrt(s_ref^2/n_ref + s_var^2/n_var), both n >= 2; p: Welch t-test",
+            "rows": [{
+                "label": r.config.label, "reference": r.config.is_reference, "settings": dict(r.config.settings),
+                "assignments": list(r.config.assignments), "spec_hash": r.config.hash, "seeds": list(r.seeds),
+                "metrics": {d: {m: {**s.to_dict(), **({
+                    "delta": c.delta, "se": c.se, "exceeds_noise": c.significant, "p_value": c.p_value,
+                } if (c := r.comparisons.get(d, {}).get(m)) else {})} for m, s in ms.items()}
+                    for d, ms in r.summaries.items()},
+            } for r in self.rows],
+        }
+
+
+def ablation_table(planned: Sequence[PlannedRun], *, metrics: Sequence[str] = ("mrr",), gallery: str | None = None,
+                   direction: str = "text_to_molecule") -> AblationTable:
+    """Aggregate the finished runs of ``planned`` per configuration and compare each with the reference."""
+    metrics = tuple(dict.fromkeys(normalize_metric(m) for m in metrics))
+    direction = normalize_direction(direction)
+    directions = DIRECTIONS if direction == "both" else (direction,)
+    configs = list(dict.fromkeys(p.config for p in planned))
+    gallery = gallery or configs[0].spec.eval.galleries[0]
+    records: dict[AblationConfig, list[RunRecord]] = {c: [] for c in configs}
+    missing = []
+    for item in planned:
+        if item.done:
+            records[item.config].append(RunRecord.from_results(_read_json(item.results_path), str(item.results_path)))
+        else:
+            missing.append(str(item.out_dir))
+    keys = {}
+    for config, runs in records.items():
+        for run in runs:
+            if gallery not in run.results["scores"]:
+                raise LeaderboardError(f"{run.source}: no scores for gallery {gallery!r} "
+                                       f"(has {', '.join(run.results['scores'])})")
+            keys.setdefault(run.protocol_key(gallery), run.source)
+    if len(keys) > 1:
+        raise LeaderboardError("ablation runs were evaluated under different protocols/data and cannot be compared: "
+                               + "; ".join(f"{k.label()} ({src})" for k, src in keys.items()))
+    if not keys:
+        raise LeaderboardError("no finished runs in this ablation yet")
+    rows = []
+    ref_summaries: dict[str, dict[str, MetricSummary]] = {}
+    for config in configs:
+        runs = sorted(records[config], key=lambda r: r.seed or 0)
+        summaries: dict[str, dict[str, MetricSummary]] = {}
+        for d in directions:
+            for m in metrics:
+                vals = [r.results["scores"][gallery].get(d, {}).get(m) for r in runs]
+                vals = [v for v in vals if v is not None]
+                if vals:
+                    summaries.setdefault(d, {})[m] = summarize(vals)
+        if config.is_reference:
+            ref_summaries = summaries
+        comparisons = {} if config.is_reference else {
+            d: {m: compare(ref_summaries[d][m], s, METRICS[m][1]) for m, s in ms.items() if m in ref_summaries.get(d, {})}
+            for d, ms in summaries.items()
+        }
+        rows.append(AblationRow(config, tuple(r.seed for r in runs if r.seed is not None), summaries, comparisons))
+    return AblationTable(composition=configs[0].spec.name, key=next(iter(keys)), directions=directions,
+                         metrics=metrics, rows=rows, missing=missing)
+
+
+def _fmt(value: float | None, percent: bool, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    value = value * 100 if percent else value
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def render_ablation(table: AblationTable, fmt: str = "markdown") -> str:
+    """``markdown`` (default), ``csv`` (one line per config × direction × metric) or ``json``."""
+    fmt = fmt.lower()
+    if fmt == "json":
+        return json.dumps(table.to_dict(), indent=2) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["config", "reference", "spec_hash", "direction", "metric", "n", "seeds", "mean", "std",
+                    "delta", "se", "exceeds_noise", "p_value"])
+        for r in table.rows:
+            for d, ms in r.summaries.items():
+                for m, s in ms.items():
+                    c = r.comparisons.get(d, {}).get(m)
+                    w.writerow([r.config.label, r.config.is_reference, r.config.hash, d, m, s.n,
+                                ";".join(map(str, r.seeds)), s.mean, "" if s.std is None else s.std,
+                                *(["", "", "", ""] if c is None else
+                                  [c.delta, "" if c.se is None else c.se, "" if c.significant is None else c.significant,
+                                   "" if c.p_value is None else c.p_value])])
+        return buf.getvalue()
+    if fmt not in ("md", "markdown"):
+        raise LeaderboardError(f"unknown format {fmt!r}; formats: markdown, csv, json")
+    both = len(table.directions) > 1
+    header = ["config", "seeds"]
+    for d in table.directions:
+        for m in table.metrics:
+            label, _, percent = METRICS[m]
+            name = f"{'t→m ' if d == 'text_to_molecule' else 'm→t '}{label}" if both else label
+            unit = " (%)" if percent else ""
+            header += [f"{name}{unit}", f"Δ{unit}", "2·SE", "beyond noise", "p (Welch)"]
+    lines = [f"### ablation of {table.composition}: {table.key.label()}", "",
+             "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for r in table.rows:
+        cells = [("**reference** " if r.config.is_reference and r.config.label != "reference" else "")
+                 + (f"**{r.config.label}**" if r.config.label == "reference" else r.config.label), str(len(r.seeds))]
+        for d in table.directions:
+            for m in table.metrics:
+                percent = METRICS[m][2]
+                s = r.summaries.get(d, {}).get(m)
+                c = r.comparisons.get(d, {}).get(m)
+                mean = "–" if s is None else _fmt(s.mean, percent) + ("" if s.std is None else f" ± {_fmt(s.std, percent)}")
+                if c is None:
+                    cells += [mean, "–", "–", "–", "–"]
+                else:
+                    cells += [mean, _fmt(c.delta, percent, signed=True),
+                              "–" if c.se is None else _fmt(2 * c.se, percent), c.verdict(),
+                              "–" if c.p_value is None else f"{c.p_value:.3g}"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    text = "\n".join(lines) + "\n\nmean ± sample std over seeds; beyond noise: |Δ| > 2·SE, SE = sqrt(s_ref²/n_ref + s_var²/n_var)\n"
+    if table.missing:
+        text += f"\n{len(table.missing)} planned run(s) have no results yet (rerun the same command to finish them).\n"
+    return text
+
+
+def describe_plan(planned: Sequence[PlannedRun]) -> str:
+    """What ``--dry-run`` prints: every configuration, its ``--set`` list and its runs."""
+    lines = []
+    for config in dict.fromkeys(p.config for p in planned):
+        runs = [p for p in planned if p.config is config]
+        done = sum(p.done for p in runs)
+        lines.append(f"{'* ' if config.is_reference else '  '}{config.label}  (spec {config.hash}; {done}/{len(runs)} runs done)")
+        lines.append(f"    --set {' --set '.join(config.assignments) if config.assignments else '(none)'}")
+        if config.not_applied:
+            lines.append(f"    not applied (component lacks the option): {', '.join(config.not_applied)}")
+        for p in runs:
+            lines.append(f"    seed {p.seed}: {p.out_dir}{'  [done]' if p.done else ''}")
+    pending = sum(not p.done for p in planned)
+    lines.append(f"{len(planned)} runs planned, {pending} to train, {len(planned) - pending} already finished")
+    return "\n".join(lines) + "\n"

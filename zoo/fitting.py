@@ -1,0 +1,87 @@
+"""Fitting components on the training data once per run, and reloading what was fitted.
+
+A component that implements :class:`zoo.protocols.Fittable` is fitted by ``zoo run`` on the
+training descriptions; the fitted state is written to ``RUN/fitted/<slot>.safetensors``
+(atomically, with the spec hash in its metadata) and loaded instead of refitting when the run
+resumes and when a finished run is loaded (``zoo eval``, :func:`zoo.eval_run.load_trained_run`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from zoo.train import RunError
+
+FITTED_DIR = "fitted"
+
+
+class FitError(RunError):
+    """A component cannot be fitted, or its saved fitted state cannot be loaded."""
+
+
+def fitted_path(run_dir: str | Path, slot: str = "text_encoder") -> Path:
+    return Path(run_dir) / FITTED_DIR / f"{slot}.safetensors"
+
+
+def is_fittable(component: Any) -> bool:
+    return callable(getattr(component, "fit", None)) and callable(getattr(component, "load_fitted_state", None))
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        raise FitError(f"cannot read fitted state {path}: {exc}") from None
+
+
+def _install(component: Any, state: dict[str, Any], path: Path, slot: str) -> None:
+    try:
+        component.load_fitted_state(state)
+    except ValueError as exc:
+        raise FitError(f"{path}: cannot load the fitted [{slot}]: {exc}") from None
+
+
+def fit_or_load(component: Any, texts: Sequence[str], run_dir: str | Path, *, spec_hash: str, seed: int,
+                slot: str = "text_encoder", refit: bool = False, log: Callable[[str], None] = print) -> None:
+    """Load ``run_dir``'s fitted state for ``component`` when it was made for ``spec_hash``;
+    otherwise (or with ``refit``) fit on ``texts`` and save the state. No-op for components
+    that are not :class:`~zoo.protocols.Fittable`."""
+    if not is_fittable(component):
+        return
+    path = fitted_path(run_dir, slot)
+    if path.exists() and not refit:
+        state, meta = _read(path)
+        if meta.get("spec_hash") == spec_hash:
+            _install(component, state, path, slot)
+            log(f"{slot}: loaded the fitted state from {path}")
+            return
+        log(f"{slot}: {path} belongs to another spec (hash {meta.get('spec_hash')}); refitting")
+    try:
+        component.fit(list(texts), seed=seed)
+    except ValueError as exc:
+        raise FitError(f"cannot fit the [{slot}] on {len(texts)} training texts: {exc}") from None
+    state = component.fitted_state()
+    if state:
+        from zoo.cache import atomic_save_tensors
+
+        atomic_save_tensors(state, path, metadata={"spec_hash": spec_hash, "slot": slot})
+        size = sum(t.numel() * t.element_size() for t in state.values()) / 2**20
+        log(f"{slot}: fitted on {len(texts)} training texts; saved {path} ({size:.1f} MiB)")
+
+
+def load_fitted(component: Any, run_dir: str | Path, slot: str = "text_encoder") -> None:
+    """Install the fitted state saved with a finished run (no-op for non-fittable components).
+    A fittable component whose file is missing gets ``{}``, so it can say what it lacks."""
+    if not is_fittable(component):
+        return
+    path = fitted_path(run_dir, slot)
+    state = _read(path)[0] if path.exists() else {}
+    try:
+        component.load_fitted_state(state)
+    except ValueError as exc:
+        hint = "" if path.exists() else f" ({path} is missing)"
+        raise FitError(f"cannot load the fitted [{slot}] of {run_dir}{hint}: {exc}") from None

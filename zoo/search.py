@@ -1,0 +1,260 @@
+"""``zoo search``: query a trained run with a description or a molecule.
+
+A text query is ranked against molecules: the run's ChEBI-20 gallery (every molecule of
+train + validation + test), or a library index built by ``zoo index`` (:mod:`zoo.library`).
+A SMILES query is ranked against the gallery's descriptions, or, with a library index, against
+the library's molecules (molecule similarity in the shared embedding space). Scores are cosine
+similarities of the L2-normalized embeddings.
+
+The gallery is embedded once per checkpoint and cached in ``RUN/search/gallery.npz`` (embeddings,
+CIDs, SMILES, descriptions; written atomically and keyed by the checkpoint's sha256, so new
+weights are never matched against stale embeddings). Later searches load that file and embed
+only the query: no data is read or featurized again.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from zoo.cache import atomic_write_bytes
+from zoo.data import sha256_file
+from zoo.featurize import clean_smiles
+from zoo.library import LibraryIndex, embed_smiles, load_index, run_checkpoint
+from zoo.train import RunError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from zoo.eval_run import TrainedRun
+
+GALLERY_CACHE = Path("search") / "gallery.npz"
+GALLERY_FORMAT = "molzoo.search_gallery/1"
+TEXT_BATCH = 64
+
+
+@dataclass
+class Gallery:
+    """The run's ChEBI-20 gallery, embedded: molecules (CID, SMILES) and descriptions (CID, text)."""
+
+    molecule_embeddings: "np.ndarray"
+    molecule_cids: "np.ndarray"
+    molecule_smiles: "np.ndarray"
+    text_embeddings: "np.ndarray"
+    text_cids: "np.ndarray"
+    descriptions: "np.ndarray"
+
+    def save(self, path: Path, key: str) -> None:
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.savez(buffer, format=np.array(GALLERY_FORMAT), key=np.array(key), **vars(self))
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path, key: str) -> "Gallery | None":
+        """The cached gallery if it exists, is readable and was embedded with checkpoint ``key``."""
+        import numpy as np
+
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["format"]) != GALLERY_FORMAT or str(data["key"]) != key:
+                    return None
+                return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        except Exception as exc:  # noqa: BLE001 - unreadable cache: embed again
+            warnings.warn(f"search cache {path} is unreadable ({exc}); embedding the gallery again")
+            return None
+
+
+def run_gallery(trained: "TrainedRun", key: str, data_dir: str | None = None, progress: bool = True,
+                log: Callable[[str], None] = print) -> Gallery:
+    """The run's embedded gallery: from ``RUN/search/gallery.npz`` when it matches ``key``, else embedded and cached."""
+    import numpy as np
+
+    from zoo.cache import featurize_molecules
+    from zoo.data import load_chebi20
+    from zoo.evaluate import embed_molecules, embed_texts
+
+    path = trained.run_dir / GALLERY_CACHE
+    cached = Gallery.load(path, key)
+    if cached is not None:
+        return cached
+    model, spec, dev = trained.model, trained.spec, trained.device
+    data = load_chebi20(data_dir, holdout_fraction=spec.train.holdout_fraction,
+                        holdout_seed=trained.results.get("seeds", {}).get("holdout_seed", 0))
+    log(f"embedding the gallery of {trained.run_dir} once: {len(data.gallery):,} molecules, "
+        f"{len(data.descriptions):,} descriptions (cached in {path})")
+    encoder = model.molecule_encoder
+    graphs = featurize_molecules([m.smiles for m in data.gallery], encoder.featurize, encoder.featurizer,
+                                 progress=progress, desc="featurizing gallery")
+    molecules = embed_molecules(model, graphs, list(range(len(graphs))), spec.train.eval_batch_size, dev,
+                                progress=progress, desc="embedding gallery")
+    items = model.text_encoder.prepare([p.description for p in data.descriptions], progress=progress, device=dev)
+    texts = embed_texts(model, items, spec.train.eval_batch_size, dev)
+    gallery = Gallery(molecules.numpy(), np.array([m.cid for m in data.gallery], dtype=str),
+                      np.array([m.smiles for m in data.gallery], dtype=str), texts.numpy(),
+                      np.array([p.cid for p in data.descriptions], dtype=str),
+                      np.array([p.description for p in data.descriptions], dtype=str))
+    try:
+        gallery.save(path, key)
+    except OSError as exc:
+        warnings.warn(f"could not cache the gallery embeddings in {path} ({exc}); the next search embeds them again")
+    return gallery
+
+
+def top_k(scores: "np.ndarray", k: int) -> "np.ndarray":
+    """Indices of the ``k`` highest scores, best first."""
+    import numpy as np
+
+    k = min(k, len(scores))
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+def resolve_index(run_dir: str | Path, index: str | Path) -> Path:
+    """``index`` as a folder, else ``RUN/indexes/<index>``; a clear error listing the run's indexes."""
+    path = Path(index)
+    if path.is_dir():
+        return path
+    named = Path(run_dir) / "indexes" / str(index)
+    if named.is_dir():
+        return named
+    available = sorted(p.name for p in (Path(run_dir) / "indexes").glob("*") if p.is_dir())
+    listing = f"; this run has: {', '.join(available)}" if available else "; this run has none (build one with `zoo index`)"
+    raise RunError(f"--index {index}: no such folder, and no index of that name in {Path(run_dir) / 'indexes'}{listing}")
+
+
+class Searcher:
+    """A run loaded for queries, against its gallery or a library index."""
+
+    def __init__(self, run_dir: str | Path, *, index: str | Path | None = None, data_dir: str | None = None,
+                 device: str = "auto", nprobe: int | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print) -> None:
+        from zoo.eval_run import load_trained_run
+
+        run_dir = Path(run_dir)
+        key = sha256_file(run_checkpoint(run_dir))  # an unknown/unfinished run fails here, before loading a model
+        self.library: LibraryIndex | None = None
+        self.gallery: Gallery | None = None
+        if index is not None:
+            self.library = load_index(resolve_index(run_dir, index), checkpoint_sha256=key)
+            self.library.set_search_params(nprobe=nprobe, efSearch=nprobe)
+        self.trained = load_trained_run(run_dir, device)
+        if self.library is None:
+            self.gallery = run_gallery(self.trained, key, data_dir, progress=progress, log=log)
+
+    @property
+    def searched(self) -> str:
+        """What the queries run against, in words."""
+        if self.library is not None:
+            return f"library index {self.library.folder} ({len(self.library):,} molecules)"
+        g = self.gallery
+        return (f"ChEBI-20 gallery of {self.trained.run_dir} ({len(g.molecule_cids):,} molecules, "  # type: ignore[union-attr]
+                f"{len(g.text_cids):,} descriptions)")  # type: ignore[union-attr]
+
+    def embed_texts(self, texts: Sequence[str]) -> "np.ndarray":
+        from zoo.evaluate import embed_texts
+
+        model, dev = self.trained.model, self.trained.device
+        items = model.text_encoder.prepare(list(texts), progress=False, device=dev)
+        return embed_texts(model, items, TEXT_BATCH, dev).numpy()
+
+    def embed_molecule(self, smiles: str) -> "np.ndarray":
+        embedded = embed_smiles(self.trained.model, [smiles], 1, self.trained.device)
+        if embedded.failures:
+            raise RunError(f"--smiles {smiles!r}: cannot read this molecule ({embedded.failures[0][1]})")
+        return embedded.embeddings
+
+    def text(self, query: str, k: int) -> dict:
+        """The ``k`` molecules closest to a description."""
+        check_query(query, "query")
+        started, cpu = time.perf_counter(), time.process_time()
+        vector = self.embed_texts([query])
+        encoded = time.perf_counter()
+        if self.library is not None:
+            hits = self._library_hits(vector, k)
+        else:
+            g = self.gallery
+            scores = g.molecule_embeddings @ vector[0]
+            hits = [{"cid": str(g.molecule_cids[i]), "smiles": clean_smiles(str(g.molecule_smiles[i])), "score": float(scores[i])}
+                    for i in top_k(scores, k)]
+        return _result("text", "molecules", self.searched, query, hits, started, encoded, cpu)
+
+    def smiles(self, smiles: str, k: int) -> dict:
+        """The ``k`` descriptions closest to a molecule (library molecules with a library index)."""
+        check_query(smiles, "--smiles")
+        started, cpu = time.perf_counter(), time.process_time()
+        vector = self.embed_molecule(smiles)
+        encoded = time.perf_counter()
+        if self.library is not None:
+            return _result("smiles", "molecules", self.searched, smiles, self._library_hits(vector, k), started, encoded, cpu)
+        g = self.gallery
+        scores = g.text_embeddings @ vector[0]
+        hits = [{"cid": str(g.text_cids[i]), "description": str(g.descriptions[i]), "score": float(scores[i])}
+                for i in top_k(scores, k)]
+        return _result("smiles", "descriptions", self.searched, smiles, hits, started, encoded, cpu)
+
+    def _library_hits(self, vector: "np.ndarray", k: int) -> list[dict]:
+        scores, rows = self.library.search(vector, k)  # type: ignore[union-attr]
+        found = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
+        molecules = self.library.molecules([r for _, r in found])  # type: ignore[union-attr]
+        return [{"cid": m["id"], "smiles": m["smiles"], "score": s, "source_row": m["row"]} for (s, _), m in zip(found, molecules)]
+
+
+def check_query(query: str, what: str = "query") -> None:
+    """A clear error for an empty query (call before loading anything)."""
+    if not query or not query.strip():
+        raise RunError(f"{what}: empty query; give a description to find molecules, or --smiles SMILES to find descriptions")
+
+
+def _result(kind: str, target: str, searched: str, query: str, hits: list[dict], started: float, encoded: float,
+            cpu_started: float) -> dict:
+    """The JSON-able result; ``timing_ms`` holds wall times and the CPU time of the whole query (all threads)."""
+    done, cpu = time.perf_counter(), time.process_time()
+    for rank, hit in enumerate(hits, start=1):
+        hit["rank"] = rank
+    return {"query": query, "query_type": kind, "target": target, "searched": searched, "results": hits,
+            "timing_ms": {"encode": (encoded - started) * 1e3, "search": (done - encoded) * 1e3, "total": (done - started) * 1e3,
+                          "cpu": (cpu - cpu_started) * 1e3}}
+
+
+def read_queries(path: str | Path) -> list[str]:
+    """One text query per non-blank line of a UTF-8 file."""
+    from zoo.data import DataError
+
+    path = Path(path)
+    try:
+        queries = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise DataError(f"{path}: queries file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable queries file ({exc})") from None
+    if not queries:
+        raise DataError(f"{path}: no queries (one description per line)")
+    return queries
+
+
+def latency_summary(results: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """p50/p99/mean per timing (ms) over many query results."""
+    import numpy as np
+
+    out = {}
+    for part in ("encode", "search", "total", "cpu"):
+        values = np.array([r["timing_ms"][part] for r in results])
+        out[part] = {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99)), "mean": float(values.mean())}
+    return out
+
+
+def format_result(result: dict) -> str:
+    """A result as a plain-text table."""
+    lines = [f"{result['query_type']} query {result['query']!r} -> {result['target']} in the {result['searched']}"]
+    for hit in result["results"]:
+        what = hit.get("smiles") if result["target"] == "molecules" else hit.get("description")
+        lines.append(f"{hit['rank']:>4}  {hit['score']:.4f}  {hit['cid']:<12} {what}")
+    return "\n".join(lines)
