@@ -133,3 +133,14 @@ def test_zoo_eval_bad_input(tmp_path, capsys):
     assert "not a finished run" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "unfinished"), "--gallery", "everything"]) == 2
     assert "--gallery" in capsys.readouterr().err
+
+
+def test_zoo_eval_bf16_is_recorded_and_close_to_fp32(tiny_run, tmp_path):
+    data_dir, run_dir, results = tiny_run
+    out = tmp_path / "eval-bf16.json"
+    assert main(["eval", str(run_dir), "--data-dir", str(data_dir), "--no-progress", "--gallery", "test", "--bf16",
+                 "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["molecule_precision"] == "bf16"
+    bf16, fp32 = again["scores"]["test"]["text_to_molecule"], results["scores"]["test"]["text_to_molecule"]
+    assert bf16["mrr"] == pytest.approx(fp32["mrr"], abs=0.05)

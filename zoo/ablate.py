@@ -42,7 +42,7 @@ from zoo.spec import SLOTS, CompositionSpec, SpecError, load_spec
 __all__ = [
     "Axis", "AblationConfig", "PlannedRun", "Comparison", "AblationTable",
     "parse_vary", "build_grid", "plan_runs", "describe_plan", "run_ablation", "compare", "ablation_table",
-    "render_ablation",
+    "render_ablation", "read_json", "slot_option_accepted",
 ]
 
 RESULTS_FILE = "results.json"
@@ -92,7 +92,7 @@ class AblationConfig:
         return self.spec.hash()
 
 
-def _slot_option_accepted(spec: CompositionSpec, assignment: str) -> bool:
+def slot_option_accepted(spec: CompositionSpec, assignment: str) -> bool:
     """Whether ``slot.option=value`` names an option of the component ``spec`` has in that slot."""
     key = assignment.partition("=")[0].strip()
     head, _, tail = key.partition(".")
@@ -141,7 +141,7 @@ def build_grid(composition: str, varies: Sequence[str | Axis], sets: Sequence[st
             spec = base.with_overrides(swaps) if swaps else base
             kept, dropped = [], []
             for s in base_options:
-                (kept if _slot_option_accepted(spec, s) else dropped).append(s)
+                (kept if slot_option_accepted(spec, s) else dropped).append(s)
             assignments = swaps + kept + [s for s in axis_sets if not _is_swap(s)]
             spec = base.with_overrides(assignments).resolve() if assignments else base.resolve()
         except ComponentError as exc:  # unknown component/option, bad value: name the grid point
@@ -204,9 +204,9 @@ def run_ablation(planned: Sequence[PlannedRun], *, data_dir: str | None = None, 
 
     paths = []
     for i, item in enumerate(planned, 1):
-        prefix = f"[ablate {i}/{len(planned)}] {item.config.label} seed={item.seed}"
+        prefix = f"[run {i}/{len(planned)}] {item.config.label} seed={item.seed}"
         if item.done:
-            recorded = _read_json(item.results_path).get("requested_spec_hash")
+            recorded = read_json(item.results_path).get("requested_spec_hash")
             if recorded not in (None, item.spec.hash()):
                 raise RunError(f"{item.results_path} holds spec {recorded}, not this configuration's {item.spec.hash()}; "
                                f"move it away or use another --out-root")
@@ -218,7 +218,8 @@ def run_ablation(planned: Sequence[PlannedRun], *, data_dir: str | None = None, 
     return paths
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A results file as a dict (a :class:`LeaderboardError` naming the file when it is unreadable)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -314,7 +315,7 @@ def ablation_table(planned: Sequence[PlannedRun], *, metrics: Sequence[str] = ("
     missing = []
     for item in planned:
         if item.done:
-            records[item.config].append(RunRecord.from_results(_read_json(item.results_path), str(item.results_path)))
+            records[item.config].append(RunRecord.from_results(read_json(item.results_path), str(item.results_path)))
         else:
             missing.append(str(item.out_dir))
     keys = {}

@@ -74,8 +74,10 @@ def load_trained_run(run_dir: str | Path, device: str = "auto") -> TrainedRun:
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequence[str] = ("all", "test"),
                  data_dir: str | None = None, device: str = "auto", save_embeddings: str | Path | None = None,
-                 out: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print) -> Path:
-    """Re-evaluate ``run_dir`` and write ``RUN/eval-SPLIT.json`` (or ``out``); returns that path."""
+                 out: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print,
+                 bf16: bool = False) -> Path:
+    """Re-evaluate ``run_dir`` and write ``RUN/eval-SPLIT.json`` (or ``out``); returns that path.
+    ``bf16`` embeds molecules under bf16 autocast on the CPU too (recorded in the results)."""
     import numpy as np
 
     from zoo.cache import atomic_write_bytes, featurize_molecules
@@ -102,7 +104,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     pairs = data.test if split == "test" else data.select
     scores, counts, embeddings = evaluate_pairs(model, pairs, data, graphs, mol_index, text_items, text_index, list(galleries),
                                                 spec.train.eval_batch_size, spec.eval.chunk_size, dev, progress=progress,
-                                                log=log, label=split)
+                                                log=log, label=split, cpu_bf16=bf16)
     if save_embeddings:
         folder = Path(save_embeddings)
         for gallery, arrays in embeddings.items():
@@ -116,7 +118,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
               "data_checksums": data.checksums},
         scores=scores, timings={"total_s": time.time() - started}, seeds=previous["seeds"],
         notes=[f"re-evaluation of {run_dir} (best checkpoint) on {dev}"],
-        extra={"evaluated_run": str(run_dir), "checkpoint": str(checkpoint)},
+        extra={"evaluated_run": str(run_dir), "checkpoint": str(checkpoint),
+               "molecule_precision": "bf16" if bf16 or dev.type == "cuda" else "fp32"},
     )
     path = Path(out) if out else run_dir / f"eval-{split}.json"
     write_results(path, results)

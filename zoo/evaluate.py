@@ -59,8 +59,9 @@ def score_both_directions(text_emb: torch.Tensor, mol_emb: torch.Tensor, text_to
 
 def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_items, text_index: dict[str, int],
                    galleries, batch_size: int, chunk_size: int, device: torch.device, progress: bool = False,
-                   log=print, label: str = "test"):
-    """Score ``pairs`` (queries) against each gallery in both directions.
+                   log=print, label: str = "test", cpu_bf16: bool = False):
+    """Score ``pairs`` (queries) against each gallery in both directions (molecules embedded under bf16
+    autocast on the CPU too with ``cpu_bf16``; always on CUDA).
 
     ``all``: every molecule of ``data.gallery`` / every description in ``text_items``;
     ``test``: the molecules and descriptions of ``pairs`` themselves; ``inbatch:N``: consecutive
@@ -78,7 +79,7 @@ def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_i
     scores, counts, embeddings = {}, {}, {}
     for gallery in galleries:
         if gallery == "all":
-            mol_c = embed_molecules(model, graphs, list(range(len(data.gallery))), batch_size, device, progress=progress,
+            mol_c = embed_molecules(model, graphs, list(range(len(data.gallery))), batch_size, device, progress=progress, cpu_bf16=cpu_bf16,
                                     desc="embedding gallery (all)")
             text_c = embed_texts(model, text_items, batch_size, device)
             mol_q = mol_c[torch.tensor(mols_q)]
@@ -88,7 +89,7 @@ def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_i
             text_cids = np.array(sorted(text_index, key=text_index.get))
             scores[gallery] = score_both_directions(text_q, mol_c, t2m_true, mol_q, text_c, m2t_true, chunk_size, device)
         elif gallery == "test" or gallery.startswith("inbatch:"):
-            mol_c = embed_molecules(model, graphs, mols_q, batch_size, device)
+            mol_c = embed_molecules(model, graphs, mols_q, batch_size, device, cpu_bf16=cpu_bf16)
             text_c, mol_q, mol_cids, text_cids = text_q, mol_c, query_cids, query_cids
             size = len(pairs) if gallery == "test" else int(gallery.split(":", 1)[1])
             ranks_t2m, ranks_m2t = [], []

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from zoo.ablate import AblationConfig, PlannedRun, _slot_option_accepted, plan_runs
+from zoo.ablate import AblationConfig, PlannedRun, plan_runs, slot_option_accepted
 from zoo.registry import ComponentError
 from zoo.spec import SpecError, load_spec
 
@@ -33,7 +33,7 @@ def plan_sweep(compositions: Sequence[str], seeds: int, sets: Sequence[str] = ()
     applied: set[str] = set()
     for name in names:
         base = load_spec(name)
-        kept = [s for s in sets if _slot_option_accepted(base, s)]
+        kept = [s for s in sets if slot_option_accepted(base, s)]
         applied.update(kept)
         try:
             spec = base.with_overrides(kept).resolve() if kept else base.resolve()
