@@ -35,5 +35,5 @@ def register_molecule_encoders(register):
         "zoo.plugins.fingerprint_mlp:FingerprintMLP",
         description="MLP over log1p-scaled Morgan count fingerprints (Text2Mol MLP baseline); no graph.",
         # extra: more RDKit fingerprints appended to the Morgan counts: maccs, atompair, torsion, feature_morgan
-        config={"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2, "extra": ()},
+        config={"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2, "extra": []},
     )

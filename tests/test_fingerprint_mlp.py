@@ -115,7 +115,7 @@ def test_registered(fresh_registry):
     model = component.create(embed_dim=8, **component.resolve_options({"n_bits": 64, "hidden_dim": 16}))
     assert isinstance(model, FingerprintMLP) and model.featurizer == "morgan_count/r2/64/1"
     assert dict(component.config) == {"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2,
-                                      "extra": ()}
+                                      "extra": []}
 
 
 def test_extra_fingerprints_are_appended_and_key_the_cache():
