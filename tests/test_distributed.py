@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +158,43 @@ def test_torchrun_two_processes_match_a_single_process_run(tiny_env, tmp_path):
     for gallery, directions in single["scores"].items():
         for direction, metrics in directions.items():
             assert ddp["scores"][gallery][direction] == pytest.approx(metrics, abs=1e-9), (gallery, direction)
+
+
+def _main_first_worker(rank: int, world: int, init_file: str, result_dir: str) -> None:
+    """Rank 0 fails inside ``main_process_first``; rank 1 must not hang at a barrier."""
+    import torch.distributed as dist
+
+    from zoo.train import RunError
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    ctx = DistContext(rank=rank, world_size=world, backend="gloo")
+    outcome = "ran the block"
+    try:
+        with distributed.main_process_first(ctx):
+            if rank == 0:
+                raise ValueError("svd_dim too large")
+    except (ValueError, RunError) as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
+    finally:
+        dist.destroy_process_group()
+    (Path(result_dir) / f"rank{rank}.txt").write_text(outcome)
+
+
+def test_a_failure_on_rank_0_reaches_the_other_ranks(tmp_path):
+    import time
+
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with the gloo backend is not available in this build")
+    context = mp.spawn(_main_first_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 60
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("rank 1 still waits after rank 0 failed (deadlock)")
+    assert (tmp_path / "rank0.txt").read_text() == "ValueError: svd_dim too large"
+    assert (tmp_path / "rank1.txt").read_text() == "RunError: rank 0 failed while preparing the shared data: ValueError: svd_dim too large"
+

@@ -138,12 +138,28 @@ def barrier(ctx: DistContext) -> None:
 
 @contextlib.contextmanager
 def main_process_first(ctx: DistContext) -> Iterator[None]:
-    """Rank 0 runs the block first (filling on-disk caches); the others wait, then run it (reading them)."""
-    if not ctx.is_main:
-        barrier(ctx)
-    yield
+    """Rank 0 runs the block first (filling on-disk caches); the others wait, then run it (reading them).
+
+    If the block fails on rank 0, the others are told (instead of waiting at a barrier until the
+    process-group timeout) and raise a :class:`~zoo.train.RunError` naming rank 0's error.
+    """
+    if not ctx.enabled:
+        yield
+        return
     if ctx.is_main:
-        barrier(ctx)
+        try:
+            yield
+        except BaseException as exc:
+            broadcast_object(f"{type(exc).__name__}: {exc}", ctx)  # pairs with the other ranks' wait below
+            raise
+        broadcast_object(None, ctx)
+        return
+    failure = broadcast_object(None, ctx)  # waits for rank 0 to finish the block
+    if failure is not None:
+        from zoo.train import RunError
+
+        raise RunError(f"rank 0 failed while preparing the shared data: {failure}")
+    yield
 
 
 def broadcast_object(obj: T, ctx: DistContext) -> T:
