@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from zoo.featurize import parse_smiles
 from zoo.plugins.checks import check_dropout, check_ints
+from zoo.plugins.layers import mlp_blocks, with_single_state
 from zoo.protocols import Encoded
 
 FEATURIZER_VERSION = "1"  # bump when the fingerprint changes: it keys the on-disk cache
@@ -111,11 +112,7 @@ class FingerprintMLP(nn.Module):
         self.featurizer = f"morgan_count/r{radius}/{n_bits}/{FEATURIZER_VERSION}" + "".join(f"+{k}" for k in self.extra)
         self.return_states = False
 
-        blocks: list[nn.Module] = []
-        for i in range(layers):
-            blocks += [nn.Linear(self.width if i == 0 else hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU(),
-                       nn.Dropout(dropout)]
-        self.hidden = nn.Sequential(*blocks)
+        self.hidden = mlp_blocks(self.width, hidden_dim, layers, dropout)
         self.out = nn.Linear(hidden_dim, embed_dim)
 
     def featurize(self, smiles: str) -> Any:
@@ -134,6 +131,4 @@ class FingerprintMLP(nn.Module):
             )
         h = self.hidden(torch.log1p(fp.to(self.out.weight.dtype)))
         embedding = self.out(h)
-        if not self.return_states:
-            return Encoded(embedding)
-        return Encoded(embedding, h.unsqueeze(1), torch.ones(h.shape[0], 1, dtype=torch.bool, device=h.device))
+        return with_single_state(embedding, h, self.return_states)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.plugins.checks import check_dropout, check_ints
+from zoo.plugins.layers import mlp_blocks, with_single_state
 from zoo.protocols import Encoded
 
 ANALYZERS = ("char_wb", "char", "word")
@@ -81,11 +82,7 @@ class TfidfText(nn.Module):
         self._projection: np.ndarray | None = None  # [n_features, svd_dim] float32, C-contiguous
         self._fitted_state: dict[str, Tensor] | None = None
 
-        blocks: list[nn.Module] = []
-        for i in range(layers):
-            blocks += [nn.Linear(svd_dim if i == 0 else hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU(),
-                       nn.Dropout(dropout)]
-        self.hidden = nn.Sequential(*blocks)
+        self.hidden = mlp_blocks(svd_dim, hidden_dim, layers, dropout)
         self.out = nn.Linear(hidden_dim, embed_dim)
 
     # -- fitting --------------------------------------------------------------------------
@@ -177,6 +174,4 @@ class TfidfText(nn.Module):
     def forward(self, batch: TextFeatures) -> Encoded:
         h = self.hidden(batch["features"].to(self.out.weight.dtype))
         embedding = self.out(h)
-        if not self.return_states:
-            return Encoded(embedding)
-        return Encoded(embedding, h.unsqueeze(1), torch.ones(h.shape[0], 1, dtype=torch.bool, device=h.device))
+        return with_single_state(embedding, h, self.return_states)

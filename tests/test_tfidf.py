@@ -191,4 +191,5 @@ def test_tfidf_fp_composition():
     spec = load_spec("tfidf_fp").resolve()
     assert (spec.text_encoder.name, spec.molecule_encoder.name, spec.aligner.name, spec.loss.name) == (
         "tfidf", "fingerprint_mlp", "none", "infonce")
-    assert 0 < spec.train.max_minutes <= 10 and spec.text_encoder.options["svd_dim"] == 512
+    # a fixed short schedule, no wall-clock budget: the result does not depend on the machine's load
+    assert spec.train.epochs == 8 and spec.train.max_minutes == 0 and spec.text_encoder.options["svd_dim"] == 512

@@ -13,7 +13,6 @@ import json
 import random
 from pathlib import Path
 
-import pytest
 
 from zoo.cli import main
 
