@@ -292,6 +292,8 @@ def cmd_sweep(args) -> int:
                  log=lambda m: print(m, flush=True))
     runs = [RunRecord.from_results(read_json(p.results_path), str(p.results_path)) for p in planned]
     board = build_leaderboard(runs, gallery=args.gallery, direction=args.direction, metrics=args.metrics)
+    for note in board.warnings:
+        print(f"zoo: warning: {note}", file=sys.stderr)
     _emit(render(board, args.format), args.out)
     if args.plot:
         print(f"wrote {plot_leaderboard(board, args.plot)}", file=sys.stderr)
@@ -309,6 +311,8 @@ def cmd_search(args) -> int:
         check_query(given[0], "--smiles" if args.smiles is not None else "query")
     if args.k < 1:
         raise RunError(f"-k must be at least 1 (got {args.k})")
+    if args.nprobe is not None and args.nprobe < 1:
+        raise RunError(f"--nprobe must be at least 1 (got {args.nprobe})")
     queries = read_queries(args.queries) if args.queries else None
     searcher = Searcher(args.run, index=args.index, data_dir=args.data_dir, device=args.device, nprobe=args.nprobe,
                         progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -2,7 +2,8 @@
 
 ``zoo sweep aman tfidf_fp text2mol_mlp --seeds 3 --set train.epochs=6`` plans one run per
 (composition, seed) in ``OUT_ROOT/NAME-SPECHASH-sSEED`` (the folder naming of ``zoo ablate``, so
-the two commands share finished runs: an ablation's reference is a sweep's row), trains the
+the two commands share finished runs when given the same ``--out-root``: an ablation's reference
+is then a sweep's row), trains the
 missing ones seed-major (seed 0 of every composition first, so a partial sweep is already a
 one-seed leaderboard), and prints the leaderboard of exactly those runs.
 
