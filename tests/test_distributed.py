@@ -78,6 +78,24 @@ def _global_batch() -> tuple[_PairModel, torch.Tensor, torch.Tensor]:
     return _PairModel(), torch.randn(5, 6), torch.randn(5, 6)
 
 
+def _spawn_two(worker, tmp_path: Path, timeout_s: float, deadlock_message: str) -> None:
+    """Run ``worker(rank, 2, init_file, result_dir)`` in 2 spawned gloo processes; fail on a hang."""
+    import time
+
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with the gloo backend is not available in this build")
+    context = mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + timeout_s
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(deadlock_message)
+
+
 def _gather_worker(rank: int, world: int, init_file: str, result_dir: str) -> None:
     """One DDP step on this rank's (uneven) slice of a 5-row global batch, negatives gathered."""
     import torch.distributed as dist
@@ -103,20 +121,7 @@ def _gather_worker(rank: int, world: int, init_file: str, result_dir: str) -> No
 def test_gathered_loss_gradient_equals_single_process_gradient(tmp_path):
     """2 ranks holding 3 + 2 rows: every rank sees the 5-row global loss, and the DDP-averaged
     gradient (the all-gather backward sums over ranks) is the single-process gradient."""
-    import time
-
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
-
-    if not (dist.is_available() and dist.is_gloo_available()):
-        pytest.skip("torch.distributed with the gloo backend is not available in this build")
-    context = mp.spawn(_gather_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 90
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("2-process gather test did not finish in 90 s (deadlock?)")
+    _spawn_two(_gather_worker, tmp_path, 90, "2-process gather test did not finish in 90 s (deadlock?)")
 
     model, text, molecule = _global_batch()
     reference = model(text, molecule)
@@ -181,20 +186,7 @@ def _main_first_worker(rank: int, world: int, init_file: str, result_dir: str) -
 
 
 def test_a_failure_on_rank_0_reaches_the_other_ranks(tmp_path):
-    import time
-
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
-
-    if not (dist.is_available() and dist.is_gloo_available()):
-        pytest.skip("torch.distributed with the gloo backend is not available in this build")
-    context = mp.spawn(_main_first_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 60
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("rank 1 still waits after rank 0 failed (deadlock)")
+    _spawn_two(_main_first_worker, tmp_path, 60, "rank 1 still waits after rank 0 failed (deadlock)")
     assert (tmp_path / "rank0.txt").read_text() == "ValueError: svd_dim too large"
     assert (tmp_path / "rank1.txt").read_text() == "RunError: rank 0 failed while preparing the shared data: ValueError: svd_dim too large"
 

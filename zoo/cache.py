@@ -16,8 +16,9 @@ import json
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 if TYPE_CHECKING:
     import torch
@@ -64,8 +65,10 @@ def content_hash(*parts: object) -> str:
     return h.hexdigest()
 
 
-def _atomic(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temp file next to ``path``, fsync it, then ``os.replace``."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file next to ``path`` to write to (the usual permissions, not mkstemp's 0600);
+    fsynced and moved into place when the block succeeds, removed when it fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -74,14 +77,19 @@ def _atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     try:
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)
+        yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+
+
+def _atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp)`` on a temp file next to ``path``, fsync it, then ``os.replace``."""
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

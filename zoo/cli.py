@@ -239,17 +239,24 @@ def _emit(text: str, out: str | None) -> None:
         sys.stdout.flush()
 
 
-def cmd_leaderboard(args) -> int:
-    from zoo.evals.leaderboard import build_leaderboard, load_runs, plot_leaderboard, render
+def _emit_board(board, args, metric: str = "mrr") -> None:
+    """A leaderboard's warnings to stderr, its table to stdout or ``--out``, its chart to ``--plot``."""
+    from zoo.evals.leaderboard import plot_leaderboard, render
 
-    runs, notes = load_runs(args.paths, strict=args.strict)
-    board = build_leaderboard(runs, gallery=args.gallery, direction=args.direction, metrics=args.metrics,
-                              filters=args.filters, composition=args.composition, sort=args.sort, warnings=notes)
     for note in board.warnings:
         print(f"zoo: warning: {note}", file=sys.stderr)
     _emit(render(board, args.format), args.out)
     if args.plot:
-        print(f"wrote {plot_leaderboard(board, args.plot, metric=args.sort)}", file=sys.stderr)
+        print(f"wrote {plot_leaderboard(board, args.plot, metric=metric)}", file=sys.stderr)
+
+
+def cmd_leaderboard(args) -> int:
+    from zoo.evals.leaderboard import build_leaderboard, load_runs
+
+    runs, notes = load_runs(args.paths, strict=args.strict)
+    board = build_leaderboard(runs, gallery=args.gallery, direction=args.direction, metrics=args.metrics,
+                              filters=args.filters, composition=args.composition, sort=args.sort, warnings=notes)
+    _emit_board(board, args, metric=args.sort)
     return 0
 
 
@@ -280,7 +287,7 @@ def _refuse_under_torchrun(command: str) -> None:
 
 def cmd_sweep(args) -> int:
     from zoo.ablate import describe_plan, read_json, run_ablation
-    from zoo.evals.leaderboard import RunRecord, build_leaderboard, plot_leaderboard, render
+    from zoo.evals.leaderboard import RunRecord, build_leaderboard
     from zoo.sweep import plan_sweep
 
     _refuse_under_torchrun("sweep")
@@ -292,11 +299,7 @@ def cmd_sweep(args) -> int:
                  log=lambda m: print(m, flush=True))
     runs = [RunRecord.from_results(read_json(p.results_path), str(p.results_path)) for p in planned]
     board = build_leaderboard(runs, gallery=args.gallery, direction=args.direction, metrics=args.metrics)
-    for note in board.warnings:
-        print(f"zoo: warning: {note}", file=sys.stderr)
-    _emit(render(board, args.format), args.out)
-    if args.plot:
-        print(f"wrote {plot_leaderboard(board, args.plot)}", file=sys.stderr)
+    _emit_board(board, args)
     return 0
 
 

@@ -25,14 +25,12 @@ import math
 import os
 import resource
 import shutil
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from zoo.cache import atomic_write_bytes, atomic_write_text
+from zoo.cache import atomic_path, atomic_write_bytes, atomic_write_text
 from zoo.data import DataError, sha256_file
 from zoo.eval_run import load_run
 from zoo.molfiles import Record, count_records, iter_records, library_format, record_smiles
@@ -83,20 +81,6 @@ def cpu_seconds() -> float:
     """User + system CPU time of this process and its finished children (spawned workers)."""
     return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
-
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path next to ``path`` to write to; fsynced and moved into place on success."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # -- the build plan ---------------------------------------------------------------------------
@@ -412,7 +396,7 @@ def merge_chunks(plan: BuildPlan, index_type: str = "auto", *, embed_s: float = 
         index.train(np.ascontiguousarray(np.concatenate(sample)))
     offsets = np.zeros(count, dtype=np.int64)
     row = 0
-    with _atomic_path(folder / MOLECULES) as tmp, open(tmp, "wb") as out:
+    with atomic_path(folder / MOLECULES) as tmp, open(tmp, "wb") as out:
         out.write(b"row\tid\tsmiles\n")
         for c in range(plan.chunks):
             chunk = _load_chunk(plan.chunk_path(c))
@@ -422,7 +406,7 @@ def merge_chunks(plan: BuildPlan, index_type: str = "auto", *, embed_s: float = 
                 offsets[row] = out.tell()
                 out.write(f"{source_row}\t{_clean(ident)}\t{_clean(smiles)}\n".encode("utf-8"))
                 row += 1
-    with _atomic_path(folder / INDEX_FILE) as tmp:
+    with atomic_path(folder / INDEX_FILE) as tmp:
         faiss.write_index(index, str(tmp))
     buffer = io.BytesIO()
     np.save(buffer, offsets)
