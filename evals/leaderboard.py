@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from zoo.evals.ranking import TIE_POLICY
 from zoo.registry.catalog import did_you_mean
 
 __all__ = [
@@ -64,6 +65,7 @@ METRICS: dict[str, tuple[str, bool, bool]] = {
     "mrr": ("MRR", True, True),
     "mean_rank": ("mean rank", False, False),
     "median_rank": ("median rank", False, False),
+    "queries_with_ties": ("ties", False, False),
 }
 _METRIC_ALIASES = {
     "h1": "hits@1", "h@1": "hits@1", "hits1": "hits@1", "hits_1": "hits@1",
@@ -78,6 +80,10 @@ _DIRECTION_ALIASES = {
 _DIRECTION_SHORT = {"text_to_molecule": "t→m", "molecule_to_text": "m→t"}
 FORMATS = ("markdown", "csv", "json")
 _SEEDLESS_DROP = {"name", "description"}
+#: ``task.tie_policy`` of results written before ties were an expectation (or without one)
+OLD_TIE_RULE = "optimistic (old rule)"
+#: how ``training.stop_reason`` starts when the time budget (``train.max_minutes``) cut a run
+CAPPED_STOP = "time budget"
 
 
 class LeaderboardError(ValueError):
@@ -134,6 +140,20 @@ def seedless_spec_hash(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def run_behaviour(results: Mapping[str, Any]) -> dict[str, str]:
+    """How a run of a spec actually behaved where that can differ between runs of one spec: the text
+    backbone mode ``mode=auto`` chose (frozen on a CPU, fine-tuned on a GPU) and component
+    substitutions (SciBERT replaced offline). Runs that differ here are separate leaderboard rows."""
+    out: dict[str, str] = {}
+    training = results.get("training")
+    if isinstance(training, Mapping) and training.get("text_mode"):
+        out["text_mode"] = str(training["text_mode"])
+    subs = results.get("substitutions")
+    if isinstance(subs, list) and subs:
+        out["substituted"] = ", ".join(f"{s.get('used')} for {s.get('requested')}" for s in subs if isinstance(s, Mapping))
+    return out
+
+
 # -- records -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ProtocolKey:
@@ -144,15 +164,19 @@ class ProtocolKey:
     split: str
     gallery: str
     data: str  # 12-hex fingerprint of task.data_checksums ("" when not recorded)
+    ties: str = TIE_POLICY  # "expected", or OLD_TIE_RULE for files written before ties were an expectation
 
     def label(self) -> str:
         parts = [self.task, self.protocol, f"split={self.split}", f"gallery={self.gallery}"]
         if self.data:
             parts.append(f"data={self.data}")
+        if self.ties != TIE_POLICY:
+            parts.append(f"ties={self.ties}: NOT comparable with expected-rank tables")
         return " | ".join(parts)
 
     def to_dict(self) -> dict[str, str]:
-        return {"task": self.task, "protocol": self.protocol, "split": self.split, "gallery": self.gallery, "data": self.data}
+        return {"task": self.task, "protocol": self.protocol, "split": self.split, "gallery": self.gallery, "data": self.data,
+                "ties": self.ties}
 
 
 @dataclass(frozen=True)
@@ -165,8 +189,9 @@ class RunRecord:
     seed: int | None
     composition: str
     components: Mapping[str, str]
-    flat_spec: Mapping[str, Any] = field(repr=False)  # seedless, flattened
+    flat_spec: Mapping[str, Any] = field(repr=False)  # seedless, flattened, plus how the run behaved (``ran.*``)
     created_at: str
+    capped: bool = False  # training was cut by its time budget, not by its schedule or early stopping
 
     @classmethod
     def from_results(cls, results: Mapping[str, Any], source: str) -> "RunRecord":
@@ -192,15 +217,18 @@ class RunRecord:
         seeds = results.get("seeds") if isinstance(results.get("seeds"), Mapping) else {}
         train = spec.get("train") if isinstance(spec.get("train"), Mapping) else {}
         seed = seeds.get("seed", train.get("seed"))
+        behaviour = run_behaviour(results)
+        training = results.get("training") if isinstance(results.get("training"), Mapping) else {}
         return cls(
             source=source,
             results=results,
-            config_hash=seedless_spec_hash(spec),
+            config_hash=seedless_spec_hash({**spec, "ran": behaviour}) if behaviour else seedless_spec_hash(spec),
             seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
             composition=str(spec.get("name", "?")),
             components=components,
-            flat_spec=flatten_spec(_seedless(spec)),
+            flat_spec={**flatten_spec(_seedless(spec)), **{f"ran.{k}": v for k, v in behaviour.items()}},
             created_at=str(results.get("created_at", "")),
+            capped=str(training.get("stop_reason", "")).startswith(CAPPED_STOP),
         )
 
     def protocol_key(self, gallery: str) -> ProtocolKey:
@@ -209,8 +237,9 @@ class RunRecord:
         data = ""
         if isinstance(checksums, Mapping) and checksums:
             data = hashlib.sha256(json.dumps(checksums, sort_keys=True).encode()).hexdigest()[:12]
+        ties = TIE_POLICY if task.get("tie_policy") == TIE_POLICY else OLD_TIE_RULE
         return ProtocolKey(task=str(task.get("name", "?")), protocol=str(task.get("protocol", "unknown")),
-                           split=str(task.get("split", "?")), gallery=gallery, data=data)
+                           split=str(task.get("split", "?")), gallery=gallery, data=data, ties=ties)
 
 
 def find_results(paths: Sequence[str | Path] = ("runs",)) -> tuple[list[Path], set[Path]]:
@@ -300,12 +329,14 @@ class LeaderboardRow:
     metrics: Mapping[str, Mapping[str, MetricSummary]]  # direction -> metric -> summary
     sources: tuple[str, ...]
     spec: Mapping[str, Any] = field(repr=False)
+    capped: bool = False  # a member run was cut by its time budget: not a converged score
 
     @property
     def label(self) -> str:
         """Composition name plus what distinguishes this row (``aman [loss.margin=0.3]``)."""
         extra = ", ".join(f"{k}={_fmt_value(v)}" for k, v in self.varies.items())
-        return f"{self.composition} [{extra}]" if extra else self.composition
+        name = f"{self.composition} (capped)" if self.capped else self.composition
+        return f"{name} [{extra}]" if extra else name
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -313,7 +344,7 @@ class LeaderboardRow:
             "varies": dict(self.varies), "config_hash": self.config_hash, "seeds": list(self.seeds),
             "n_seeds": self.n_seeds,
             "metrics": {d: {m: s.to_dict() for m, s in ms.items()} for d, ms in self.metrics.items()},
-            "sources": list(self.sources), "spec": dict(self.spec),
+            "sources": list(self.sources), "spec": dict(self.spec), "capped": self.capped,
         }
 
 
@@ -440,7 +471,8 @@ def build_leaderboard(
                 notes.append(note)
 
     tables = []
-    for key in sorted(groups, key=lambda k: (k.task, k.protocol, k.split, k.gallery != "all", k.gallery, k.data)):
+    for key in sorted(groups, key=lambda k: (k.ties != TIE_POLICY, k.task, k.protocol, k.split, k.gallery != "all",
+                                             k.gallery, k.data)):
         configs = groups[key]
         varying = _varying_keys([next(iter(c.values())) for c in configs.values()])
         rows = []
@@ -462,7 +494,7 @@ def build_leaderboard(
                 varies={k: first.flat_spec[k] for k in varying if k in first.flat_spec}, config_hash=config_hash,
                 seeds=tuple(r.seed for r in members if r.seed is not None), n_seeds=len(members),
                 metrics=summaries, sources=tuple(r.source for r in members),
-                spec=_seedless(first.results["spec"]),
+                spec=_seedless(first.results["spec"]), capped=any(r.capped for r in members),
             ))
         if not rows:
             continue
@@ -537,15 +569,17 @@ def render_markdown(board: Leaderboard) -> str:
         lines = [f"### {table.key.label()}{direction}", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" if h in ("composition", "varies", *SLOTS) else "---:" for h in header) + "|"]
         for row in table.rows:
-            cells = [str(row.rank), row.composition, *(row.components.get(s, "–") for s in SLOTS)]
+            name = f"{row.composition} (capped)" if row.capped else row.composition
+            cells = [str(row.rank), name, *(row.components.get(s, "–") for s in SLOTS)]
             if show_varies:
                 cells.append(", ".join(f"{k}={_fmt_value(v)}" for k, v in row.varies.items()) or "–")
             cells.append(str(row.n_seeds))
             cells += [_cell(row.metrics.get(d, {}).get(m), METRICS[m][2]) for d in table.directions for m in table.metrics]
             lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
         out.append("\n".join(lines))
-    footer = (f"\nmean ± sample std over seeds; hits and MRR in %; sorted by {METRICS[board.sort][0]} "
-              f"({'higher' if METRICS[board.sort][1] else 'lower'} is better)")
+    footer = (f"\nmean ± sample std over seeds; hits and MRR in %, expected under random tie-breaking (ties: test "
+              f"queries whose true match ties with another candidate); (capped): a run was cut by its time budget, "
+              f"not converged; sorted by {METRICS[board.sort][0]} ({'higher' if METRICS[board.sort][1] else 'lower'} is better)")
     return "\n\n".join(out) + "\n" + footer + "\n"
 
 
@@ -554,16 +588,16 @@ def render_csv(board: Leaderboard) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     directions = board.tables[0].directions
     metrics = board.tables[0].metrics
-    header = ["task", "protocol", "split", "gallery", "data", "rank", "composition", *SLOTS, "varies",
-              "config_hash", "n_seeds", "seeds"]
+    header = ["task", "protocol", "split", "gallery", "data", "ties", "rank", "composition", *SLOTS, "varies",
+              "config_hash", "n_seeds", "seeds", "capped"]
     header += [f"{d}.{m}.{stat}" for d in directions for m in metrics for stat in ("mean", "std")]
     writer.writerow(header)
     for table in board.tables:
         for row in table.rows:
             cells: list[Any] = [table.key.task, table.key.protocol, table.key.split, table.key.gallery, table.key.data,
-                                row.rank, row.composition, *(row.components.get(s, "") for s in SLOTS),
+                                table.key.ties, row.rank, row.composition, *(row.components.get(s, "") for s in SLOTS),
                                 "; ".join(f"{k}={_fmt_value(v)}" for k, v in row.varies.items()),
-                                row.config_hash, row.n_seeds, ";".join(map(str, row.seeds))]
+                                row.config_hash, row.n_seeds, ";".join(map(str, row.seeds)), row.capped]
             for d in directions:
                 for m in metrics:
                     s = row.metrics.get(d, {}).get(m)

@@ -36,7 +36,8 @@ def _scores(mrr: float, h1: float = 0.1, mean_rank: float = 50.0) -> dict:
 
 def make_results(*, seed: int = 0, mrr: float = 0.2, name: str = "aman", protocol: str = "offline-low-data",
                  data: str = "v1", galleries=("all", "test"), loss: str = "triplet", margin: float = 0.2,
-                 created: str | None = None, **scores_kw) -> dict:
+                 created: str | None = None, ties: str | None = "expected", training: dict | None = None,
+                 substitutions: list | None = None, **scores_kw) -> dict:
     spec = copy.deepcopy(SPEC)
     spec["name"] = name
     spec["train"]["seed"] = seed
@@ -45,9 +46,11 @@ def make_results(*, seed: int = 0, mrr: float = 0.2, name: str = "aman", protoco
                   for s in ("text_encoder", "molecule_encoder", "aligner", "loss")]
     results = build_results(
         spec=spec, spec_hash=f"h{seed}", components=components,
-        task={"name": "chebi20", "protocol": protocol, "split": "test", "data_checksums": {"test.txt": data}},
+        task={"name": "chebi20", "protocol": protocol, "split": "test", "data_checksums": {"test.txt": data},
+              **({"tie_policy": ties} if ties else {})},
         scores={g: _scores(mrr if g == "all" else mrr + 0.3, **scores_kw) for g in galleries},
         timings={}, seeds={"seed": seed, "holdout_seed": 0},
+        extra={**({"training": training} if training else {}), **({"substitutions": substitutions} if substitutions else {})},
     )
     if created:
         results["created_at"] = created
@@ -224,3 +227,44 @@ def test_real_tiny_run_is_listed(tiny_run, capsys):
     out = capsys.readouterr().out
     mrr = results["scores"]["test"]["text_to_molecule"]["mrr"]
     assert f"{mrr * 100:.1f}" in out and "graph_transformer" in out
+
+
+@pytest.mark.parametrize("old_rule", [None, "optimistic: rank = 1 + number of candidates scored strictly higher"])
+def test_results_of_the_old_tie_rule_are_shown_apart_and_never_ranked_with_new_ones(old_rule):
+    runs = records(make_results(seed=0, mrr=0.30, ties=old_rule), make_results(seed=0, mrr=0.20, loss="infonce"))
+    board = build_leaderboard(runs, gallery="all")
+    assert [len(t.rows) for t in board.tables] == [1, 1]
+    new, old = board.tables
+    assert new.key.ties == "expected" and new.rows[0].components["loss"] == "infonce"
+    assert old.key.ties != "expected" and "NOT comparable" in old.key.label()
+    assert "NOT comparable" in render(board)
+
+
+def test_runs_of_one_spec_that_behaved_differently_are_separate_rows():
+    frozen = make_results(seed=0, mrr=0.2, training={"text_mode": "frozen", "stop_reason": "completed all epochs"})
+    tuned = make_results(seed=1, mrr=0.4, training={"text_mode": "finetune", "stop_reason": "completed all epochs"})
+    substituted = make_results(seed=2, mrr=0.3, training={"text_mode": "frozen"},
+                               substitutions=[{"requested": "scibert", "used": "minilm", "reason": "offline"}])
+    (table,) = build_leaderboard(records(frozen, tuned, substituted), gallery="all").tables
+    assert len(table.rows) == 3
+    labels = sorted(row.label for row in table.rows)
+    assert any("ran.text_mode=finetune" in label for label in labels)
+    assert any("minilm for scibert" in label for label in labels)
+
+
+def test_a_row_cut_by_its_time_budget_is_marked_capped():
+    capped = make_results(seed=0, training={"stop_reason": "time budget: train.max_minutes=18.0 reached"})
+    done = make_results(seed=1, training={"stop_reason": "early stop: no held-out MRR gain for 10 epochs"})
+    (table,) = build_leaderboard(records(capped, done), gallery="all").tables
+    assert table.rows[0].capped and "(capped)" in render(build_leaderboard(records(capped, done), gallery="all"))
+    (table,) = build_leaderboard(records(done), gallery="all").tables
+    assert not table.rows[0].capped
+
+
+def test_ties_column_comes_from_the_results_files():
+    runs = records(*(make_results(seed=s) for s in range(2)))
+    for run, ties in zip(runs, (12.0, 14.0)):
+        run.results["scores"]["all"]["text_to_molecule"]["queries_with_ties"] = ties
+    (table,) = build_leaderboard(runs, gallery="all").tables
+    assert table.rows[0].metrics["text_to_molecule"]["queries_with_ties"].mean == 13.0
+    assert "| ties |" in render(build_leaderboard(runs, gallery="all")).replace(" ties ", " ties ")

@@ -83,6 +83,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     from zoo.cache import atomic_write_bytes, featurize_molecules
     from zoo.data import load_chebi20
     from zoo.evaluate import evaluate_pairs
+    from zoo.evals.ranking import TIE_POLICY
     from zoo.evals.results import build_results, write_results
 
     started = time.time()
@@ -115,7 +116,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     results = build_results(
         spec=spec.to_dict(), spec_hash=previous["spec_hash"], components=previous["components"],
         task={**previous["task"], "split": split, "galleries": counts, "protocol": data.protocol,
-              "data_checksums": data.checksums},
+              "data_checksums": data.checksums, "tie_policy": TIE_POLICY},
         scores=scores, timings={"total_s": time.time() - started}, seeds=previous["seeds"],
         notes=[f"re-evaluation of {run_dir} (best checkpoint) on {dev}"],
         extra={"evaluated_run": str(run_dir), "checkpoint": str(checkpoint),

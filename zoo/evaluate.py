@@ -71,7 +71,7 @@ def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_i
     """
     import numpy as np
 
-    from zoo.evals.ranking import rank_of_true, retrieval_metrics
+    from zoo.evals.ranking import Ranks, rank_of_true, retrieval_metrics
 
     query_cids = np.array([p.cid for p in pairs])
     text_q = embed_texts(model, [text_items[text_index[p.cid]] for p in pairs], batch_size, device)
@@ -98,8 +98,8 @@ def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_i
                 true = torch.arange(len(text_q[block]))
                 ranks_t2m.append(rank_of_true(text_q[block], mol_c[block], true, chunk_size=chunk_size, device=device))
                 ranks_m2t.append(rank_of_true(mol_c[block], text_q[block], true, chunk_size=chunk_size, device=device))
-            scores[gallery] = {"text_to_molecule": retrieval_metrics(torch.cat(ranks_t2m)),
-                               "molecule_to_text": retrieval_metrics(torch.cat(ranks_m2t))}
+            scores[gallery] = {"text_to_molecule": retrieval_metrics(Ranks.cat(ranks_t2m)),
+                               "molecule_to_text": retrieval_metrics(Ranks.cat(ranks_m2t))}
         else:
             raise ValueError(f"unknown gallery {gallery!r}; choose all, test or inbatch:N")
         if gallery.startswith("inbatch:"):
@@ -112,5 +112,6 @@ def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_i
                                "text_candidates": text_c.numpy(), "text_candidate_cids": text_cids}
         t2m, m2t = scores[gallery]["text_to_molecule"], scores[gallery]["molecule_to_text"]
         log(f"{label} gallery={gallery}: text->molecule MRR={t2m['mrr']:.4f} H@1={t2m['hits@1']:.3f} H@10={t2m['hits@10']:.3f} "
-            f"mean rank={t2m['mean_rank']:.1f} | molecule->text MRR={m2t['mrr']:.4f} H@1={m2t['hits@1']:.3f}")
+            f"mean rank={t2m['mean_rank']:.1f} ties={int(t2m['queries_with_ties'])} | molecule->text MRR={m2t['mrr']:.4f} "
+            f"H@1={m2t['hits@1']:.3f} (expected over random tie-breaks)")
     return scores, counts, embeddings

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from zoo.data import ChEBI20, Pair
+    from zoo.evals.ranking import Ranks
 
 GALLERIES = ("all", "test")
 TOP_K = 5
@@ -42,7 +43,8 @@ class Hit:
 class SampleRetrieval:
     """What one run retrieved for one sampled description."""
 
-    rank: int
+    rank: float  # expected rank under random tie-breaking
+    tied: int  # other molecules scored within the tie tolerance of the true one
     true_score: float
     hits: list[Hit]
 
@@ -57,16 +59,14 @@ class RunRetrieval:
     gallery_size: int
     true_scores: "np.ndarray"  # [Q] cosine of each description with its true molecule
     best_other: "np.ndarray"  # [Q] cosine of the best-scoring wrong molecule
-    ranks: "np.ndarray"  # [Q] 1 + number of molecules scored strictly higher than the true one
+    ranks: "Ranks"  # [Q] molecules scored above / tied with the true one
     samples: list[SampleRetrieval]  # one per sampled description, in sample order
 
     def metrics(self) -> dict[str, float]:
         """Text->molecule metrics of these ranks (the same definitions as the results files)."""
-        import torch
-
         from zoo.evals.ranking import retrieval_metrics
 
-        return retrieval_metrics(torch.from_numpy(self.ranks))
+        return retrieval_metrics(self.ranks)
 
 
 def run_labels(run_dirs: Sequence[Path]) -> list[str]:
@@ -91,23 +91,30 @@ def check_same_data(label: str, results: dict, data: "ChEBI20") -> None:
 
 def score_queries(queries: "torch.Tensor", candidates: "torch.Tensor", true_index: "torch.Tensor", k: int,
                   chunk_size: int, device: "torch.device"):
-    """Chunked cosine scoring: per query the true score, the best wrong score, the rank of the true
-    candidate (optimistic ties) and the top-``k`` candidates. Returns numpy arrays."""
+    """Chunked cosine scoring: per query the true score, the best wrong score, where the true candidate
+    ranks (:class:`~zoo.evals.ranking.Ranks`: candidates above it and tied with it) and the top-``k``
+    candidates. Returns numpy arrays and the ranks."""
     import torch
 
+    from zoo.evals.ranking import Ranks, count_above_and_tied
+
     cand = candidates.to(device=device, dtype=torch.float32)
-    true_scores, best_other, ranks, top_scores, top_index = [], [], [], [], []
+    true_scores, best_other, greater, tied, top_scores, top_index = [], [], [], [], [], []
     for start in range(0, len(queries), chunk_size):
         scores = queries[start : start + chunk_size].to(device=device, dtype=torch.float32) @ cand.T
         true = true_index[start : start + chunk_size].to(device)[:, None]
         true_score = scores.gather(1, true)
-        ranks.append((scores > true_score).sum(1) + 1)
+        above, ties = count_above_and_tied(scores, true_score)
+        greater.append(above)
+        tied.append(ties)
         true_scores.append(true_score[:, 0])
         best_other.append(scores.scatter(1, true, float("-inf")).max(1).values)
         top = scores.topk(k, dim=1)
         top_scores.append(top.values)
         top_index.append(top.indices)
-    return tuple(torch.cat(parts).cpu().numpy() for parts in (true_scores, best_other, ranks, top_scores, top_index))
+    ranks = Ranks(torch.cat(greater).cpu(), torch.cat(tied).cpu())
+    arrays = tuple(torch.cat(parts).cpu().numpy() for parts in (true_scores, best_other, top_scores, top_index))
+    return (*arrays[:2], ranks, *arrays[2:])
 
 
 def retrieve(run_dir: Path, label: str, data: "ChEBI20", samples: Sequence[int], gallery: str, device: str,
@@ -142,7 +149,7 @@ def retrieve(run_dir: Path, label: str, data: "ChEBI20", samples: Sequence[int],
     for q in samples:
         hits = [Hit(data.gallery[candidates[j]].cid, data.gallery[candidates[j]].smiles, float(s), int(j) == int(true_index[q]))
                 for j, s in zip(top_index[q], top_scores[q])]
-        sampled.append(SampleRetrieval(int(ranks[q]), float(true_scores[q]), hits))
+        sampled.append(SampleRetrieval(float(ranks.expected[q]), int(ranks.tied[q]), float(true_scores[q]), hits))
     return RunRetrieval(label, Path(run_dir), trained.results, len(candidates), true_scores, best_other, ranks, sampled)
 
 
@@ -283,7 +290,8 @@ def _scores_section(retrievals: Sequence[RunRetrieval], gallery: str) -> str:
         m = r.metrics()
         caption = (f"{_e(r.label)}: {len(r.ranks):,} test descriptions against {r.gallery_size:,} molecules; the true molecule "
                    f"scores highest for {100 * m['hits@1']:.1f}% of them (Hits@1), MRR {100 * m['mrr']:.1f}, "
-                   f"median rank {m['median_rank']:.0f}.")
+                   f"median rank {m['median_rank']:.0f}; {int(m['queries_with_ties']):,} descriptions tie at the true "
+                   f"molecule (metrics are expectations over random tie-breaks).")
         svg = score_histogram(r.true_scores, r.best_other, f"{r.label} (gallery {gallery})")
         parts.append(f"<figure class=scores>{svg}<figcaption>{caption}</figcaption></figure>")
     return "<div class=figures>" + "".join(parts) + "</div>"
@@ -298,15 +306,23 @@ def _hit_figure(hit: Hit, position: int) -> str:
             f"<figcaption><b>#{position}</b> · score {hit.score:.3f}<br>CID {_e(hit.cid)}{mark}</figcaption></figure>")
 
 
+def _rank_text(rank: float, grouping: bool = True) -> str:
+    """An expected rank: whole numbers without a fraction, half ranks (ties) with one digit."""
+    text = f"{rank:,.1f}" if grouping else f"{rank:.1f}"
+    return text.removesuffix(".0")
+
+
 def _sample_block(index: int, pair: "Pair", retrievals: Sequence[RunRetrieval], gallery: str) -> str:
     from zoo.report_figures import molecule_svg
 
     rows = []
     for r in retrievals:
         got = r.samples[index]
-        verdict = "found at #1" if got.rank == 1 else f"true molecule at rank {got.rank:,}"
+        verdict = "found at #1" if got.rank == 1 else f"true molecule at rank {_rank_text(got.rank)}"
+        if got.tied:
+            verdict += f" (expected: tied with {got.tied:,} other molecule{'s' if got.tied > 1 else ''})"
         hits = "".join(_hit_figure(h, i) for i, h in enumerate(got.hits, start=1))
-        rows.append(f"<div class=run-hits data-run=\"{_e(r.label)}\" data-rank=\"{got.rank}\"><h4>{_e(r.label)}: {verdict} of {r.gallery_size:,} "
+        rows.append(f"<div class=run-hits data-run=\"{_e(r.label)}\" data-rank=\"{_rank_text(got.rank, grouping=False)}\"><h4>{_e(r.label)}: {verdict} of {r.gallery_size:,} "
                     f"(true score {got.true_score:.3f})</h4><div class=hits>{hits}</div></div>")
     truth = (f"<figure class=truth>{molecule_svg(pair.smiles)}<figcaption><span class=badge>true molecule</span><br>"
              f"CID {_e(pair.cid)}</figcaption></figure>")

@@ -403,6 +403,7 @@ def _run(spec: CompositionSpec, opts: RunOptions) -> Path:
     timings["total_s"] = time.time() - started
 
     # 7. results
+    from zoo.evals.ranking import TIE_POLICY
     from zoo.evals.results import build_results, write_results
 
     notes = [f"protocol: {data.protocol}" + (": trained on the validation pairs minus a hold-out; test never used for training or selection"
@@ -414,7 +415,7 @@ def _run(spec: CompositionSpec, opts: RunOptions) -> Path:
         task={"name": task, "protocol": data.protocol, "split": "test", "galleries": galleries,
               "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
               "skipped_rows": data.skipped,
-              "tie_policy": "optimistic: rank = 1 + number of candidates scored strictly higher"},
+              "tie_policy": TIE_POLICY},
         scores=scores, timings=timings, seeds={"seed": cfg.seed, "holdout_seed": 0},
         notes=notes,
         extra={"requested_spec_hash": requested_hash, "substitutions": report.substitutions,
