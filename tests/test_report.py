@@ -205,3 +205,14 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         assert any(e["level"] == "SEVERE" for e in driver.get_log("browser"))
     finally:
         driver.quit()
+
+
+def test_report_names_runs_and_data_relative_to_where_it_ran(report, tiny_run):
+    """The page names no absolute folder of the machine it was made on."""
+    import os
+
+    data_dir, run_dir, _ = tiny_run
+    _, page = report
+    assert f"<code>{run_dir}</code>" not in page and f"<code>{data_dir.resolve()}</code>" not in page
+    assert f"<code>{os.path.relpath(run_dir)}</code>" in page
+    assert f"<code>{os.path.relpath(data_dir)}</code>" in page

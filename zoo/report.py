@@ -10,6 +10,7 @@ and the file is written atomically.
 from __future__ import annotations
 
 import html
+import os
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -69,10 +70,15 @@ class RunRetrieval:
         return retrieval_metrics(self.ranks)
 
 
+def relative(path: str | Path) -> str:
+    """``path`` relative to the current folder (a report names no absolute folders of the machine it was made on)."""
+    return os.path.relpath(Path(path).absolute())
+
+
 def run_labels(run_dirs: Sequence[Path]) -> list[str]:
     """Short unique names: folder names, or the full paths where two folders share a name."""
     names = [d.name for d in run_dirs]
-    return [d.name if names.count(d.name) == 1 else str(d) for d in run_dirs]
+    return [d.name if names.count(d.name) == 1 else relative(d) for d in run_dirs]
 
 
 def sample_indices(n_test: int, samples: int, seed: int) -> list[int]:
@@ -338,7 +344,7 @@ def render_report(retrievals: Sequence[RunRetrieval], sampled: Sequence["Pair"],
     from zoo import __version__
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    runs = ", ".join(f"<code>{_e(r.run_dir)}</code>" for r in retrievals)
+    runs = ", ".join(f"<code>{_e(relative(r.run_dir))}</code>" for r in retrievals)
     samples = "".join(_sample_block(i, pair, retrievals, gallery) for i, pair in enumerate(sampled))
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -350,7 +356,7 @@ def render_report(retrievals: Sequence[RunRetrieval], sampled: Sequence["Pair"],
 </head>
 <body>
 <h1>molzoo report</h1>
-<p class=meta>Runs: {runs}.<br>Data: <code>{_e(data.data_dir)}</code> ({_e(data.protocol)} protocol; {len(data.test):,} test
+<p class=meta>Runs: {runs}.<br>Data: <code>{_e(relative(data.data_dir))}</code> ({_e(data.protocol)} protocol; {len(data.test):,} test
 descriptions; gallery <code>{_e(gallery)}</code>). Generated {_e(now)} by molzoo {_e(__version__)}.</p>
 <h2 id=leaderboard>Leaderboard</h2>
 <p class=meta>Test scores recorded in each run's <code>results.json</code> (Hits and MRR in percent; mean ± std over seeds when a configuration ran with several).</p>
