@@ -7,9 +7,10 @@ pharmacophoric-invariant Morgan counts of the same ``radius``), each ``n_bits`` 
 Stereo (featurizer version 2): every generator runs with ``includeChirality=True``. The Morgan and
 feature-Morgan counts then see CIP R/S labels and E/Z double bonds, atom pairs and torsions see
 R/S only (RDKit's atom-pair and torsion generators have no bond stereo); MACCS keys are
-stereo-blind by construction. The Morgan part alone separates R/S enantiomers and E/Z isomers
-when ``radius >= 1`` (RDKit adds chirality after the radius-0 atom invariants).
-Version 1 was stereo-blind. The vector is
+stereo-blind by construction. Morgan adds a centre's R/S only from the first radius at which its
+neighbours' environments all differ, so at ``radius=2`` a centre whose branches look alike for
+two bonds stays hidden (and ``radius=0`` sees no stereo at all); atom pairs and torsions carry
+the label regardless. Version 1 was stereo-blind. The vector is
 stored raw as ``Data(fp=[1, width] float32)`` so that PyG batching stacks it to ``batch.fp``
 ``[B, width]``; there is no graph. ``num_nodes`` is set to a 0-dim
 tensor ``1`` (one "node" per molecule): it keeps PyG from warning that it cannot infer the

@@ -105,6 +105,14 @@ def test_fingerprints_separate_stereoisomers(pair):
     _assert_apart(out[0], out[1])
 
 
+def test_morgan_radius_2_misses_a_centre_with_alike_branches_atom_pairs_do_not():
+    """A ChEBI-20 pair (the documented limit): the centre's two CH2CH2 branches look alike for two bonds."""
+    a, b = "C1=CC(=CC=C1CC[C@H](CC/C=C/C2=CC=C(C=C2)O)O)O", "C1=CC(=CC=C1CC[C@@H](CC/C=C/C2=CC=C(C=C2)O)O)O"
+    fa, fb = (fingerprint_vector(s, 2, 2048, ["atompair"]) for s in (a, b))
+    assert np.array_equal(fa[:2048], fb[:2048]) and not np.array_equal(fa[2048:], fb[2048:])
+    assert not np.array_equal(fingerprint_vector(a, 3, 2048), fingerprint_vector(b, 3, 2048))
+
+
 def test_stereo_blind_caches_of_version_1_are_not_reused(tmp_path):
     """A cache written under the old (stereo-blind) keys is a different file: never read for the new ones."""
     smiles = [L_ALA, D_ALA, FUMARIC, MALEIC]
@@ -159,7 +167,7 @@ def test_checkpoint_records_its_molecule_features_and_refuses_others(tiny_run, t
 
 
 def test_stereo_blind_weights_of_an_older_molzoo_are_refused_in_one_line(tiny_run, tmp_path, capsys):
-    """A checkpoint from before the featurizer recorded itself, with version-1 atom width (80 columns)."""
+    """A checkpoint from before the featurizer recorded itself, with version-1 atom width (82 columns)."""
     from safetensors.torch import load_file, save_file
 
     from zoo.cli import main
@@ -168,7 +176,7 @@ def test_stereo_blind_weights_of_an_older_molzoo_are_refused_in_one_line(tiny_ru
     weights = load_file(checkpoint)
     name = next(k for k, v in weights.items() if k.startswith("molecule_encoder") and v.dim() == 2
                 and v.shape[1] == ATOM_FEATURE_DIM)
-    weights[name] = weights[name][:, :80].contiguous()
+    weights[name] = weights[name][:, :82].contiguous()
     save_file(weights, checkpoint)  # no metadata, as before
     assert main(["eval", str(run_dir), "--data-dir", str(data_dir), "--no-progress"]) == 2
     err = _error_line(capsys)
