@@ -3,7 +3,14 @@
 Featurization: RDKit's Morgan generator (``radius``, ``n_bits`` folded bits) gives a count
 fingerprint per molecule; ``extra`` appends more RDKit fingerprints (:data:`EXTRA_FINGERPRINTS`:
 ``maccs`` keys, folded ``atompair`` and ``torsion`` counts, ``feature_morgan`` (FCFP-like
-pharmacophoric-invariant Morgan counts of the same ``radius``), each ``n_bits`` wide except MACCS' 167). The vector is
+pharmacophoric-invariant Morgan counts of the same ``radius``), each ``n_bits`` wide except MACCS' 167).
+Stereo (featurizer version 2): every generator runs with ``includeChirality=True``. The Morgan and
+feature-Morgan counts then see CIP R/S labels and E/Z double bonds, atom pairs and torsions see
+R/S only (RDKit's atom-pair and torsion generators have no bond stereo); MACCS keys are
+stereo-blind by construction. Morgan adds a centre's R/S only from the first radius at which its
+neighbours' environments all differ, so at ``radius=2`` a centre whose branches look alike for
+two bonds stays hidden (and ``radius=0`` sees no stereo at all); atom pairs and torsions carry
+the label regardless. Version 1 was stereo-blind. The vector is
 stored raw as ``Data(fp=[1, width] float32)`` so that PyG batching stacks it to ``batch.fp``
 ``[B, width]``; there is no graph. ``num_nodes`` is set to a 0-dim
 tensor ``1`` (one "node" per molecule): it keeps PyG from warning that it cannot infer the
@@ -29,14 +36,14 @@ from zoo.plugins.checks import check_dropout, check_ints
 from zoo.plugins.layers import mlp_blocks, with_single_state
 from zoo.protocols import Encoded
 
-FEATURIZER_VERSION = "1"  # bump when the fingerprint changes: it keys the on-disk cache
+FEATURIZER_VERSION = "2"  # bump when the fingerprint changes: it keys the on-disk cache (2: chirality)
 
 
 @lru_cache(maxsize=None)
 def _generator(radius: int, n_bits: int):
     from rdkit.Chem import rdFingerprintGenerator
 
-    return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
+    return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits, includeChirality=True)
 
 
 @lru_cache(maxsize=None)
@@ -44,11 +51,11 @@ def _extra_generator(kind: str, radius: int, n_bits: int):
     from rdkit.Chem import rdFingerprintGenerator as gen
 
     if kind == "atompair":
-        return gen.GetAtomPairGenerator(fpSize=n_bits)
+        return gen.GetAtomPairGenerator(fpSize=n_bits, includeChirality=True)
     if kind == "torsion":
-        return gen.GetTopologicalTorsionGenerator(fpSize=n_bits)
+        return gen.GetTopologicalTorsionGenerator(fpSize=n_bits, includeChirality=True)
     if kind == "feature_morgan":
-        return gen.GetMorganGenerator(radius=radius, fpSize=n_bits,
+        return gen.GetMorganGenerator(radius=radius, fpSize=n_bits, includeChirality=True,
                                       atomInvariantsGenerator=gen.GetMorganFeatureAtomInvGen())
     raise ValueError(kind)
 
@@ -58,7 +65,7 @@ EXTRA_FINGERPRINTS = ("maccs", "atompair", "torsion", "feature_morgan")
 
 
 def morgan_counts(smiles: str, radius: int = 2, n_bits: int = 2048) -> np.ndarray:
-    """The folded Morgan count fingerprint of one SMILES as a ``float32`` array ``[n_bits]``."""
+    """The folded Morgan count fingerprint (with chirality) of one SMILES as a ``float32`` array ``[n_bits]``."""
     mol = parse_smiles(smiles)  # handles ChEBI-20's doubled backslashes; SmilesError if unparsable
     return _generator(radius, n_bits).GetCountFingerprintAsNumPy(mol).astype(np.float32)
 

@@ -6,7 +6,10 @@ Both read the same featurization as :class:`~zoo.plugins.graph_transformer.Graph
 ``gcn``
     Text2Mol's GCN baseline (Edwards et al., 2021): ``layers`` :class:`~torch_geometric.nn.GCNConv`
     layers on the atom features (bonds give the topology only), ReLU and dropout between layers,
-    mean + max pooling, and a two-layer projection MLP to ``embed_dim``.
+    mean + max pooling, and a two-layer projection MLP to ``embed_dim``. GCNConv takes no bond
+    features, so stereo reaches it through the atom features alone: each atom's CIP label (R/S)
+    and whether it lies on an E or a Z double bond (see :mod:`zoo.featurize`), which is enough
+    to tell R/S enantiomers and E/Z isomers apart.
 ``gine``
     An edge-aware GIN (Hu et al., 2020, "Strategies for Pre-training GNNs"): atoms embedded
     linearly, then ``layers`` :class:`~torch_geometric.nn.GINEConv` layers (bond features projected

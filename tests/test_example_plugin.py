@@ -111,3 +111,12 @@ def test_bad_smiles_is_a_smiles_error(no_builtins):
     encoder = component.create(**component.resolve_options(), embed_dim=8)
     with pytest.raises(SmilesError):
         encoder.featurize("not a molecule((")
+
+
+@pytest.mark.parametrize("pair", [("N[C@@H](C)C(=O)O", "C[C@@H](N)C(=O)O"), ("OC(=O)/C=C/C(=O)O", "OC(=O)/C=C\\\\C(=O)O")])
+def test_descriptors_are_stereo_blind_as_documented(pair):
+    """L-/D-alanine and fumaric/maleic acid: the same descriptors (the README says so), up to the
+    float rounding that a different atom order brings to a few sums (~1e-15)."""
+    from molzoo_descriptors.encoder import descriptor_vector
+
+    assert descriptor_vector(pair[0]) == pytest.approx(descriptor_vector(pair[1]), rel=1e-12, abs=1e-12)

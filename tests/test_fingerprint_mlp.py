@@ -23,14 +23,14 @@ def batch(model, smiles=SMILES) -> Batch:
 
 def test_featurize_counts():
     model = FingerprintMLP(embed_dim=8, **TINY)
-    assert model.featurizer == "morgan_count/r2/64/1"
+    assert model.featurizer == "morgan_count/r2/64/2"
     data = model.featurize("CCCCCCCC")
     assert data.fp.shape == (1, 64) and data.fp.dtype == torch.float32
     assert data.fp.max() > 1  # counts, not bits: octane repeats its CH2 environments
     from rdkit import Chem
     from rdkit.Chem import rdFingerprintGenerator
 
-    want = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=64).GetCountFingerprintAsNumPy(
+    want = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=64, includeChirality=True).GetCountFingerprintAsNumPy(
         Chem.MolFromSmiles("CCCCCCCC"))
     np.testing.assert_array_equal(data.fp[0].numpy(), want.astype(np.float32))
 
@@ -113,7 +113,7 @@ def test_registered(fresh_registry):
         warnings.simplefilter("ignore", PluginLoadWarning)
         component = get_component("molecule_encoder", "fingerprint_mlp")
     model = component.create(embed_dim=8, **component.resolve_options({"n_bits": 64, "hidden_dim": 16}))
-    assert isinstance(model, FingerprintMLP) and model.featurizer == "morgan_count/r2/64/1"
+    assert isinstance(model, FingerprintMLP) and model.featurizer == "morgan_count/r2/64/2"
     assert dict(component.config) == {"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2,
                                       "extra": []}
 
@@ -124,7 +124,7 @@ def test_extra_fingerprints_are_appended_and_key_the_cache():
 
     model = FingerprintMLP(embed_dim=8, **TINY, extra=["maccs", "atompair"])
     assert model.width == 64 + 167 + 64
-    assert model.featurizer == "morgan_count/r2/64/1+maccs+atompair"  # another cache entry than plain Morgan
+    assert model.featurizer == "morgan_count/r2/64/2+maccs+atompair"  # another cache entry than plain Morgan
     fp = model.featurize("CCCCCCCCO").fp[0].numpy()
     mol = Chem.MolFromSmiles("CCCCCCCCO")
     np.testing.assert_array_equal(fp[:64], morgan_counts("CCCCCCCCO", 2, 64))

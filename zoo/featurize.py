@@ -4,6 +4,12 @@ A molecule becomes ``torch_geometric.data.Data(x, edge_index, edge_attr)``: ``x`
 one-hot/binary matrix ``[num_atoms, ATOM_FEATURE_DIM]``, ``edge_index`` lists each bond in both
 directions, ``edge_attr`` is ``[num_edges, BOND_FEATURE_DIM]``. Bump ``FEATURIZER_VERSION``
 whenever the features change: it keys the on-disk cache.
+
+Stereochemistry (version 2) is in both: per atom, RDKit's chiral tag (CW/CCW, relative to the
+SMILES neighbour order), its CIP label (R or S: order-independent, so enantiomers differ) and
+whether the atom lies on an E or a Z double bond; per bond, the bond's stereo (E/Z, ...). The
+atom-level copies let encoders that ignore ``edge_attr`` (``gcn``) tell R/S and E/Z apart too.
+Version 1 had the chiral tag and bond stereo only.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 FEATURIZER_NAME = "rdkit_graph"
-FEATURIZER_VERSION = "1"
+FEATURIZER_VERSION = "2"  # 2: CIP R/S and per-atom E/Z flags
 
 ELEMENTS = [
     "C", "N", "O", "S", "F", "Cl", "Br", "I", "P", "B", "Si", "Se", "Na", "K", "Li", "Mg", "Ca",
@@ -29,6 +35,8 @@ HYBRIDIZATIONS = ["S", "SP", "SP2", "SP3", "SP3D", "SP3D2"]
 CHIRALITIES = ["CHI_UNSPECIFIED", "CHI_TETRAHEDRAL_CW", "CHI_TETRAHEDRAL_CCW"]
 BOND_TYPES = ["SINGLE", "DOUBLE", "TRIPLE", "AROMATIC"]
 BOND_STEREOS = ["STEREONONE", "STEREOZ", "STEREOE", "STEREOCIS", "STEREOTRANS", "STEREOANY"]
+CIP_CODES = ["R", "S"]  # an atom's CIP label; no column for "none"
+DOUBLE_BOND_STEREOS = ["STEREOE", "STEREOZ"]  # flags: the atom is on an E / a Z double bond
 
 
 def _one_hot_size(choices: Sequence) -> int:
@@ -43,8 +51,14 @@ ATOM_FEATURE_DIM = (
     + _one_hot_size(HYBRIDIZATIONS)
     + 2  # aromatic, in ring
     + _one_hot_size(CHIRALITIES)
+    + len(CIP_CODES)
+    + len(DOUBLE_BOND_STEREOS)
 )
 BOND_FEATURE_DIM = _one_hot_size(BOND_TYPES) + 2 + _one_hot_size(BOND_STEREOS)  # + conjugated, in ring
+#: The stereo columns (the last ones) of ``x`` and ``edge_attr``: zero them for a stereo-blind graph.
+ATOM_STEREO_COLUMNS = slice(ATOM_FEATURE_DIM - _one_hot_size(CHIRALITIES) - len(CIP_CODES) - len(DOUBLE_BOND_STEREOS),
+                            ATOM_FEATURE_DIM)
+BOND_STEREO_COLUMNS = slice(BOND_FEATURE_DIM - _one_hot_size(BOND_STEREOS), BOND_FEATURE_DIM)
 
 
 class SmilesError(ValueError):
@@ -76,6 +90,13 @@ def parse_smiles(smiles: str):
     return mol
 
 
+def stereo_flags(atom) -> list[float]:
+    """``[is R, is S, on an E double bond, on a Z double bond]`` from RDKit's stereo perception."""
+    cip = atom.GetProp("_CIPCode") if atom.HasProp("_CIPCode") else ""
+    bond_stereos = {str(bond.GetStereo()) for bond in atom.GetBonds()}
+    return [float(cip == code) for code in CIP_CODES] + [float(stereo in bond_stereos) for stereo in DOUBLE_BOND_STEREOS]
+
+
 def atom_features(atom) -> list[float]:
     return (
         _one_hot(atom.GetSymbol(), ELEMENTS)
@@ -85,6 +106,7 @@ def atom_features(atom) -> list[float]:
         + _one_hot(str(atom.GetHybridization()), HYBRIDIZATIONS)
         + [float(atom.GetIsAromatic()), float(atom.IsInRing())]
         + _one_hot(str(atom.GetChiralTag()), CHIRALITIES)
+        + stereo_flags(atom)
     )
 
 

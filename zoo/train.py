@@ -103,18 +103,30 @@ def save_weights(model: torch.nn.Module, path: Path, skip_frozen_backbone: bool,
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     try:
-        state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types
         raise RunError(f"cannot read checkpoint {path}: {exc}") from None
-    _load_model_state(model, state, path)
+    _load_model_state(model, state, path, meta)
 
 
-def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Load weights; only frozen backbone weights (not stored, see :func:`_model_state`) may be missing."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
+def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
+    """Load weights; only frozen backbone weights (not stored, see :func:`_model_state`) may be missing.
+    Weights trained on other molecule features (another featurizer key, see ``MoleculeEncoder``) are refused."""
+    trained_on, featurizer = meta.get("molecule_featurizer"), model.molecule_encoder.featurizer
+    if trained_on and trained_on != featurizer:
+        raise RunError(f"checkpoint {path} was trained on molecule features {trained_on!r}, but this molzoo makes "
+                       f"{featurizer!r}; retrain it (zoo run ... --fresh)")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch, e.g. weights of a checkpoint older than a featurizer change
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).strip())
+        raise RunError(f"checkpoint {path} does not match the model ({detail}); if an older molzoo trained it on "
+                       f"other molecule features (e.g. the stereo-blind rdkit_graph/1), retrain it (zoo run ... --fresh)") from None
     missing = [k for k in missing if not is_backbone_key(k)]
     if missing or unexpected:
         raise RunError(f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -153,7 +165,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, spec_hash: st
     if meta.get("spec_hash") != spec_hash:
         raise RunError(f"{path} is a checkpoint of a different spec (hash {meta.get('spec_hash')} != {spec_hash}); "
                        "use another --out, or --fresh to overwrite it")
-    _load_model_state(model, {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}, path)
+    _load_model_state(model, {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}, path, meta)
     param_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -294,7 +306,8 @@ def _run(spec: CompositionSpec, opts: RunOptions) -> Path:
     if scheduler is None:
         raise RunError(f"train.scheduler={cfg.scheduler!r} is not a timm scheduler (e.g. cosine, step, plateau)")
     skip_backbone = text_mode == "frozen"
-    meta = {"spec_hash": spec_hash, "molzoo_spec": json.dumps(spec.to_dict())}
+    meta = {"spec_hash": spec_hash, "molzoo_spec": json.dumps(spec.to_dict()),
+            "molecule_featurizer": model.molecule_encoder.featurizer}  # checked when loading
 
     # 4. resume
     state = TrainerState()

@@ -4,6 +4,8 @@ Featurization: a fixed list of RDKit 2D descriptor names (:data:`DESCRIPTOR_NAME
 ``rdkit.Chem.Descriptors.descList`` of RDKit 2024-2026), computed per molecule; a descriptor
 that fails, is missing from an older RDKit, or is nan/inf becomes 0, then every value is
 squashed with a signed ``log1p`` so molecular weights and fragment counts share a scale.
+Stereo-blind by nature: stereoisomers (R/S, E/Z) have identical 2D descriptors, hence one
+embedding (``NumAtomStereoCenters`` counts stereocentres, not their configuration).
 Bump :data:`FEATURIZER` when this changes: it keys molzoo's on-disk feature cache.
 """
 
