@@ -373,7 +373,7 @@ class Leaderboard:
 def _parse_literal(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # not a TOML literal (or absurdly nested): compared as text
         return raw
 
 

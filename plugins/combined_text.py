@@ -119,6 +119,10 @@ class CombinedText(nn.Module):
             except ValueError as exc:
                 raise ValueError(f"part {index} ({self.part_names[index]!r}): {exc}") from None
 
+    def fitted_notes(self) -> list[str]:
+        return [f"part {index} ({self.part_names[index]!r}): {note}" for index, part in self._fittable()
+                for note in getattr(part, "fitted_notes", lambda: [])()]
+
     # -- inputs -----------------------------------------------------------------------------
     def prepare(self, texts: Sequence[str], progress: bool = True, device: torch.device | str = "cpu") -> list[tuple]:
         """One tuple per text holding each part's prepared item."""

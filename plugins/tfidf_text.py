@@ -15,8 +15,10 @@ Model: the L2-normalized SVD features (latent semantic analysis) go through ``la
 ``embed_dim``. With :attr:`return_states` set, the last hidden vector is returned as a single
 state per text (``[B, 1, hidden_dim]``, mask all True).
 
-Small corpora: ``svd_dim`` must be smaller than both the number of training texts and the
-number of n-gram features; :meth:`fit` says so (and by how much) instead of padding.
+Small corpora: the SVD keeps ``min(svd_dim, n_texts - 1, n_features - 1)`` dimensions (a
+truncated SVD needs fewer than both); the fitted state records how many, the features of the
+dimensions it lacks are zero (so the head and the checkpoints keep their shapes), and
+:meth:`fitted_notes` says what was lowered (``zoo run`` logs it and writes it to the results' notes).
 """
 
 from __future__ import annotations
@@ -107,14 +109,14 @@ class TfidfText(nn.Module):
         try:
             matrix = vectorizer.fit_transform(texts)
         except ValueError as exc:  # e.g. no n-gram reaches min_df
-            raise ValueError(f"tfidf: cannot fit on {len(texts)} training texts: {exc}") from None
+            raise ValueError(f"tfidf: cannot fit on {len(texts)} training texts: {exc}; lower text_encoder.min_df "
+                             f"(now {self.vectorizer_params['min_df']}) or use more training data") from None
         n_texts, n_features = matrix.shape
-        if self.svd_dim >= min(n_texts, n_features):
-            raise ValueError(
-                f"tfidf: svd_dim={self.svd_dim} must be smaller than the number of training texts ({n_texts}) and of "
-                f"n-gram features ({n_features}); set text_encoder.svd_dim below {min(n_texts, n_features)}"
-            )
-        svd = TruncatedSVD(n_components=self.svd_dim, random_state=seed).fit(matrix)
+        dims = min(self.svd_dim, n_texts - 1, n_features - 1)  # a truncated SVD needs fewer than both
+        if dims < 1:
+            raise ValueError(f"tfidf: {n_texts} training text(s) with {n_features} n-gram feature(s) leave no SVD "
+                             "dimension: needs at least 2 of each; lower text_encoder.min_df or use more training data")
+        svd = TruncatedSVD(n_components=dims, random_state=seed).fit(matrix)
         vocabulary = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)  # in column order
         self.load_fitted_state({
             "vocabulary": torch.frombuffer(bytearray("\0".join(vocabulary).encode("utf-8")), dtype=torch.uint8),
@@ -122,6 +124,7 @@ class TfidfText(nn.Module):
             "components": torch.from_numpy(svd.components_.astype(np.float32)),
             "explained_variance_ratio": torch.from_numpy(svd.explained_variance_ratio_.astype(np.float32)),
             "params": torch.frombuffer(bytearray(self._params_json().encode("utf-8")), dtype=torch.uint8),
+            "fit_shape": torch.tensor([n_texts, n_features], dtype=torch.int64),
         })
 
     def _params_json(self) -> str:
@@ -143,14 +146,29 @@ class TfidfText(nn.Module):
             raise ValueError(f"tfidf: fitted state was made with other options ({params}), expected {self._params_json()}")
         terms = bytes(state["vocabulary"].numpy()).decode("utf-8").split("\0")
         components = state["components"].numpy().astype(np.float32)
-        if components.shape != (self.svd_dim, len(terms)) or state["idf"].shape != (len(terms),):
+        if (components.ndim != 2 or not 1 <= components.shape[0] <= self.svd_dim or components.shape[1] != len(terms)
+                or state["idf"].shape != (len(terms),)):
             raise ValueError(f"tfidf: fitted state shapes disagree: {len(terms)} terms, idf {tuple(state['idf'].shape)}, "
                              f"components {tuple(components.shape)} (svd_dim={self.svd_dim})")
         vectorizer = self._new_vectorizer({term: i for i, term in enumerate(terms)})
         vectorizer.idf_ = state["idf"].numpy().astype(np.float64)
-        # transposed once here: ``sparse @ components.T`` would copy the 64 MB matrix on every call
-        self._vectorizer, self._projection = vectorizer, np.ascontiguousarray(components.T)
+        # transposed once here (``sparse @ components.T`` would copy the 64 MB matrix on every call), with
+        # zero columns for the dimensions a small corpus could not give (features keep svd_dim columns)
+        projection = np.zeros((len(terms), self.svd_dim), dtype=np.float32)
+        projection[:, : components.shape[0]] = components.T
+        self._vectorizer, self._projection = vectorizer, projection
         self._fitted_state = dict(state)
+
+    def fitted_notes(self) -> list[str]:
+        """What the fit adapted to the training data (empty when nothing was)."""
+        if self._fitted_state is None:
+            return []
+        dims = int(self._fitted_state["components"].shape[0])
+        if dims == self.svd_dim:
+            return []
+        n_texts, n_features = (self._fitted_state["fit_shape"].tolist() if "fit_shape" in self._fitted_state else ("?", "?"))
+        return [f"tfidf: svd_dim lowered from {self.svd_dim} to {dims} for {n_texts} training texts and {n_features} "
+                "n-gram features (a truncated SVD needs fewer dimensions than both; the other features are zero)"]
 
     # -- features -------------------------------------------------------------------------
     def features(self, texts: Sequence[str]) -> np.ndarray:

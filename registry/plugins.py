@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import sysconfig
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -12,7 +15,7 @@ from typing import Any, Mapping
 import pluggy
 
 from zoo.registry import hookspecs
-from zoo.registry.catalog import KINDS, Catalog, Component, ComponentError
+from zoo.registry.catalog import KINDS, Catalog, Component, ComponentError, did_you_mean
 
 ENTRY_POINT_GROUP = "molzoo"
 
@@ -61,11 +64,43 @@ def _strict() -> bool:
     return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
 
 
+def failure_location(exc: BaseException) -> str | None:
+    """``file:line`` where ``exc`` happened: a syntax error's position, else the innermost frame of its
+    traceback outside Python's own library (importlib, importlib.metadata); ``None`` if all are there."""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return f"{exc.filename}:{exc.lineno}"
+    stdlib = os.path.join(sysconfig.get_paths()["stdlib"], "")
+
+    def ours(filename: str) -> bool:  # Python's import machinery and this module only pass the error on
+        in_stdlib = filename.startswith(stdlib) and "-packages" not in filename[len(stdlib):]
+        return filename.startswith("<") or in_stdlib or filename == __file__
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not ours(f.filename)]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
+
+
 def _fail(record: PluginRecord, message: str, exc: BaseException | None = None) -> None:
+    from zoo import DEBUG_ENV, debug_enabled
+
+    where = failure_location(exc) if exc is not None else None
+    if where:
+        message = f"{message} (at {where})"
     record.error = message
+    if exc is not None and debug_enabled():
+        traceback.print_exception(exc, file=sys.stderr)
     if _strict():
         raise ComponentError(f"{message} ({STRICT_ENV} is set)") from exc
-    warnings.warn(f"{message}; continuing without it (set {STRICT_ENV}=1 to make this fatal)", PluginLoadWarning, stacklevel=3)
+    hint = "" if exc is None or debug_enabled() else f", {DEBUG_ENV}=1 to see the traceback"
+    warnings.warn(f"{message}; continuing without it (set {STRICT_ENV}=1 to make this fatal{hint})", PluginLoadWarning,
+                  stacklevel=3)
+
+
+def _warn_unknown_names(var: str, names: set[str], known: set[str], what: str, also: set[str] = frozenset()) -> None:
+    """A one-line warning per name in ``$var`` that is neither in ``known`` (listed as close matches)
+    nor in ``also`` (accepted quietly): a typo would otherwise be ignored."""
+    for name in sorted(names - known - also):
+        warnings.warn(f"{var}: no {what} named {name!r}.{did_you_mean(name, sorted(known))} "
+                      f"Known: {', '.join(sorted(known)) or '(none)'}", PluginLoadWarning, stacklevel=3)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -94,7 +129,12 @@ def _build() -> None:
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the others down
             _fail(record, f"built-in plugin {module_name!r} failed to load: {exc}", exc)
 
-    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    plugin_names = {ep.name for ep in entry_points}
+    _warn_unknown_names(DISABLE_ENV, disabled, plugin_names | {name.rsplit(".", 1)[-1] for name in DEFAULT_PLUGINS},
+                        "plugin", also=set(DEFAULT_PLUGINS))
+    _warn_unknown_names(ALLOW_ENV, allowed or set(), plugin_names, "installed entry-point plugin")
+    for ep in entry_points:
         if ep.name in disabled or (allowed is not None and ep.name not in allowed):
             continue
         dist = getattr(ep, "dist", None)

@@ -428,8 +428,61 @@ def _loss_names():
 def test_disable_env_skips_entry_point_plugins(install, monkeypatch):
     _three_plugins(install)
     monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "alpha, nonexistent")
-    assert _loss_names() == ["beta_loss", "infonce"]
+    with pytest.warns(PluginLoadWarning, match="ZOO_DISABLE_PLUGINS: no plugin named 'nonexistent'"):
+        assert _loss_names() == ["beta_loss", "infonce"]
     assert "alpha" not in {p["name"] for p in plugin_info()}
+
+
+@pytest.mark.parametrize("var, value, message", [
+    ("ZOO_DISABLE_PLUGINS", "alpah", "ZOO_DISABLE_PLUGINS: no plugin named 'alpah'. Did you mean: alpha?"),
+    ("ZOO_PLUGINS", "beta,btea", "ZOO_PLUGINS: no installed entry-point plugin named 'btea'. Did you mean: beta?"),
+])
+def test_misspelled_plugin_name_in_env_warns_with_close_matches(install, monkeypatch, var, value, message):
+    _three_plugins(install)
+    monkeypatch.setenv(var, value)
+    with pytest.warns(PluginLoadWarning) as record:
+        load_plugins()
+    assert [str(w.message).split(" Known:")[0] for w in record] == [message]
+    assert "\n" not in str(record[0].message)
+
+
+def test_misspelled_disabled_plugin_is_one_warning_line_in_the_cli():
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}, "ZOO_DISABLE_PLUGINS": "text_encodrs"}
+    done = subprocess.run([sys.executable, "-m", "zoo.cli", "list", "loss"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    assert done.stderr.startswith("zoo: warning: ZOO_DISABLE_PLUGINS: no plugin named 'text_encodrs'. "
+                                  "Did you mean: text_encoders") and done.stderr.count("\n") == 1
+
+
+BROKEN_PLUGIN = "from zoo.registry import hookimpl\n\nraise ImportError('needs libfoo')\n"
+
+
+def _broken_plugin_on_path(tmp_path, monkeypatch, source: str = BROKEN_PLUGIN):
+    name = unique("broken")
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name, tmp_path / f"{name}.py"
+
+
+@pytest.mark.parametrize("source, line", [(BROKEN_PLUGIN, 3), ("x = 1\ndef broken(:\n", 2)])
+def test_failed_plugin_import_names_file_and_line(install, tmp_path, monkeypatch, source, line):
+    name, path = _broken_plugin_on_path(tmp_path, monkeypatch, source)
+    install(entry_points=[FakeEntryPoint("broken_pkg", name, FakeDist("molzoo-broken", "0.1"))])
+    with pytest.warns(PluginLoadWarning) as record:
+        load_plugins()
+    message = str(record[0].message)
+    assert f"(at {path}:{line})" in message and "ZOO_DEBUG=1" in message
+    assert f"{path}:{line}" in {p["name"]: p for p in plugin_info()}["broken_pkg"]["error"]
+
+
+def test_zoo_debug_prints_a_failed_plugin_import_traceback(install, tmp_path, monkeypatch, capsys):
+    name, path = _broken_plugin_on_path(tmp_path, monkeypatch)
+    install(entry_points=[FakeEntryPoint("broken_pkg", name, FakeDist("molzoo-broken", "0.1"))])
+    monkeypatch.setenv("ZOO_DEBUG", "1")
+    with pytest.warns(PluginLoadWarning, match="broken_pkg"):
+        load_plugins()
+    err = capsys.readouterr().err
+    assert "Traceback" in err and f'File "{path}", line 3' in err and "ImportError: needs libfoo" in err
 
 
 def test_disable_env_skips_builtins_by_full_or_short_name(install, monkeypatch):

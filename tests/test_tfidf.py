@@ -77,9 +77,22 @@ def test_fitted_state_of_other_options_is_refused():
         TfidfText(32, **SMALL).prepare(["text"])
 
 
-def test_svd_dim_must_fit_the_corpus():
-    with pytest.raises(ValueError, match=r"svd_dim=20 must be smaller than the number of training texts \(20\)"):
-        TfidfText(32, svd_dim=20).fit(TEXTS)
+def test_svd_dim_adapts_to_a_small_corpus_and_the_fitted_state_records_it():
+    encoder = TfidfText(32, svd_dim=64, hidden_dim=16)
+    encoder.fit(TEXTS)  # 20 texts: at most 19 SVD dimensions
+    assert tuple(encoder.fitted_state()["components"].shape)[0] == 19
+    notes = encoder.fitted_notes()
+    assert len(notes) == 1 and "svd_dim lowered from 64 to 19" in notes[0] and "20 training texts" in notes[0]
+    feats = encoder.features(TEXTS)
+    assert feats.shape == (20, 64) and not feats[:, 19:].any()  # the head keeps svd_dim inputs; the missing ones are 0
+    again = TfidfText(32, svd_dim=64, hidden_dim=16)
+    again.load_fitted_state(encoder.fitted_state())  # zoo eval / zoo search: the same features, the same note
+    assert np.array_equal(again.features(TEXTS), feats) and again.fitted_notes() == encoder.fitted_notes()
+    unchanged = TfidfText(32, **SMALL)
+    unchanged.fit(TEXTS)  # svd_dim=8 fits: nothing to say
+    assert unchanged.fitted_notes() == []
+    with pytest.raises(ValueError, match="leave no SVD dimension"):
+        TfidfText(32, svd_dim=8, min_df=1).fit(["one text"])
 
 
 def test_forward_shapes_states_and_gradients():
@@ -176,13 +189,13 @@ def test_resume_and_zoo_eval_reproduce_the_scores(tiny_env, tmp_path, monkeypatc
     assert "text_encoder.safetensors is missing" in capsys.readouterr().err
 
 
-def test_too_large_svd_dim_is_a_clear_run_error(tiny_env, tmp_path, capsys):
+def test_unfittable_corpus_is_a_clear_run_error_and_leaves_nothing(tiny_env, tmp_path, capsys):
     args = ["run", "tfidf_fp", "--data-dir", str(tiny_env), "--out", str(tmp_path / "run"), "--no-progress",
-            "--set", "text_encoder.svd_dim=512"]
-    assert main(args) != 0
+            "--set", "text_encoder.min_df=1000"]
+    assert main(args) == 2
     err = capsys.readouterr().err
-    assert re.search(r"svd_dim=512 must be smaller than the number of training texts \(58\)", err) and "Traceback" not in err
-    assert not (tmp_path / "run" / "fitted").exists()
+    assert re.search(r"cannot fit the \[text_encoder\] on 58 training texts: .*lower text_encoder.min_df", err)
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
 def test_tfidf_fp_composition():

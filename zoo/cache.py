@@ -32,12 +32,41 @@ class FeaturizeError(ValueError):
     """A molecule that the featurizer could not turn into a graph."""
 
 
-def cache_root() -> Path:
-    """``$ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/molzoo``, else ``~/.cache/molzoo``."""
+class OutputPathError(ValueError):
+    """A file or folder that cannot be written where it was asked for (a file where a folder is
+    needed, a folder where a file is needed, no permission)."""
+
+
+def folder_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be used (or created) as a folder to write into, or ``None`` if it can."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:  # the nearest existing folder decides
+        probe = probe.parent
+    if not probe.is_dir():
+        return "it is a file, not a folder" if probe == path else f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return "it is not writable" if probe == path else f"{probe} is not writable"
+    return None
+
+
+def _cache_location() -> tuple[Path, str]:
+    """The cache folder and how it was chosen (for messages)."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
+        return Path(os.environ[CACHE_ENV]).expanduser(), f"{CACHE_ENV}={os.environ[CACHE_ENV]}"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "molzoo"
+    root = Path(base).expanduser() / "molzoo"
+    return root, f"the cache folder {root}"
+
+
+def cache_root() -> Path:
+    """``$ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/molzoo``, else ``~/.cache/molzoo``; an
+    :class:`OutputPathError` names the variable to change when that cannot be a folder."""
+    root, how = _cache_location()
+    problem = None if root.is_dir() else folder_problem(root)  # an existing folder may be read-only: reads still work
+    if problem:
+        raise OutputPathError(f"{how} is not a usable cache folder ({problem}); set {CACHE_ENV} to a folder you can write")
+    return root
 
 
 def _encode(part: object) -> bytes:
@@ -70,8 +99,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary file next to ``path`` to write to (the usual permissions, not mkstemp's 0600);
     fsynced and moved into place when the block succeeds, removed when it fails."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise OutputPathError(f"cannot write {path}: it is a folder; give a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        problem = folder_problem(path.parent) or exc.strerror or str(exc)
+        root, how = _cache_location()
+        fix = f"set {CACHE_ENV} to a folder you can write ({how})" if path.is_relative_to(root) else "choose a location you can write"
+        raise OutputPathError(f"cannot write {path}: {problem}; {fix}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Sequence
 
-from zoo import __version__
+from zoo import DEBUG_ENV, __version__, debug_enabled
 
 KIND_ALIASES = {
     "text_encoders": "text_encoder", "text": "text_encoder",
@@ -228,6 +231,15 @@ def _add_table_options(p: argparse.ArgumentParser, metric_help: str) -> None:
     p.add_argument("--out", metavar="FILE", help="write the table to FILE (atomically) instead of stdout")
 
 
+def _check_out(out: str | None, name: str, fmt: str) -> None:
+    """Refuse an ``--out`` that is a folder before any work (``name``: the example file name's stem)."""
+    if out and Path(out).is_dir():
+        from zoo.cache import OutputPathError
+
+        example = Path(out) / f"{name}.{'md' if fmt == 'markdown' else fmt}"
+        raise OutputPathError(f"--out {out} is a folder; give a file path, e.g. --out {example}")
+
+
 def _emit(text: str, out: str | None) -> None:
     if out:
         from zoo.cache import atomic_write_text
@@ -253,6 +265,7 @@ def _emit_board(board, args, metric: str = "mrr") -> None:
 def cmd_leaderboard(args) -> int:
     from zoo.evals.leaderboard import build_leaderboard, load_runs
 
+    _check_out(args.out, "leaderboard", args.format)
     runs, notes = load_runs(args.paths, strict=args.strict)
     board = build_leaderboard(runs, gallery=args.gallery, direction=args.direction, metrics=args.metrics,
                               filters=args.filters, composition=args.composition, sort=args.sort, warnings=notes)
@@ -264,6 +277,7 @@ def cmd_ablate(args) -> int:
     from zoo.ablate import ablation_table, build_grid, describe_plan, plan_runs, render_ablation, run_ablation
 
     _refuse_under_torchrun("ablate")
+    _check_out(args.out, "ablation", args.format)
     configs = build_grid(args.name, args.varies, args.overrides, one_at_a_time=args.one_at_a_time)
     planned = plan_runs(configs, args.seeds, args.out_root or f"runs/ablate-{configs[0].spec.name}")
     print(describe_plan(planned), end="", flush=True)
@@ -291,6 +305,7 @@ def cmd_sweep(args) -> int:
     from zoo.sweep import plan_sweep
 
     _refuse_under_torchrun("sweep")
+    _check_out(args.out, "leaderboard", args.format)
     planned = plan_sweep(args.names, args.seeds, args.overrides, args.out_root)
     print(describe_plan(planned), end="", flush=True)
     if args.dry_run:
@@ -349,6 +364,14 @@ COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "show": cmd_show, "run": c
             "index": cmd_index}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. a batch scheduler's time limit), raised like Ctrl-C so the same cleanup and advice apply."""
+
+
+def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - the signal handler signature
+    raise Terminated
+
+
 #: What survives an interruption, per command.
 RESUME_HINTS = {
     "run": " Checkpoints are written after each epoch: rerun the same command to resume.",
@@ -364,7 +387,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [ComponentError]
     for module, name in [("zoo.data", "DataError"), ("zoo.train", "RunError"), ("zoo.plugins.hf_text", "TextEncoderUnavailable"),
-                         ("zoo.featurize", "SmilesError"), ("zoo.cache", "FeaturizeError"),
+                         ("zoo.featurize", "SmilesError"), ("zoo.cache", "FeaturizeError"), ("zoo.cache", "OutputPathError"),
                          ("zoo.evals.leaderboard", "LeaderboardError")]:
         mod = sys.modules.get(module)
         if mod is not None:
@@ -379,19 +402,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     warnings.filterwarnings("ignore", category=FutureWarning)
+    with _sigterm_as_interrupt(), _zoo_warnings_on_one_line():
+        return _dispatch(args)
+
+
+def _dispatch(args) -> int:
+    """Run the command; user and environment errors become one line and exit 2 (a traceback with
+    ``ZOO_DEBUG=1``), interruptions exit 130 (SIGINT) or 143 (SIGTERM) with what to do next."""
     try:
         return COMMANDS[args.command](args)
     except BrokenPipeError:  # `zoo show aman | head`
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print(f"\nzoo: interrupted.{RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nzoo: {what}.{RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # noqa: BLE001
+        if debug_enabled():
+            raise
         if isinstance(exc, _user_errors()):
             print(f"zoo: error: {exc}", file=sys.stderr)
             return 2
-        raise
+        print(f"zoo: internal error: {type(exc).__name__}: {exc}. This is a bug: rerun with {DEBUG_ENV}=1 "
+              "for the traceback and report it.", file=sys.stderr)
+        return 1
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises :class:`Terminated` in the main thread while a command runs (then the old handler is back)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _zoo_warnings_on_one_line():
+    """molzoo's own warnings (e.g. a plugin that failed to load) as ``zoo: warning: ...``, not file:line + source."""
+    from zoo.registry.plugins import PluginLoadWarning
+
+    original = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if issubclass(category, PluginLoadWarning):
+            return f"zoo: warning: {message}\n"
+        return original(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
 
 
 if __name__ == "__main__":

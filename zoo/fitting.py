@@ -45,20 +45,25 @@ def _install(component: Any, state: dict[str, Any], path: Path, slot: str) -> No
         raise FitError(f"{path}: cannot load the fitted [{slot}]: {exc}") from None
 
 
+def fitted_notes(component: Any, slot: str = "text_encoder") -> list[str]:
+    """What fitting adapted to the data (``fitted_notes()`` of the component, if it has one)."""
+    return [f"[{slot}] {note}" for note in getattr(component, "fitted_notes", lambda: [])()]
+
+
 def fit_or_load(component: Any, texts: Sequence[str], run_dir: str | Path, *, spec_hash: str, seed: int,
-                slot: str = "text_encoder", refit: bool = False, log: Callable[[str], None] = print) -> None:
+                slot: str = "text_encoder", refit: bool = False, log: Callable[[str], None] = print) -> list[str]:
     """Load ``run_dir``'s fitted state for ``component`` when it was made for ``spec_hash``;
     otherwise (or with ``refit``) fit on ``texts`` and save the state. No-op for components
-    that are not :class:`~zoo.protocols.Fittable`."""
+    that are not :class:`~zoo.protocols.Fittable`. Returns (and logs) :func:`fitted_notes`."""
     if not is_fittable(component):
-        return
+        return []
     path = fitted_path(run_dir, slot)
     if path.exists() and not refit:
         state, meta = _read(path)
         if meta.get("spec_hash") == spec_hash:
             _install(component, state, path, slot)
             log(f"{slot}: loaded the fitted state from {path}")
-            return
+            return _logged(fitted_notes(component, slot), log)
         log(f"{slot}: {path} belongs to another spec (hash {meta.get('spec_hash')}); refitting")
     try:
         component.fit(list(texts), seed=seed)
@@ -71,6 +76,13 @@ def fit_or_load(component: Any, texts: Sequence[str], run_dir: str | Path, *, sp
         atomic_save_tensors(state, path, metadata={"spec_hash": spec_hash, "slot": slot})
         size = sum(t.numel() * t.element_size() for t in state.values()) / 2**20
         log(f"{slot}: fitted on {len(texts)} training texts; saved {path} ({size:.1f} MiB)")
+    return _logged(fitted_notes(component, slot), log)
+
+
+def _logged(notes: list[str], log: Callable[[str], None]) -> list[str]:
+    for note in notes:
+        log(f"note: {note}")
+    return notes
 
 
 def load_fitted(component: Any, run_dir: str | Path, slot: str = "text_encoder") -> None:

@@ -73,6 +73,13 @@ def _create(slot: str, spec: CompositionSpec) -> tuple[nn.Module, dict[str, Any]
         module = component.create(embed_dim=spec.embed_dim, **slot_spec.options)
     except (ValueError, TypeError) as exc:
         raise ComponentError(f"[{slot}] {component.kind} {component.name!r}: {exc}") from None
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if not isinstance(exc, MemoryError) and "memory" not in str(exc) and "allocate" not in str(exc):
+            raise
+        sizes = ", ".join(f"{k}={v}" for k, v in {"embed_dim": spec.embed_dim, **slot_spec.options}.items()
+                          if isinstance(v, int) and not isinstance(v, bool))
+        raise ComponentError(f"[{slot}] {component.kind} {component.name!r}: not enough memory to build it with {sizes}; "
+                             "lower these sizes") from None
     info = {"slot": slot, "name": component.name, "plugin": component.plugin, "version": component.plugin_version}
     return module, info
 

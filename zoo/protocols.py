@@ -88,6 +88,10 @@ class Fittable(Protocol):
     ``load_fitted_state(...)`` with that file's tensors instead of refitting. The fitted state
     is not part of the module's ``state_dict``, so checkpoints do not repeat it; an empty
     ``fitted_state()`` means nothing needs saving (see :mod:`zoo.fitting`).
+
+    A fit that adapts a size to the data (e.g. fewer SVD dimensions than asked on a small corpus)
+    records that in its state and may say so in an optional ``fitted_notes() -> list[str]``,
+    which ``zoo run`` logs and writes to the results' notes.
     """
 
     def fit(self, texts: Sequence[str], seed: int = 0) -> None: ...

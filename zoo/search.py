@@ -213,13 +213,26 @@ def check_query(query: str, what: str = "query") -> None:
         raise RunError(f"{what}: empty query; give a description to find molecules, or --smiles SMILES to find descriptions")
 
 
+#: Longest query echoed in full by the text output and in results (JSON); a longer one is cut
+#: (``zoo search "$(cat file)"``), with its length in ``query_chars``.
+ECHO_CHARS = 80
+RESULT_QUERY_CHARS = 1000
+
+
+def short_query(query: str, limit: int = ECHO_CHARS, length: int | None = None) -> str:
+    """``query`` cut to ``limit`` characters plus its length (``length``, else ``len(query)``) when longer."""
+    length = len(query) if length is None else length
+    return query if length <= limit else f"{query[:limit]}… ({length} chars)"
+
+
 def _result(kind: str, target: str, searched: str, query: str, hits: list[dict], started: float, encoded: float,
             cpu_started: float) -> dict:
     """The JSON-able result; ``timing_ms`` holds wall times and the CPU time of the whole query (all threads)."""
     done, cpu = time.perf_counter(), time.process_time()
     for rank, hit in enumerate(hits, start=1):
         hit["rank"] = rank
-    return {"query": query, "query_type": kind, "target": target, "searched": searched, "results": hits,
+    return {"query": short_query(query, RESULT_QUERY_CHARS), "query_chars": len(query), "query_type": kind, "target": target,
+            "searched": searched, "results": hits,
             "timing_ms": {"encode": (encoded - started) * 1e3, "search": (done - encoded) * 1e3, "total": (done - started) * 1e3,
                           "cpu": (cpu - cpu_started) * 1e3}}
 
@@ -253,7 +266,8 @@ def latency_summary(results: Sequence[dict]) -> dict[str, dict[str, float]]:
 
 def format_result(result: dict) -> str:
     """A result as a plain-text table."""
-    lines = [f"{result['query_type']} query {result['query']!r} -> {result['target']} in the {result['searched']}"]
+    query = short_query(result["query"], ECHO_CHARS, result.get("query_chars"))
+    lines = [f"{result['query_type']} query {query!r} -> {result['target']} in the {result['searched']}"]
     for hit in result["results"]:
         what = hit.get("smiles") if result["target"] == "molecules" else hit.get("description")
         lines.append(f"{hit['rank']:>4}  {hit['score']:.4f}  {hit['cid']:<12} {what}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -54,6 +55,119 @@ COMBINERS: dict[str, str] = {"text_encoder": "combined"}
 
 class SpecError(ComponentError):
     """A spec that cannot be read or validated."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric option: ``low``/``high`` bounds (``None``: unbounded),
+    exclusive where ``low_open``/``high_open``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        """E.g. ``at least 1 and at most 65536``, ``greater than 0``."""
+        def number(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'greater than' if self.low_open else 'at least'} {number(self.low)}")
+        if self.high is not None:
+            parts.append(f"{'less than' if self.high_open else 'at most'} {number(self.high)}")
+        return " and ".join(parts)
+
+
+#: Largest width of a layer or embedding (``embed_dim``, ``hidden_dim``, ``svd_dim``, ...).
+MAX_WIDTH = 65536
+#: Deepest nesting of tables and arrays in a spec (a combined slot's part options need 5).
+MAX_NESTING = 10
+
+#: Allowed values of numeric settings, by key: ``embed_dim``, ``train.*``/``eval.*`` settings and
+#: every component option of that name (built-in or from a plugin). Sizes have explicit upper
+#: bounds, so an absurd value fails here, before anything is built or written, not as a failed
+#: allocation; every float must also be finite. Components check their finer rules themselves.
+RANGES: dict[str, Range] = {
+    # model sizes
+    "embed_dim": Range(1, MAX_WIDTH), "hidden_dim": Range(1, MAX_WIDTH), "svd_dim": Range(1, MAX_WIDTH),
+    "lexical_dim": Range(0, MAX_WIDTH), "lexical_buckets": Range(1, 2**24), "n_bits": Range(1, 2**20),
+    "max_features": Range(1, 2**24), "layers": Range(1, 256), "adapter_layers": Range(0, 64), "heads": Range(1, 1024),
+    "ffn_mult": Range(1, 64), "max_length": Range(1, MAX_WIDTH), "max_tokens": Range(1, MAX_WIDTH),
+    "max_atoms": Range(1, MAX_WIDTH), "encode_batch_size": Range(1, 2**20), "radius": Range(0, 16),
+    "ngram_min": Range(1, 64), "ngram_max": Range(1, 64), "min_df": Range(1, 2**31 - 1),
+    # model weights and rates
+    "dropout": Range(0, 1, high_open=True), "margin": Range(0), "weight": Range(0), "grl_lambda": Range(0),
+    "temperature": Range(0, low_open=True),
+    # training and evaluation
+    "epochs": Range(1, 100_000), "batch_size": Range(2, 2**20), "eval_batch_size": Range(1, 2**20),
+    "chunk_size": Range(1, 2**24), "lr": Range(0, low_open=True), "backbone_lr": Range(0, low_open=True),
+    "weight_decay": Range(0), "warmup_epochs": Range(0, 100_000), "patience": Range(1, 100_000), "grad_clip": Range(0),
+    "seed": Range(0, 2**32 - 1), "holdout_fraction": Range(0, 1, low_open=True, high_open=True), "max_minutes": Range(0),
+}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to about ``limit`` characters for one-line messages."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
+
+
+def check_range(key: str, value: Any, where: str) -> None:
+    """A number that is finite and within :data:`RANGES` ``[key]`` (if any), else a :class:`SpecError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    allowed = RANGES.get(key)
+    bounds = allowed.describe() if allowed else ""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{where} must be a finite number{' ' + bounds if bounds else ''}, got {value}")
+    if allowed is not None and value not in allowed:
+        raise SpecError(f"{where} must be {bounds}, got {_short(value)}")
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply tables (mappings) and arrays (lists, tuples) nest in ``value`` (iteratively: no recursion)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_NESTING:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _check_nesting(data: Any, where: str) -> None:
+    if nesting_depth(data) > MAX_NESTING:
+        raise SpecError(_too_deep(where))
+
+
+def _too_deep(where: str) -> str:
+    return (f"{where}: tables/arrays nested more than {MAX_NESTING} levels deep; a spec needs only a few "
+            "(slot tables, a combined slot's parts, option lists): remove the extra brackets")
+
+
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """``tomllib.loads`` with the nesting of the result limited to :data:`MAX_NESTING` (a deeper
+    document fails with a :class:`SpecError` instead of exhausting the parser's recursion)."""
+    try:
+        data = tomllib.loads(text)
+    except RecursionError:  # the parser recurses once per level
+        raise SpecError(_too_deep(where)) from None
+    _check_nesting(data, where)
+    return data
 
 
 @dataclass(frozen=True)
@@ -140,26 +254,29 @@ def _config_from(cls: type, data: Mapping[str, Any], where: str):
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
+    """``value`` typed like ``default`` and checked against :data:`RANGES` (by the last part of ``where``)."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise SpecError(f"{where} must be true or false, got {value!r}")
+            raise SpecError(f"{where} must be true or false, got {_short(value)}")
         return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"{where} must be an integer, got {value!r}")
+            raise SpecError(f"{where} must be an integer, got {_short(value)}")
+        check_range(where.rsplit(".", 1)[-1], value, where)
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(f"{where} must be a number, got {value!r}")
+            raise SpecError(f"{where} must be a number, got {_short(value)}")
+        check_range(where.rsplit(".", 1)[-1], float(value), where)
         return float(value)
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise SpecError(f"{where} must be a list, got {value!r}")
+            raise SpecError(f"{where} must be a list, got {_short(value)}")
         return tuple(value)
     if isinstance(default, str) and not isinstance(value, str):
-        raise SpecError(f"{where} must be a string, got {value!r}")
+        raise SpecError(f"{where} must be a string, got {_short(value)}")
     return value
 
 
@@ -180,6 +297,7 @@ class CompositionSpec:
     # -- reading ---------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "spec") -> "CompositionSpec":
+        _check_nesting(data, source)
         data = dict(data)
         allowed = {"name", "description", "embed_dim", "train", "eval", *SLOTS}
         unknown = [k for k in data if k not in allowed]
@@ -194,7 +312,8 @@ class CompositionSpec:
             slots[slot] = _slot_from(slot, raw, source)
         embed_dim = data.get("embed_dim", 256)
         if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
-            raise SpecError(f"{source}: embed_dim must be a positive integer, got {embed_dim!r}")
+            raise SpecError(f"{source}: embed_dim must be a positive integer, got {_short(embed_dim)}")
+        check_range("embed_dim", embed_dim, f"{source}: embed_dim")
         return cls(
             name=str(data.get("name", "custom")),
             description=str(data.get("description", "")),
@@ -208,7 +327,7 @@ class CompositionSpec:
     def from_toml(cls, path: str | Path) -> "CompositionSpec":
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = parse_toml(path.read_text(encoding="utf-8"), str(path))
         except FileNotFoundError:
             raise SpecError(f"spec file not found: {path}") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -238,9 +357,13 @@ class CompositionSpec:
 
     # -- validation & overrides ------------------------------------------------------------
     def resolve(self) -> "CompositionSpec":
-        """Every slot's options filled with defaults and checked against the registry."""
+        """Every slot's options filled with defaults and checked against the registry; every
+        setting typed and within :data:`RANGES` (nothing is built or written before this)."""
+        check_range("embed_dim", self.embed_dim, "embed_dim")
         slots = {slot: _resolve_slot(slot, kind, getattr(self, slot), COMBINERS.get(slot)) for slot, kind in SLOTS.items()}
-        return dataclasses.replace(self, **slots)
+        train = _config_from(TrainConfig, dataclasses.asdict(self.train), "train")
+        evaluation = _config_from(EvalConfig, dataclasses.asdict(self.eval), "eval")
+        return dataclasses.replace(self, train=train, eval=evaluation, **slots)
 
     def with_overrides(self, assignments: list[str]) -> "CompositionSpec":
         """Apply ``--set`` assignments: ``slot=name``, ``slot.option=value``, ``train.key=value``,
@@ -254,12 +377,12 @@ class CompositionSpec:
             key, sep, raw = assignment.partition("=")
             key = key.strip()
             if not sep or not key:
-                raise SpecError(f"--set {assignment!r}: expected KEY=VALUE, e.g. loss.margin=0.3 or text_encoder=minilm")
-            value = _parse_value(raw.strip())
+                raise SpecError(f"--set {_short(assignment)}: expected KEY=VALUE, e.g. loss.margin=0.3 or text_encoder=minilm")
+            value = _parse_value(raw.strip(), f"--set {_short(assignment)}")
             head, _, tail = key.partition(".")
             top = {"name", "description", "embed_dim", "train", "eval", *SLOTS}
             if head not in top:
-                raise SpecError(f"--set {assignment!r}: unknown key {head!r}.{did_you_mean(head, sorted(top))} Keys: {', '.join(sorted(top))}")
+                raise SpecError(f"--set {_short(assignment)}: unknown key {head!r}.{did_you_mean(head, sorted(top))} Keys: {', '.join(sorted(top))}")
             if head in SLOTS and not tail:
                 if isinstance(value, list) and head in COMBINERS and value and all(isinstance(v, str) for v in value):
                     for name in value:
@@ -267,18 +390,18 @@ class CompositionSpec:
                     data[head] = {"name": COMBINERS[head], "parts": [{"name": name} for name in value]}
                     continue
                 if not isinstance(value, str):
-                    raise SpecError(f"--set {assignment!r}: {head} takes a component name"
+                    raise SpecError(f"--set {_short(assignment)}: {head} takes a component name"
                                     + (f" or a list of names, e.g. {head}=[\"tfidf\",\"minilm\"]" if head in COMBINERS else ""))
                 get_component(SLOTS[head], value)  # unknown names fail here with close matches
                 if data[head].get("name") != value:  # naming the component already there keeps its options
                     data[head] = {"name": value}
             elif head in SLOTS and "." in tail and data[head]["name"] == COMBINERS.get(head):
                 part_key, _, option = tail.partition(".")
-                part = _find_part(data[head].get("parts", []), part_key, f"--set {assignment!r}")
+                part = _find_part(data[head].get("parts", []), part_key, f"--set {_short(assignment)}")
                 try:
                     get_component(SLOTS[head], part["name"]).check_options({option: value})
                 except ComponentError as exc:
-                    raise SpecError(f"--set {assignment!r}: {exc}") from None
+                    raise SpecError(f"--set {_short(assignment)}: {exc}") from None
                 part[option] = value
             elif head in SLOTS:
                 component = get_component(SLOTS[head], data[head]["name"])
@@ -287,15 +410,15 @@ class CompositionSpec:
                 except ComponentError as exc:
                     hint = (f" A part's option is {head}.PART.{tail} (PART: a part's name or index)."
                             if data[head]["name"] == COMBINERS.get(head) else "")
-                    raise SpecError(f"--set {assignment!r}: {exc}{hint}") from None
+                    raise SpecError(f"--set {_short(assignment)}: {exc}{hint}") from None
                 data[head][tail] = value
             elif head in {"train", "eval"}:
                 if not tail:
-                    raise SpecError(f"--set {assignment!r}: name a key, e.g. {head}.epochs=5")
+                    raise SpecError(f"--set {_short(assignment)}: name a key, e.g. {head}.epochs=5")
                 data[head][tail] = value
             else:
                 if tail:
-                    raise SpecError(f"--set {assignment!r}: {head} has no sub-keys")
+                    raise SpecError(f"--set {_short(assignment)}: {head} has no sub-keys")
                 data[head] = value
         return CompositionSpec.from_dict(data, source="--set")
 
@@ -312,8 +435,9 @@ def _resolve_slot(label: str, kind: str, current: SlotSpec, combiner: str | None
     # equal specs hash equal; "abc" for a number fails here, not mid-training)
     combined = current.name == combiner
     options = {
-        key: value if component.config.get(key) is None or (combined and key == "parts")
-        else _coerce(value, component.config[key], f"{label}.{key}")
+        key: value if combined and key == "parts"
+        else _coerce(value, component.config[key], f"{label}.{key}") if component.config.get(key) is not None
+        else _checked(key, value, f"{label}.{key}")
         for key, value in options.items()
     }
     if combined:
@@ -326,6 +450,12 @@ def _resolve_slot(label: str, kind: str, current: SlotSpec, combiner: str | None
                 raise SpecError(f"[{label}.parts.{i}] a part cannot itself be {current.name!r}")
         options["parts"] = tuple(_resolve_slot(f"{label}.parts.{i}", kind, part) for i, part in enumerate(parts))
     return SlotSpec(current.name, options)
+
+
+def _checked(key: str, value: Any, where: str) -> Any:
+    """An option without a typed default: still finite and within :data:`RANGES` when it is a number."""
+    check_range(key, value, where)
+    return value
 
 
 def _find_part(parts: list[dict[str, Any]], key: str, where: str) -> dict[str, Any]:
@@ -343,9 +473,9 @@ def _find_part(parts: list[dict[str, Any]], key: str, where: str) -> dict[str, A
     return matches[0]
 
 
-def _parse_value(raw: str) -> Any:
+def _parse_value(raw: str, where: str) -> Any:
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        return parse_toml(f"v = {raw}", where)["v"]
     except tomllib.TOMLDecodeError:
         return raw
 

@@ -187,17 +187,47 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     """
     from zoo import distributed
 
+    undo: list[Callable[[], None]] = []
     try:
-        return _run(spec, opts)
+        return _run(spec, opts, undo)
+    except BaseException:
+        for step in undo:
+            step()
+        raise
     finally:
         distributed.shutdown()
 
 
-def _run(spec: CompositionSpec, opts: RunOptions) -> Path:
+def _new_files_remover(out_dir: Path, first_checkpoint: Path, log: Callable[[str], None]) -> Callable[[], None]:
+    """Snapshot ``out_dir`` now; the returned function, called when the run fails, removes what the
+    run created there unless a checkpoint exists by then (``first_checkpoint``: resumable, kept): the
+    folder itself if it is new, else only the new entries (a folder that existed before is kept)."""
+    import shutil
+
+    existed = out_dir.is_dir()
+    before = set(out_dir.rglob("*")) if existed else set()
+
+    def remove() -> None:
+        if first_checkpoint.exists():
+            return
+        new = ([out_dir] if out_dir.exists() else []) if not existed else sorted(
+            set(out_dir.rglob("*")) - before, key=lambda p: len(p.parts), reverse=True)  # deepest first
+        for path in new:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if new:
+            log(f"the run failed before its first checkpoint: removed what it had written in {out_dir}")
+
+    return remove
+
+
+def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]) -> Path:
     from dataclasses import replace
 
     from zoo import distributed
-    from zoo.cache import atomic_write_text, featurize_molecules
+    from zoo.cache import atomic_write_text, featurize_molecules, folder_problem
     from zoo.fitting import fit_or_load
     from zoo.data import load_chebi20
     from zoo.evals.ranking import rank_of_true, retrieval_metrics
@@ -216,14 +246,7 @@ def _run(spec: CompositionSpec, opts: RunOptions) -> Path:
     dctx, device = distributed.setup(device)  # a no-op unless launched by torchrun
     if not dctx.is_main:  # rank 0 alone logs and shows progress
         log, opts = (lambda _message: None), replace(opts, progress=False)
-    if cfg.batch_size < 2:
-        raise RunError("train.batch_size must be at least 2 (in-batch negatives)")
-    for key, value in {"train.epochs": cfg.epochs, "train.eval_batch_size": cfg.eval_batch_size,
-                       "train.patience": cfg.patience, "eval.chunk_size": requested.eval.chunk_size}.items():
-        if value < 1:
-            raise RunError(f"{key} must be at least 1, got {value}")
-    if cfg.lr <= 0 or cfg.backbone_lr <= 0:
-        raise RunError(f"train.lr ({cfg.lr}) and train.backbone_lr ({cfg.backbone_lr}) must be positive")
+    # numeric settings (sizes, rates, finiteness) were checked by spec.resolve() (zoo.spec.RANGES)
     unknown = [g for g in requested.eval.galleries if not valid_gallery(g)]
     if unknown or not requested.eval.galleries:
         raise RunError(f"eval.galleries: unknown or empty {unknown or []}; choose from {', '.join(GALLERIES)}, inbatch:N")
@@ -260,8 +283,13 @@ def _run(spec: CompositionSpec, opts: RunOptions) -> Path:
     out_dir = Path(opts.out_dir) if opts.out_dir else default_out_dir(spec)
     results_path = out_dir / RESULTS_FILE
     ckpt_dir = out_dir / CHECKPOINT_DIR
+    problem = folder_problem(out_dir)
+    if problem:
+        raise RunError(f"run folder {out_dir}: {problem}; give --out a folder path (new, or a run to resume)")
     if results_path.exists() and not opts.fresh:
         raise RunError(f"{results_path} exists: this run is finished. Use --out for a new run or --fresh to redo it.")
+    if dctx.is_main:  # a run that fails before its first checkpoint leaves nothing behind
+        undo.append(_new_files_remover(out_dir, ckpt_dir / "last.safetensors", log))
 
     with distributed.main_process_first(dctx):  # rank 0 fills the on-disk caches, the other ranks then read them
         t0 = time.time()
@@ -272,8 +300,8 @@ def _run(spec: CompositionSpec, opts: RunOptions) -> Path:
 
         t0 = time.time()
         described = data.descriptions
-        fit_or_load(text_encoder, [p.description for p in data.train], out_dir, spec_hash=spec_hash, seed=cfg.seed,
-                    refit=opts.fresh and dctx.is_main, log=log)  # training descriptions only
+        fit_notes = fit_or_load(text_encoder, [p.description for p in data.train], out_dir, spec_hash=spec_hash,
+                                seed=cfg.seed, refit=opts.fresh and dctx.is_main, log=log)  # training descriptions only
         text_items = text_encoder.prepare([p.description for p in described], progress=opts.progress, device=device)
         text_index = {p.cid: i for i, p in enumerate(described)}
         timings["text_features_s"] = time.time() - t0
@@ -359,7 +387,7 @@ def _run(spec: CompositionSpec, opts: RunOptions) -> Path:
             with autocast(device):
                 loss, logs = train_model(text_batch, mol_batch)
             if not torch.isfinite(loss):
-                raise RunError(f"loss became {float(loss)} at epoch {epoch + 1} step {step + 1}; lower train.lr")
+                raise RunError(f"loss became {float(loss.detach())} at epoch {epoch + 1} step {step + 1}; lower train.lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -373,6 +401,8 @@ def _run(spec: CompositionSpec, opts: RunOptions) -> Path:
             # held-out selection: text->molecule MRR among the held-out molecules
             text_emb = embed_texts(model, select_text, cfg.eval_batch_size, device)
             mol_emb = embed_molecules(model, graphs, select_mols, cfg.eval_batch_size, device)
+            if not (text_emb.isfinite().all() and mol_emb.isfinite().all()):
+                raise RunError(f"the model's embeddings became nan/inf in epoch {epoch + 1}; lower train.lr (now {cfg.lr:g})")
             held = retrieval_metrics(rank_of_true(text_emb, mol_emb, torch.arange(len(select_mols)), device=device))
             state.epoch = epoch + 1
             epoch_s = time.time() - epoch_start
@@ -422,6 +452,7 @@ def _run(spec: CompositionSpec, opts: RunOptions) -> Path:
     notes = [f"protocol: {data.protocol}" + (": trained on the validation pairs minus a hold-out; test never used for training or selection"
                                               if data.protocol == "offline-low-data" else "")]
     notes += [f"substituted {s['used']!r} for {s['requested']!r}: {s['reason']}" for s in report.substitutions]
+    notes += fit_notes
     results = build_results(
         spec=spec.to_dict(), spec_hash=spec_hash,
         components=report.components,
