@@ -211,7 +211,7 @@ def prepare_build(run_dir: str | Path, molecules: str | Path, *, out: str | Path
             raise RunError(f"{folder} holds an unfinished build of other inputs (different {', '.join(differ)}); "
                            f"use --fresh to discard it or --out for another folder")
         remove_partial_chunks(folder)
-        done = sum(1 for _ in (folder / CHUNKS).glob("chunk-*.npz")) if (folder / CHUNKS).is_dir() else 0
+        done = sum(1 for p in (folder / CHUNKS).glob("chunk-*.npz") if p.is_file())
         log(f"resuming the build in {folder}: {done} of {math.ceil(records / chunk_size)} chunks already embedded")
     elif folder.is_dir() and any(folder.iterdir()):
         raise RunError(f"--out {folder} is a non-empty folder that is not a molzoo index; choose another folder")
@@ -613,6 +613,8 @@ def _build_distributed(run_dir, molecules, index_type: str, options: dict, log: 
         dist.all_gather_object(outcomes, failure)
         failed = next((o for o in outcomes if o is not None), None)
         if failed is not None:
+            if rank != 0:
+                raise SystemExit(2)  # rank 0 alone prints the error
             raise RunError(failed if KEPT in failed else f"{failed} ({KEPT})")
         if rank != 0:
             return None
