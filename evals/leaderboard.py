@@ -26,6 +26,7 @@ import math
 import statistics
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -464,7 +465,7 @@ def build_leaderboard(
             if previous is None:
                 by_seed[seed] = run
                 continue
-            newer, older = (run, previous) if run.created_at >= previous.created_at else (previous, run)
+            newer, older = _newer_first(run, previous, notes)
             by_seed[seed] = newer
             note = f"{older.source}: same configuration and seed as {newer.source}; using the newer file"
             if note not in notes:
@@ -513,6 +514,34 @@ def build_leaderboard(
     if not tables:
         raise LeaderboardError(f"no {' and '.join(directions)} scores in the selected results")
     return Leaderboard(tables=tables, warnings=notes, sort=sort_key)
+
+
+def parse_created_at(value: str) -> datetime | None:
+    """An ISO 8601 ``created_at`` as a timezone-aware datetime (no offset: UTC); ``None`` when unparseable."""
+    text = value.strip()
+    try:
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _newer_first(run: RunRecord, previous: RunRecord, notes: list[str]) -> tuple[RunRecord, RunRecord]:
+    """``(newer, older)`` of two results of the same configuration and seed, by their ``created_at`` instants.
+
+    A ``created_at`` that is not an ISO 8601 time counts as older than any that is (a warning in
+    ``notes`` names it); between equal or unparseable times the later-listed file wins.
+    """
+    new, old = parse_created_at(run.created_at), parse_created_at(previous.created_at)
+    for record, moment in ((run, new), (previous, old)):
+        note = f"{record.source}: created_at {record.created_at!r} is not an ISO 8601 time; treating the file as the older one"
+        if moment is None and note not in notes:
+            notes.append(note)
+    if new is None and old is not None:
+        return previous, run
+    if new is not None and old is not None and new < old:
+        return previous, run
+    return run, previous
 
 
 def _varying_keys(runs: Sequence[RunRecord]) -> list[str]:

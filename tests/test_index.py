@@ -85,6 +85,26 @@ def test_unreadable_molecule_files_are_named(tmp_path, name, content, message):
     assert message in str(info.value) and name in str(info.value)
 
 
+def test_tsv_quotes_are_ordinary_characters(tmp_path):
+    """Tab-separated files are not CSV: a leading quote must not swallow the rows that follow."""
+    path = tmp_path / "quotes.tsv"
+    path.write_text('ID\tSMILES\n"mol0\tCCO\nmol1\tCCN\nmol2 "x"\tCCC\n')
+    assert [(r.row, r.id, r.text) for r in iter_records(path)] == [(2, '"mol0', "CCO"), (3, "mol1", "CCN"), (4, 'mol2 "x"', "CCC")]
+    assert count_records(path) == 3
+
+
+@pytest.mark.parametrize("name, content, line", [
+    ("unclosed.csv", 'ID,SMILES\nmol0,CCO\n"mol1,CCN\nmol2,CCC\n', "lines 3-4"),  # an unclosed quote: not 1 record
+    ("huge.tsv", "ID\tSMILES\nmol0\tCCO\nmol1\t" + "C" * 200_000 + "\n", "line 3"),  # over csv's field size limit
+])
+def test_malformed_table_rows_are_data_errors_naming_file_and_line(tmp_path, name, content, line):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        count_records(path)
+    assert f"{name}, {line}: unreadable row" in str(info.value) and "\n" not in str(info.value)
+
+
 # -- build and search --------------------------------------------------------------------------
 def test_index_skips_bad_molecules_and_search_matches_brute_force(tiny_run, lib, tmp_path, capsys):
     from zoo.eval_run import load_trained_run
@@ -159,11 +179,77 @@ def test_interrupted_build_resumes_after_the_last_chunk(tiny_run, lib, tmp_path,
     assert index(run_dir, lib / "lib.smi", out, "--chunk-size", "3") == 0
     assert "resuming the build" in capsys.readouterr().out
     assert embedded == ["chunk-000002.npz", "chunk-000003.npz"]
+    build = json.loads((out / "manifest.json").read_text())["build"]  # throughput of this invocation's 3 + 1 molecules
+    assert build["molecules_embedded"] == 4
+    assert build["molecules_per_s"] == pytest.approx(4 / build["embed_s"], rel=0.05)
+    assert build["cpu_ms_per_molecule"] == pytest.approx(1e3 * build["embed_cpu_s"] / 4, rel=0.05, abs=1e-3)
     assert index(run_dir, lib / "lib.smi", tmp_path / "fresh", "--chunk-size", "3") == 0
     assert (out / "molecules.tsv").read_text() == (tmp_path / "fresh" / "molecules.tsv").read_text()
     np.testing.assert_allclose(index_vectors(out), index_vectors(tmp_path / "fresh"), atol=1e-6)
     assert index(run_dir, lib / "lib.smi", out, "--chunk-size", "3") == 2  # finished: needs --fresh
     assert "already holds a finished index" in capsys.readouterr().err
+
+
+def test_default_index_folder_is_the_file_name_without_extensions(tiny_run, lib, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run[1], run_dir)  # the fixture's run is read-only
+    (lib / "lib.smi.gz").write_bytes(gzip.compress((lib / "lib.smi").read_bytes()))
+    assert main(["index", str(run_dir), "--molecules", str(lib / "lib.smi.gz"), "--no-progress"]) == 0
+    assert (run_dir / "indexes" / "lib" / "manifest.json").is_file()
+    assert search_json(capsys, run_dir, "lib", "--smiles", "CCN")["results"][0]["cid"] == "mol5"
+    # another file of the same stem is refused, not mixed in
+    assert main(["index", str(run_dir), "--molecules", str(lib / "lib.tsv"), "--no-progress"]) == 2
+    assert f"{run_dir / 'indexes' / 'lib'} already holds a finished index; use --fresh to rebuild it or --out" in capsys.readouterr().err
+    # a folder built under the earlier name (indexes/other.tsv) is still the default for that file
+    shutil.copy(lib / "lib.tsv", lib / "other.tsv")
+    assert index(run_dir, lib / "other.tsv", run_dir / "indexes" / "other.tsv") == 0
+    assert main(["index", str(run_dir), "--molecules", str(lib / "other.tsv"), "--no-progress"]) == 2
+    assert f"{run_dir / 'indexes' / 'other.tsv'} already holds a finished index" in capsys.readouterr().err
+
+
+def test_a_failing_worker_is_a_one_line_error_and_finished_chunks_stay(tiny_run, lib, tmp_path, monkeypatch, capsys):
+    import zoo.library as library
+
+    _, run_dir, _ = tiny_run
+    out = tmp_path / "idx"
+    real_write = library._write_chunk
+
+    def interrupt_after_one(path, records, embedded):
+        if path.name != "chunk-000000.npz":
+            raise KeyboardInterrupt
+        real_write(path, records, embedded)
+
+    monkeypatch.setattr(library, "_write_chunk", interrupt_after_one)
+    assert index(run_dir, lib / "lib.smi", out, "--chunk-size", "3") == 130
+    monkeypatch.undo()
+    (out / "chunks" / "chunk-000001.npz").mkdir()  # worker 2's first chunk cannot be written
+    capsys.readouterr()
+    assert index(run_dir, lib / "lib.smi", out, "--chunk-size", "3", "--workers", "2") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"zoo: error: worker 2/2 failed on chunk 1 (rows 4-6 of {lib / 'lib.smi'}): IsADirectoryError")
+    assert "the same command resumes the build" in err
+    assert not (out / "manifest.json").exists() and (out / "build.json").is_file()
+    assert (out / "chunks" / "chunk-000000.npz").is_file()
+    assert not [p.name for p in (out / "chunks").iterdir() if p.name.startswith(".")]  # no half-written chunk
+
+    (out / "chunks" / "chunk-000001.npz").rmdir()
+    assert index(run_dir, lib / "lib.smi", out, "--chunk-size", "3", "--workers", "2") == 0
+    assert json.loads((out / "manifest.json").read_text())["molecules"]["indexed"] == 9
+
+
+def test_ivf_pq_falls_back_with_a_note_when_too_few_molecules_are_readable(tiny_run, lib, tmp_path, monkeypatch, capsys):
+    import zoo.library as library
+
+    _, run_dir, _ = tiny_run
+    monkeypatch.setattr(library, "PQ_MIN_COUNT", 10)  # the 10 records pass the check before embedding; 9 are readable
+    assert index(run_dir, lib / "lib.smi", tmp_path / "pq", "--index-type", "ivf-pq") == 0
+    assert "note: only 9 of the 10 molecules could be read, fewer than the 10 --index-type ivf-pq needs" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "pq" / "manifest.json").read_text())
+    assert manifest["index"]["type"] == "flat" and manifest["index"]["requested_type"] == "ivf-pq"
+    assert search_json(capsys, run_dir, tmp_path / "pq", "--smiles", "CCN")["results"][0]["cid"] == "mol5"
 
 
 def test_approximate_index_types(tiny_run, lib, tmp_path, capsys):

@@ -148,6 +148,27 @@ def test_duplicate_seed_keeps_the_newest_with_a_warning():
     assert any("same configuration and seed" in w for w in board.warnings)
 
 
+@pytest.mark.parametrize("older, newer", [
+    # (older, newer) instants whose strings sort the other way
+    ("2026-01-01T12:00:00+05:00", "2026-01-01T08:00:00+00:00"),  # 07:00 UTC vs 08:00 UTC
+    ("2026-01-01T09:30:00Z", "2026-01-01T09:00:00-01:00"),  # 09:30 UTC vs 10:00 UTC
+    ("2026-01-02T00:30:00+02:00", "2026-01-01T23:00:00+00:00"),  # 22:30 UTC on the 1st vs 23:00
+])
+def test_duplicate_seed_compares_created_at_as_instants(older, newer):
+    for order in ((older, newer), (newer, older)):
+        runs = records(*(make_results(mrr=0.4 if c == newer else 0.1, created=c) for c in order))
+        board = build_leaderboard(runs, gallery="all")
+        assert board.tables[0].rows[0].metrics["text_to_molecule"]["mrr"].mean == 0.4, order
+
+
+def test_unparseable_created_at_counts_as_older_with_a_warning():
+    for order in (("yesterday", "2026-01-01T00:00:00+00:00"), ("2026-01-01T00:00:00+00:00", "yesterday")):
+        runs = records(*(make_results(mrr=0.1 if c == "yesterday" else 0.4, created=c) for c in order))
+        board = build_leaderboard(runs, gallery="all")
+        assert board.tables[0].rows[0].metrics["text_to_molecule"]["mrr"].mean == 0.4, order
+        assert any("created_at 'yesterday' is not an ISO 8601 time" in w for w in board.warnings)
+
+
 def test_markdown_csv_json_outputs():
     runs = records(make_results(seed=0, mrr=0.2), make_results(seed=1, mrr=0.3), make_results(loss="infonce", mrr=0.5))
     board = build_leaderboard(runs, gallery="all", direction="both")

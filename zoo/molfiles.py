@@ -6,14 +6,16 @@ Formats, chosen by extension (a trailing ``.gz`` is decompressed on the fly):
   blank lines and ``#`` comments are skipped, a first line whose first field is ``smiles`` is a header.
 * ``.tsv .tab`` / ``.csv`` — a header row naming a SMILES column (``SMILES``, ``smiles``,
   ``canonical_smiles``, …, or ``smiles_column=``) and optionally an ID column (``CID``, ``ID``,
-  ``name``, …, or ``id_column=``).
+  ``name``, …, or ``id_column=``). Tab-separated files are split on tabs only (no quoting: a
+  ``"`` is an ordinary character); ``.csv`` follows the CSV quoting rules, strictly (an unclosed
+  quote is an error, never a field that swallows the following rows).
 * ``.sdf .sd`` — MDL SD records separated by ``$$$$``; the ID is the title line. Records are split
   here and parsed by RDKit only when :func:`record_smiles` is called, so a worker skipping
   records it does not own pays nothing for them.
 
 Every record has a 1-based ``row`` (the line number for text formats, the record number for SDF)
 and an ``id`` (the ID column / name / title, else the row number). Problems with the file itself
-(missing, unreadable, not UTF-8, no SMILES column) raise :class:`zoo.data.DataError`; a molecule
+(missing, unreadable, not UTF-8, no SMILES column, malformed CSV) raise :class:`zoo.data.DataError`; a molecule
 RDKit cannot read is the caller's to skip.
 """
 
@@ -115,9 +117,36 @@ def _find_column(header: list[str], wanted: str | None, candidates: tuple[str, .
     return None
 
 
+def _table_reader(f: io.TextIOBase, delimiter: str):
+    """A csv reader: tab-separated text is split on tabs only; CSV quoting is parsed strictly."""
+    if delimiter == "\t":
+        return csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE)
+    return csv.reader(f, delimiter=delimiter, strict=True)
+
+
 def _table_records(f: io.TextIOBase, path: Path, delimiter: str, smiles_column: str | None, id_column: str | None) -> Iterator[Record]:
-    reader = csv.reader(f, delimiter=delimiter)
-    header = next(reader, None)
+    reader = _table_reader(f, delimiter)
+    start = 1  # the line where the row being read starts (a quoted field may span lines)
+
+    def rows() -> Iterator[list[str]]:
+        nonlocal start
+        while True:
+            start = reader.line_num + 1
+            fields = next(reader, None)
+            if fields is None:
+                return
+            yield fields
+
+    try:
+        yield from _table_rows(rows(), reader, path, smiles_column, id_column)
+    except csv.Error as exc:
+        where = f"line {start}" if start >= reader.line_num else f"lines {start}-{reader.line_num}"
+        hint = "; check the quoting of that row (or save the file tab-separated as .tsv)" if delimiter == "," else ""
+        raise DataError(f"{path}, {where}: unreadable row ({exc}){hint}") from None
+
+
+def _table_rows(rows: Iterator[list[str]], reader, path: Path, smiles_column: str | None, id_column: str | None) -> Iterator[Record]:
+    header = next(rows, None)
     if not header:
         raise DataError(f"{path}: empty file, expected a header row with a SMILES column")
     smiles_at = _find_column(header, smiles_column, SMILES_COLUMNS, "SMILES", path)
@@ -125,7 +154,7 @@ def _table_records(f: io.TextIOBase, path: Path, delimiter: str, smiles_column: 
         raise DataError(f"{path}, row 1: no SMILES column in the header {header} (looked for {', '.join(SMILES_COLUMNS)}; "
                         f"name it with --smiles-column)")
     id_at = _find_column(header, id_column, ID_COLUMNS, "ID", path)
-    for fields in reader:
+    for fields in rows:
         row = reader.line_num
         if not fields or not any(x.strip() for x in fields):
             continue
