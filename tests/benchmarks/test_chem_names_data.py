@@ -8,7 +8,7 @@
   ``extra_info``: its text->molecule metrics (expected-rank tie rule) and the share of test
   queries whose true molecule scores 1.0.
 
-Run: ``ZOO_DATA_DIR=/path/to/chebi20 python -m pytest tests/benchmarks/test_chem_names.py --benchmark-only``.
+Run: ``ZOO_DATA_DIR=/path/to/chebi20 python -m pytest tests/benchmarks/test_chem_names_data.py --benchmark-only``.
 Skipped when the data folder is missing. No target is asserted.
 """
 
