@@ -33,6 +33,13 @@ def register_text_encoders(register):
                 "min_df": 2, "max_features": 32768, "svd_dim": 512, "hidden_dim": 512, "layers": 1, "dropout": 0.2},
     )
     register(
+        "chem_names",
+        "zoo.plugins.chem_names_text:ChemNamesText",
+        description="chemical names in the description parsed by OPSIN (Java; cached), Morgan counts max/mean-pooled, MLP head",
+        config={"max_structures": 4, "max_tokens": 4, "radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 1,
+                "dropout": 0.2},
+    )
+    register(
         "combined",
         "zoo.plugins.combined_text:CombinedText",
         description="several text encoders (parts), each L2-normalized, concatenated and linearly projected",

@@ -388,7 +388,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ComponentError]
     for module, name in [("zoo.data", "DataError"), ("zoo.train", "RunError"), ("zoo.plugins.hf_text", "TextEncoderUnavailable"),
                          ("zoo.featurize", "SmilesError"), ("zoo.cache", "FeaturizeError"), ("zoo.cache", "OutputPathError"),
-                         ("zoo.evals.leaderboard", "LeaderboardError")]:
+                         ("zoo.evals.leaderboard", "LeaderboardError"), ("zoo.opsin", "OpsinError")]:
         mod = sys.modules.get(module)
         if mod is not None:
             errors.append(getattr(mod, name))

@@ -1,0 +1,244 @@
+"""Chemical names in descriptions, parsed to structures, and a symbolic structure-match score.
+
+ChEBI-20 descriptions name molecules in IUPAC-style nomenclature ("... that is methyl
+4-hydroxybenzoate ...", "It derives from a hydride of a pregnane"). Here:
+
+* :func:`candidate_spans`: every run of 1..``max_tokens`` whitespace tokens of a description that
+  could be a name: edge punctuation and unbalanced edge brackets stripped, no sentence or clause
+  break (a token ending in ``.,;:!?``) inside, no stop-word or number anywhere ("phosphate and
+  diphosphate" is two names, not one), holding a letter.
+* :func:`description_structures`: all descriptions' spans, de-duplicated, parsed by OPSIN in one
+  batch (:func:`zoo.opsin.parse_names`, cached on disk); per description the parsed spans are
+  taken longest first (characters, then position), a span inside an already taken span is
+  dropped, as is a repeated structure, up to ``max_structures``. Deterministic.
+* :func:`structure_match_scores`: per description and candidate molecule, the highest Tanimoto
+  similarity (Morgan radius 2, 2048 bits, chirality on) between the description's structures and
+  the candidate, 0 when nothing parsed. Candidate fingerprints are cached on disk.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from zoo.cache import atomic_path, cache_root, content_hash
+
+#: bump when the candidate fingerprints change: it keys their disk cache
+FINGERPRINT_VERSION = "1"
+MAX_TOKENS = 4
+MAX_STRUCTURES = 4
+BREAK_CHARS = ".,;:!?"
+TRAILING = BREAK_CHARS + "\"'"
+LEADING = "\"'"
+BRACKETS = {"(": ")", "[": "]", "{": "}"}
+CLOSERS = {v: k for k, v in BRACKETS.items()}
+#: words that are never part of a chemical name (a capital letter alone is not a stop-word: "coenzyme A")
+STOP_WORDS = frozenset("""
+a an the this that these those it its is are was were be been being has have had having of in on at by for from
+to into onto with without within as and or nor but not no than then also which who whose whom where when while
+via per each both either such other any all some one two three four five six seven eight nine ten several
+molecule molecules compound compounds derivative derivatives group groups position positions substituted
+member members class role roles conjugate obtained formal formally resulting results related functionally
+derives derived used found isolated natural product metabolite agent
+""".split())
+
+
+class Span(NamedTuple):
+    """Tokens ``start:end`` of a description (whitespace split), cleaned to ``text``."""
+
+    start: int
+    end: int
+    text: str
+
+
+def _wrapped(text: str) -> bool:
+    """Whether the first character's bracket closes at the last character: ``(benzene)``, not ``(2E)-but-2-ene``."""
+    if text[0] not in BRACKETS or text[-1] != BRACKETS[text[0]]:
+        return False
+    depth = 0
+    for i, char in enumerate(text):
+        depth += char == text[0]
+        depth -= char == text[-1]
+        if depth == 0:
+            return i == len(text) - 1
+    return False
+
+
+def clean_span(text: str) -> str:
+    """``text`` without edge punctuation, quotes, wrapping brackets and unbalanced edge brackets."""
+    while True:
+        before = text
+        text = text.rstrip(TRAILING).lstrip(LEADING)
+        if not text:
+            return text
+        if len(text) >= 2 and _wrapped(text):
+            text = text[1:-1]
+        elif text[0] in BRACKETS and text.count(text[0]) > text.count(BRACKETS[text[0]]):
+            text = text[1:]
+        elif text[-1] in CLOSERS and text.count(text[-1]) > text.count(CLOSERS[text[-1]]):
+            text = text[:-1]
+        if text == before:
+            return text
+
+
+def _is_stop(word: str) -> bool:
+    """A stop-word (any case, except a capital letter alone: "coenzyme A") or a number."""
+    return (word != word.upper() or len(word) > 1) and word.lower() in STOP_WORDS or word.replace(".", "").isdigit()
+
+
+def candidate_spans(text: str, max_tokens: int = MAX_TOKENS) -> list[Span]:
+    """Spans of 1..``max_tokens`` tokens of ``text`` that could name a chemical (see the module docs)."""
+    tokens = text.split()
+    stop = [_is_stop(clean_span(token)) for token in tokens]
+    spans = []
+    for start in range(len(tokens)):
+        if stop[start]:
+            continue
+        for end in range(start + 1, min(start + max_tokens, len(tokens)) + 1):
+            if end - start > 1 and (tokens[end - 2][-1] in BREAK_CHARS or stop[end - 2]):
+                break  # a sentence or clause break, or a stop-word ("X and Y"), inside; longer spans have it too
+            if stop[end - 1]:
+                continue
+            cleaned = clean_span(" ".join(tokens[start:end]))
+            if len(cleaned) >= 3 and any(c.isalpha() for c in cleaned):
+                spans.append(Span(start, end, cleaned))
+    return spans
+
+
+def select_structures(parsed: Sequence[tuple[Span, str]], max_structures: int = MAX_STRUCTURES) -> list[str]:
+    """From one description's ``(span, smiles)`` parses: longest span first (characters, then position), skipping
+    spans inside a taken span and repeated structures, at most ``max_structures`` SMILES."""
+    taken: list[Span] = []
+    smiles_out: list[str] = []
+    for span, smiles in sorted(parsed, key=lambda p: (-len(p[0].text), p[0].start, p[0].end)):
+        if len(smiles_out) >= max_structures:
+            break
+        if any(t.start <= span.start and span.end <= t.end for t in taken):
+            continue
+        taken.append(span)
+        if smiles not in smiles_out:
+            smiles_out.append(smiles)
+    return smiles_out
+
+
+def description_structures(texts: Sequence[str], *, max_structures: int = MAX_STRUCTURES, max_tokens: int = MAX_TOKENS,
+                           cache=None) -> list[list[str]]:
+    """Per text, the canonical SMILES of the chemical names found in it (see the module docs).
+    All texts' spans are parsed in one OPSIN batch (cached names excluded)."""
+    from zoo.opsin import parse_names
+
+    spans = [candidate_spans(text, max_tokens) for text in texts]
+    parses = parse_names((s.text for per_text in spans for s in per_text), cache=cache)
+    return [select_structures([(s, parses[s.text]) for s in per_text if parses[s.text] is not None], max_structures)
+            for per_text in spans]
+
+
+# -- fingerprints ---------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def _generator(radius: int, n_bits: int):
+    from rdkit.Chem import rdFingerprintGenerator
+
+    return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits, includeChirality=True)
+
+
+def _mol(smiles: str):
+    from zoo.featurize import SmilesError, parse_smiles
+
+    try:
+        return parse_smiles(smiles)
+    except SmilesError:
+        return None
+
+
+def morgan_count_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048) -> np.ndarray:
+    """Folded Morgan count fingerprints (chirality on) ``[N, n_bits]`` uint8 (counts capped at 255);
+    a row of zeros where RDKit cannot parse the SMILES."""
+    out = np.zeros((len(smiles), n_bits), dtype=np.uint8)
+    for i, s in enumerate(smiles):
+        mol = _mol(s)
+        if mol is not None:
+            out[i] = np.minimum(_generator(radius, n_bits).GetCountFingerprintAsNumPy(mol), 255)
+    return out
+
+
+def morgan_bit_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048) -> np.ndarray:
+    """Folded Morgan bit fingerprints (chirality on) ``[N, n_bits]`` bool; zeros where RDKit cannot parse."""
+    out = np.zeros((len(smiles), n_bits), dtype=bool)
+    for i, s in enumerate(smiles):
+        mol = _mol(s)
+        if mol is not None:
+            out[i] = _generator(radius, n_bits).GetFingerprintAsNumPy(mol).astype(bool)
+    return out
+
+
+def candidate_bits(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048, root: Path | None = None) -> np.ndarray:
+    """:func:`morgan_bit_matrix` of a candidate gallery, cached on disk (packed) by the SMILES list."""
+    key = content_hash("candidate-morgan-bits", list(smiles), radius, n_bits, FINGERPRINT_VERSION)
+    path = Path(root or cache_root()) / "chem_names" / "fingerprints" / f"{key}.npy"
+    if path.exists():
+        try:
+            packed = np.load(path, allow_pickle=False)
+            if packed.shape == (len(smiles), (n_bits + 7) // 8):
+                return np.unpackbits(packed, axis=1, count=n_bits).astype(bool)
+        except (OSError, ValueError):
+            pass  # unreadable: recompute and rewrite
+    bits = morgan_bit_matrix(smiles, radius, n_bits)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.packbits(bits, axis=1), allow_pickle=False)
+    return bits
+
+
+# -- the symbolic scorer ----------------------------------------------------------------------------
+def structure_match_scores(query_structures: Sequence[Sequence[str]], candidates: Sequence[str] | np.ndarray, *,
+                           radius: int = 2, n_bits: int = 2048, max_chunk_floats: int = 2**25) -> np.ndarray:
+    """``[Q, C]`` float32: for query ``q`` and candidate ``c``, the highest Tanimoto similarity between
+    ``c`` and any SMILES in ``query_structures[q]`` (Morgan bits, chirality on); 0 where a query has no
+    structure, and where neither fingerprint has a bit.
+
+    ``candidates`` is a list of SMILES (fingerprinted through the disk cache, :func:`candidate_bits`)
+    or a ``[C, n_bits]`` bool matrix. Each distinct structure is scored once against every candidate:
+    the intersection counts are a sparse (structure bits) x dense (candidate bits) product, i.e. a
+    ``torch`` ``embedding_bag`` sum, exact in float32; candidates go in column chunks of at most
+    ``max_chunk_floats`` intermediate values.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    bits = candidates if isinstance(candidates, np.ndarray) else candidate_bits(candidates, radius, n_bits)
+    if bits.ndim != 2 or bits.shape[1] != n_bits:
+        raise ValueError(f"candidate fingerprints must be [C, {n_bits}], got {bits.shape}")
+    n_q, n_c = len(query_structures), bits.shape[0]
+    scores = np.zeros((n_q, n_c), dtype=np.float32)
+    unique = sorted({s for structures in query_structures for s in structures})
+    if not unique or not n_c:
+        return scores
+    row = {s: i for i, s in enumerate(unique)}
+    # level k: the queries with more than k structures and the row of their k-th one
+    levels = []
+    for k in range(max(len(structures) for structures in query_structures)):
+        pairs = [(q, row[structures[k]]) for q, structures in enumerate(query_structures) if len(structures) > k]
+        levels.append(tuple(torch.tensor(column, dtype=torch.long) for column in zip(*pairs)))
+    on = [np.flatnonzero(b) for b in morgan_bit_matrix(unique, radius, n_bits)]
+    flat = torch.from_numpy(np.concatenate(on).astype(np.int64))
+    offsets = torch.from_numpy(np.cumsum([0] + [len(b) for b in on[:-1]]).astype(np.int64))
+    query_sizes = torch.tensor([len(b) for b in on], dtype=torch.float32)[:, None]
+    bits_t = np.ascontiguousarray(bits.T)  # [n_bits, C]: a chunk of candidates is a slice of its columns
+    cand_sizes = torch.from_numpy(bits.sum(1, dtype=np.float32))
+    step = max(1, min(n_c, max_chunk_floats // len(unique)))
+    for c0 in range(0, n_c, step):
+        cand_t = torch.from_numpy(bits_t[:, c0:c0 + step]).to(torch.float32)  # [n_bits, c], contiguous
+        inter = F.embedding_bag(flat, cand_t, offsets, mode="sum")  # [S, c]: exact integer counts
+        del cand_t
+        union = (query_sizes + cand_sizes[c0:c0 + step]).sub_(inter).clamp_(min=1)  # 0 only where inter is 0 too
+        tanimoto = inter.div_(union)
+        del union
+        best = torch.zeros(n_q, tanimoto.shape[1])
+        for k, (queries, rows) in enumerate(levels):
+            chosen = tanimoto.index_select(0, rows)
+            best[queries] = chosen if k == 0 else torch.maximum(best.index_select(0, queries), chosen)
+        scores[:, c0:c0 + step] = best.numpy()
+    return scores
