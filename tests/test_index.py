@@ -229,7 +229,8 @@ def test_a_failing_worker_is_a_one_line_error_and_finished_chunks_stay(tiny_run,
     assert index(run_dir, lib / "lib.smi", out, "--chunk-size", "3", "--workers", "2") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert err.startswith(f"zoo: error: worker 2/2 failed on chunk 1 (rows 4-6 of {lib / 'lib.smi'}): IsADirectoryError")
+    assert err.startswith(f"zoo: error: worker 2/2 failed on chunk 1 (rows 4-6 of {lib / 'lib.smi'}): ")
+    assert "chunk-000001.npz: it is a folder" in err
     assert "the same command resumes the build" in err
     assert not (out / "manifest.json").exists() and (out / "build.json").is_file()
     assert (out / "chunks" / "chunk-000000.npz").is_file()
