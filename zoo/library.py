@@ -356,9 +356,16 @@ def _spawn_workers(plan: BuildPlan, workers: int) -> None:
     When one worker fails, :func:`torch.multiprocessing.spawn` stops the others; chunks they
     finished are kept (the build resumes from them) and their half-written chunk files are removed.
     """
+    import logging
+
     import torch.multiprocessing as mp
 
     errors = mp.get_context("spawn").SimpleQueue()
+    # torch logs "Terminating process … via signal SIGTERM" when it stops the others after a failure:
+    # the failure is reported below as one line instead
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
     try:
         mp.spawn(_spawned_worker, args=(plan, workers, errors), nprocs=workers, join=True)
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
@@ -369,6 +376,8 @@ def _spawn_workers(plan: BuildPlan, workers: int) -> None:
         remove_partial_chunks(Path(plan.out_dir))
         message = reported.get(exc.error_index) or next(iter(reported.values()), None) or _died(exc, workers)
         raise RunError(message if KEPT in message else f"{message} ({KEPT})") from None
+    finally:
+        spawn_log.setLevel(level)
 
 
 def _died(exc, workers: int) -> str:
