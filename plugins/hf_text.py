@@ -22,16 +22,13 @@ from typing import Any, NamedTuple, Sequence
 import torch
 from torch import nn
 
+from zoo.errors import TextEncoderUnavailable
 from zoo.protocols import Encoded
 
 SCIBERT_HUB_ID = "allenai/scibert_scivocab_uncased"
 MINILM_PACKAGE = "all_minilm_l6_v2"
 POOLINGS = ("mean", "cls", "max", "attention")
 MODES = ("auto", "frozen", "finetune")
-
-
-class TextEncoderUnavailable(RuntimeError):
-    """The backbone's weights cannot be loaded (offline, missing path, bad files)."""
 
 
 def minilm_path() -> Path:

@@ -7,6 +7,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from zoo.errors import ComponentError, DuplicateComponentError, UnknownComponentError, UnknownOptionError
+
 #: Component kinds and the hook that registers each.
 KINDS: dict[str, str] = {
     "text_encoder": "register_text_encoders",
@@ -16,25 +18,6 @@ KINDS: dict[str, str] = {
     "composition": "register_compositions",
     "task": "register_tasks",
 }
-
-
-class ComponentError(ValueError):
-    """A component could not be registered, found or configured."""
-
-
-class DuplicateComponentError(ComponentError):
-    """Two plugins registered the same name for the same kind."""
-
-
-class UnknownComponentError(ComponentError, KeyError):
-    """No component of that kind has that name."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
-
-
-class UnknownOptionError(ComponentError):
-    """An option that a component does not accept."""
 
 
 def close_matches(word: str, candidates: list[str], n: int = 3) -> list[str]:

@@ -15,7 +15,8 @@ from typing import Any, Mapping
 import pluggy
 
 from zoo.registry import hookspecs
-from zoo.registry.catalog import KINDS, Catalog, Component, ComponentError, did_you_mean
+from zoo.errors import ComponentError, PluginLoadWarning
+from zoo.registry.catalog import KINDS, Catalog, Component, did_you_mean
 
 ENTRY_POINT_GROUP = "molzoo"
 
@@ -35,10 +36,6 @@ DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
 ALLOW_ENV = "ZOO_PLUGINS"
 #: If set to 1, a plugin that fails to load is fatal instead of a warning.
 STRICT_ENV = "ZOO_STRICT_PLUGINS"
-
-
-class PluginLoadWarning(UserWarning):
-    """A plugin failed to load; the others keep working."""
 
 
 @dataclass

@@ -103,7 +103,7 @@ def test_invalid_options(options, word):
 
 def test_registered():
     from zoo.registry import get_component, reset_registry
-    from zoo.registry.plugins import PluginLoadWarning
+    from zoo.errors import PluginLoadWarning
 
     reset_registry()
     with warnings.catch_warnings():

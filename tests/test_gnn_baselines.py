@@ -100,7 +100,7 @@ def test_invalid_options(name, options, word):
 @pytest.mark.parametrize("name", MODELS)
 def test_registered(fresh_registry, name):
     from zoo.registry import get_component
-    from zoo.registry.plugins import PluginLoadWarning
+    from zoo.errors import PluginLoadWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginLoadWarning)

@@ -18,11 +18,8 @@ from importlib import metadata
 import pytest
 
 import zoo
+from zoo.errors import ComponentError, DuplicateComponentError, PluginLoadWarning, UnknownComponentError, UnknownOptionError
 from zoo.registry import (
-    ComponentError,
-    DuplicateComponentError,
-    UnknownComponentError,
-    UnknownOptionError,
     get_component,
     get_plugin_manager,
     hookimpl,
@@ -31,7 +28,7 @@ from zoo.registry import (
     plugin_info,
 )
 from zoo.registry import plugins as plugins_mod
-from zoo.registry.plugins import ENTRY_POINT_GROUP, PluginLoadWarning
+from zoo.registry.plugins import ENTRY_POINT_GROUP
 
 pytestmark = pytest.mark.usefixtures("fresh_registry")
 

@@ -14,7 +14,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from zoo.plugins import hf_text  # noqa: E402
-from zoo.plugins.hf_text import SCIBERT_HUB_ID, HFTextEncoder, TextEncoderUnavailable  # noqa: E402
+from zoo.errors import TextEncoderUnavailable  # noqa: E402
+from zoo.plugins.hf_text import SCIBERT_HUB_ID, HFTextEncoder  # noqa: E402
 from zoo.registry import get_component  # noqa: E402
 
 DIM, MAX_LEN, HIDDEN = 32, 32, 384
@@ -303,7 +304,8 @@ def small_aman():
 
 
 def test_build_model_substitutes_minilm_offline(small_aman):
-    from zoo.model import SubstitutionWarning, build_model
+    from zoo.errors import SubstitutionWarning
+    from zoo.model import build_model
 
     with pytest.warns(SubstitutionWarning, match="scibert"):
         model, report = build_model(small_aman)

@@ -79,7 +79,7 @@ def _descriptor_functions() -> dict:
 
 
 def descriptor_vector(smiles: str) -> list[float]:
-    """The squashed descriptors of one molecule (:class:`zoo.featurize.SmilesError` if unparsable)."""
+    """The squashed descriptors of one molecule (:class:`zoo.api.SmilesError` if unparsable)."""
     mol = parse_smiles(smiles)
     functions = _descriptor_functions()
     values = []
