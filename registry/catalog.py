@@ -1,4 +1,7 @@
-"""Components by kind and name: what a registration holds and how it is looked up."""
+"""Components by kind and name: what a registration holds and how it is looked up.
+
+This module knows nothing of plugins; :mod:`zoo.registry.plugins` fills a :class:`Catalog`.
+"""
 
 from __future__ import annotations
 
@@ -125,17 +128,3 @@ class Catalog:
                 if pattern is None or fnmatch.fnmatch(name, pattern):
                     out.append(self.by_kind[k][name])
         return out
-
-
-def get_component(kind: str, name: str) -> Component:
-    """The registered component ``name`` of ``kind`` (loads plugins on first use)."""
-    from zoo.registry.plugins import load_plugins
-
-    return load_plugins().get(kind, name)
-
-
-def list_components(kind: str | None = None, pattern: str | None = None) -> list[Component]:
-    """Registered components, optionally of one kind and matching a wildcard pattern."""
-    from zoo.registry.plugins import load_plugins
-
-    return load_plugins().list(kind, pattern)

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import pluggy
 
-from zoo.registry import hookspecs
+import zoo.registry.hookspecs as hookspecs
 from zoo.errors import ComponentError, PluginLoadWarning
 from zoo.registry.catalog import KINDS, Catalog, Component, did_you_mean
 
@@ -210,6 +210,16 @@ def _record(name: str) -> PluginRecord:
     record = PluginRecord(name, "registered at runtime", None, hooks)
     _state["records"].append(record)
     return record
+
+
+def get_component(kind: str, name: str) -> Component:
+    """The registered component ``name`` of ``kind`` (loads plugins on first use)."""
+    return load_plugins().get(kind, name)
+
+
+def list_components(kind: str | None = None, pattern: str | None = None) -> list[Component]:
+    """Registered components, optionally of one kind and matching a wildcard pattern."""
+    return load_plugins().list(kind, pattern)
 
 
 def plugin_info() -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ from zoo.evals.leaderboard import (
     METRICS, MetricSummary, ProtocolKey, RunRecord, normalize_direction, normalize_metric, summarize,
     DIRECTIONS,
 )
-from zoo.registry.catalog import get_component
+from zoo.registry import get_component
 from zoo.spec import SLOTS, CompositionSpec, load_spec
 
 __all__ = [

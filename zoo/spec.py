@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from zoo.errors import ComponentError, SpecError
-from zoo.registry.catalog import did_you_mean, get_component
+from zoo.registry import get_component
+from zoo.registry.catalog import did_you_mean
 
 #: Component slots of a composition and the kind of component each takes.
 SLOTS: dict[str, str] = {
