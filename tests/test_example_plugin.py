@@ -15,7 +15,7 @@ pytest.importorskip("torch_geometric")
 
 from torch_geometric.data import Batch  # noqa: E402
 
-from zoo.protocols import Encoded, MoleculeEncoder  # noqa: E402
+from zoo.api import Encoded, MoleculeEncoder  # noqa: E402
 from zoo.registry import get_component, list_components, plugin_info  # noqa: E402
 from zoo.registry import plugins as plugins_mod  # noqa: E402
 

@@ -17,8 +17,7 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
-from zoo.featurize import parse_smiles
-from zoo.protocols import Encoded
+from zoo.api import Encoded, parse_smiles
 
 FEATURIZER = "rdkit_descriptors/1"
 
@@ -98,7 +97,7 @@ def descriptor_vector(smiles: str) -> list[float]:
 class DescriptorMLP(nn.Module):
     """Molecule encoder: ``batch.desc [B, D]`` -> LayerNorm -> MLP -> ``[B, embed_dim]``.
 
-    Implements :class:`zoo.protocols.MoleculeEncoder`.
+    Implements :class:`zoo.api.MoleculeEncoder`.
     """
 
     featurizer = FEATURIZER
