@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.plugins.adversarial import AdversarialAligner, IdentityAligner
+from zoo.plugins.align.adversarial import AdversarialAligner, IdentityAligner
 from zoo.protocols import Aligned, Aligner, Encoded
 
 

@@ -61,8 +61,8 @@ class _PairModel(torch.nn.Module):
     """A shared encoder and two retrieval losses with in-batch negatives (one with a parameter)."""
 
     def __init__(self) -> None:
-        from zoo.plugins.infonce import InfoNCELoss
-        from zoo.plugins.triplet import TripletLoss
+        from zoo.plugins.loss.infonce import InfoNCELoss
+        from zoo.plugins.loss.triplet import TripletLoss
 
         super().__init__()
         self.encoder = torch.nn.Linear(6, 4)

@@ -10,7 +10,7 @@ import torch
 from torch_geometric.data import Batch
 
 from zoo.errors import SmilesError
-from zoo.plugins.fingerprint_mlp import FingerprintMLP, morgan_counts
+from zoo.plugins.molecule.fingerprint_mlp import FingerprintMLP, morgan_counts
 from zoo.protocols import Encoded, MoleculeEncoder
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)N[C@@H](C)C(=O)O", "C/C=C/Cl", "O=C1CCCN1"]

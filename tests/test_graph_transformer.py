@@ -10,7 +10,7 @@ from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
 from zoo.featurize import FEATURIZER_NAME, FEATURIZER_VERSION
-from zoo.plugins.graph_transformer import GraphTransformer
+from zoo.plugins.molecule.graph_transformer import GraphTransformer
 from zoo.protocols import Encoded, MoleculeEncoder
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)N[C@@H](C)C(=O)O", "C/C=C/Cl", "O=C1CCCN1"]

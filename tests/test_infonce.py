@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.plugins.infonce import InfoNCELoss
+from zoo.plugins.loss.infonce import InfoNCELoss
 
 
 def test_matches_direct_cross_entropy():

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.plugins.triplet import TripletLoss
+from zoo.plugins.loss.triplet import TripletLoss
 
 
 def well_separated(b: int = 4, d: int = 8):

@@ -20,7 +20,7 @@ from torch_geometric.nn.pool import global_mean_pool
 from torch_geometric.utils import softmax
 
 from zoo.api import ATOM_FEATURE_DIM, BOND_FEATURE_DIM, Encoded
-from zoo.plugins.graph_base import GraphEncoderBase, check_graph_options
+from zoo.plugins.molecule.graph_base import GraphEncoderBase, check_graph_options
 
 READOUTS = ("attention", "mean", "attention+mean")
 
