@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from zoo.errors import LeaderboardError
 from zoo.evals.ranking import TIE_POLICY
 from zoo.registry.catalog import did_you_mean
 
@@ -85,10 +86,6 @@ _SEEDLESS_DROP = {"name", "description"}
 OLD_TIE_RULE = "optimistic (old rule)"
 #: how ``training.stop_reason`` starts when the time budget (``train.max_minutes``) cut a run
 CAPPED_STOP = "time budget"
-
-
-class LeaderboardError(ValueError):
-    """Results that cannot be loaded, or a leaderboard request that names unknown things."""
 
 
 # -- names ---------------------------------------------------------------------------------------

@@ -1,25 +1,12 @@
 """The pluggy core of molzoo: hookspecs, the plugin manager and lookup of components by name."""
 
-from zoo.registry.catalog import (
-    KINDS,
-    Component,
-    ComponentError,
-    DuplicateComponentError,
-    UnknownComponentError,
-    UnknownOptionError,
-    get_component,
-    list_components,
-)
+from zoo.registry.catalog import KINDS, Component
 from zoo.registry.hookspecs import hookimpl, hookspec
-from zoo.registry.plugins import get_plugin_manager, load_plugins, plugin_info, reset_registry
+from zoo.registry.plugins import get_component, get_plugin_manager, list_components, load_plugins, plugin_info, reset_registry
 
 __all__ = [
     "KINDS",
     "Component",
-    "ComponentError",
-    "DuplicateComponentError",
-    "UnknownComponentError",
-    "UnknownOptionError",
     "get_component",
     "get_plugin_manager",
     "hookimpl",

@@ -1,4 +1,7 @@
-"""Components by kind and name: what a registration holds and how it is looked up."""
+"""Components by kind and name: what a registration holds and how it is looked up.
+
+This module knows nothing of plugins; :mod:`zoo.registry.plugins` fills a :class:`Catalog`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+
+from zoo.errors import ComponentError, DuplicateComponentError, UnknownComponentError, UnknownOptionError
 
 #: Component kinds and the hook that registers each.
 KINDS: dict[str, str] = {
@@ -16,25 +21,6 @@ KINDS: dict[str, str] = {
     "composition": "register_compositions",
     "task": "register_tasks",
 }
-
-
-class ComponentError(ValueError):
-    """A component could not be registered, found or configured."""
-
-
-class DuplicateComponentError(ComponentError):
-    """Two plugins registered the same name for the same kind."""
-
-
-class UnknownComponentError(ComponentError, KeyError):
-    """No component of that kind has that name."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
-
-
-class UnknownOptionError(ComponentError):
-    """An option that a component does not accept."""
 
 
 def close_matches(word: str, candidates: list[str], n: int = 3) -> list[str]:
@@ -142,17 +128,3 @@ class Catalog:
                 if pattern is None or fnmatch.fnmatch(name, pattern):
                     out.append(self.by_kind[k][name])
         return out
-
-
-def get_component(kind: str, name: str) -> Component:
-    """The registered component ``name`` of ``kind`` (loads plugins on first use)."""
-    from zoo.registry.plugins import load_plugins
-
-    return load_plugins().get(kind, name)
-
-
-def list_components(kind: str | None = None, pattern: str | None = None) -> list[Component]:
-    """Registered components, optionally of one kind and matching a wildcard pattern."""
-    from zoo.registry.plugins import load_plugins
-
-    return load_plugins().list(kind, pattern)

@@ -1,20 +1,38 @@
 """Hook specifications: the contract between molzoo and its plugins.
 
-Every hook receives a ``register`` callback. Call it once per component::
+A plugin is a module (a built-in ``zoo.plugins.<kind>`` package, or the module a ``molzoo``
+entry point names) holding ``@hookimpl`` functions. Every hook receives one argument,
+``register``; call it once per component::
+
+    register(name, factory, description="", config=None)
+
+:param str name: the component's name within its kind (``zoo list KIND``); two plugins
+    registering one name for one kind is an error naming both.
+:param factory: a callable, or a lazy ``"module:attr"`` string imported only when the component
+    is created. Keep heavy imports (torch, transformers, torch_geometric, RDKit) in the factory's
+    module, never in the module holding the hook implementations: ``zoo list`` and ``zoo --help``
+    import that one.
+:param str description: one line for ``zoo list``.
+:param dict config: every option the factory accepts, with its default. Specs are validated
+    against it (an unknown option is refused with close matches) before the factory runs.
+
+Component factories (every kind except compositions and tasks) are called as
+``factory(embed_dim=<the spec's embed_dim>, **options)`` where ``options`` are ``config``
+overlaid with the spec's settings. A ``ValueError``/``TypeError`` raised there becomes a one-line
+error naming the slot and component: check options first (:func:`zoo.api.check_ints`,
+:func:`zoo.api.check_dropout`). The returned object is a ``torch.nn.Module`` implementing the
+kind's protocol from :mod:`zoo.api`. Example::
+
+    from zoo.api import hookimpl
 
     @hookimpl
     def register_molecule_encoders(register):
         register(
             "my_gnn",
-            "my_package.encoders:MyGNN",       # callable or lazy "module:attr" string
+            "my_package.encoders:MyGNN",       # lazy: imported when a spec uses my_gnn
             description="A three-layer GIN over RDKit graphs.",
             config={"hidden_dim": 256, "layers": 3},
         )
-
-``config`` lists every option the factory accepts with its default; specs are validated
-against it. Factories are imported only when a component is created, so keep heavy imports
-(torch, transformers, torch_geometric) inside the factory's module, never at the top of the
-module that holds the hook implementations.
 """
 
 from __future__ import annotations
@@ -27,49 +45,119 @@ hookimpl = pluggy.HookimplMarker("molzoo")
 
 @hookspec
 def register_text_encoders(register):
-    """Register text encoders.
+    """Register text encoders (the ``text_encoder`` slot).
 
-    A text encoder factory is called with the spec's options plus ``embed_dim`` and returns a
-    ``torch.nn.Module`` implementing :class:`zoo.protocols.TextEncoder`: texts in, ``[B, d]``
-    embeddings out (optionally token states and a mask).
+    The factory returns a module implementing :class:`zoo.api.TextEncoder`:
+
+    - ``dim`` (``== embed_dim``) and ``frozen`` (``True`` if nothing before the head trains);
+    - ``prepare(texts, progress=True, device="cpu") -> list``: one item per text (token ids, or the
+      frozen backbone's cached outputs), computed once per run;
+    - ``collate(items) -> batch``: a batch object with ``.to(device)``;
+    - ``forward(batch) -> Encoded``: ``embedding [B, embed_dim]``; when the assembly sets
+      ``return_states = True`` (an aligner that needs them), also ``states [B, L, h]`` and
+      ``mask [B, L]`` (True where a token is real).
+
+    A frozen backbone may cache ``prepare``'s outputs under :func:`zoo.api.cache_root`, keyed by
+    :func:`zoo.api.content_hash` of the model, its revision and every option that changes them.
+    Raise :class:`zoo.api.TextEncoderUnavailable` when weights cannot be loaded: ``zoo run``
+    then substitutes ``minilm`` (unless ``--strict``). Optionally implement
+    :class:`zoo.api.Fittable` (fitted on the training texts, saved with the run). Example::
+
+        @hookimpl
+        def register_text_encoders(register):
+            register("bow", "my_package.text:BagOfWords", description="hashed bag of words",
+                     config={"buckets": 65536})
     """
 
 
 @hookspec
 def register_molecule_encoders(register):
-    """Register molecule encoders.
+    """Register molecule encoders (the ``molecule_encoder`` slot).
 
-    A molecule encoder factory is called with the spec's options plus ``embed_dim`` and returns a
-    ``torch.nn.Module`` implementing :class:`zoo.protocols.MoleculeEncoder`: a batch of featurized
-    molecules in, ``[B, d]`` embeddings out. It names the featurizer it needs in ``featurizer``.
+    The factory returns a module implementing :class:`zoo.api.MoleculeEncoder`:
+
+    - ``dim`` (``== embed_dim``);
+    - ``featurize(smiles) -> torch_geometric.data.Data``: one molecule, every attribute a tensor;
+      raise :class:`zoo.api.SmilesError` for an unparsable SMILES (:func:`zoo.api.parse_smiles`);
+    - ``featurizer: str``, e.g. ``"rdkit_descriptors/1"``: the on-disk cache key of the featurized
+      molecules, also stored with checkpoints; change it whenever ``featurize``'s output changes;
+    - ``forward(batch) -> Encoded``: ``batch`` is a ``torch_geometric.data.Batch`` of ``featurize``
+      outputs, every attribute the featurizer set available as ``batch.<attr>`` (``*_index``
+      attributes offset per graph; ``batch.batch``, ``batch.ptr``, ``batch.num_graphs`` as in PyG);
+      ``embedding [B, embed_dim]``, plus ``states``/``mask`` per atom when ``return_states`` is set.
+
+    The built-in RDKit graphs are :func:`zoo.api.featurize` (``x [atoms, ATOM_FEATURE_DIM]``,
+    ``edge_index``, ``edge_attr [edges, BOND_FEATURE_DIM]``; key
+    ``f"{FEATURIZER_NAME}/{FEATURIZER_VERSION}"``). Example::
+
+        @hookimpl
+        def register_molecule_encoders(register):
+            register("descriptor_mlp", "molzoo_descriptors.encoder:DescriptorMLP",
+                     description="MLP over RDKit 2D descriptors",
+                     config={"hidden_dim": 256, "layers": 2, "dropout": 0.1})
     """
 
 
 @hookspec
 def register_aligners(register):
-    """Register alignment modules.
+    """Register alignment modules (the ``aligner`` slot).
 
-    An aligner factory is called with the spec's options plus ``embed_dim`` and returns a
-    ``torch.nn.Module`` implementing :class:`zoo.protocols.Aligner`: it maps the two embeddings
-    to aligned embeddings and a dict of auxiliary losses and logged metrics.
+    The factory returns a module implementing :class:`zoo.api.Aligner`:
+    ``forward(text: Encoded, molecule: Encoded) -> Aligned`` with aligned ``text``/``molecule``
+    embeddings ``[B, d]``, auxiliary ``losses`` (scalar tensors, added to the retrieval loss) and
+    ``metrics`` (floats, logged). Set ``needs_states = True`` to receive token/atom ``states``;
+    define ``embed_text(Encoded)``/``embed_molecule(Encoded)`` if retrieval embeddings are not
+    the encoders' ``embedding``. Example::
+
+        @hookimpl
+        def register_aligners(register):
+            register("none", "zoo.plugins.align.adversarial:IdentityAligner",
+                     description="embeddings pass through unchanged", config={})
     """
 
 
 @hookspec
 def register_losses(register):
-    """Register retrieval losses: ``(text_emb [B, d], mol_emb [B, d]) -> scalar``."""
+    """Register retrieval losses (the ``loss`` slot).
+
+    The factory returns a module implementing :class:`zoo.api.RetrievalLoss`:
+    ``forward(text [B, d], molecule [B, d]) -> scalar tensor``, row ``i`` of each being a positive
+    pair and the other rows in-batch negatives (:func:`zoo.api.check_pair_batch` checks that).
+    Example::
+
+        @hookimpl
+        def register_losses(register):
+            register("infonce", "zoo.plugins.loss.infonce:InfoNCELoss",
+                     description="symmetric InfoNCE", config={"temperature": 0.07})
+    """
 
 
 @hookspec
 def register_compositions(register):
-    """Register compositions.
+    """Register compositions (named specs for ``zoo run NAME``).
 
-    The factory returns a mapping (the spec as read from TOML) or a path to a TOML file; it
-    names one component per slot (``text_encoder``, ``molecule_encoder``, ``aligner``,
-    ``loss``) plus ``train`` settings.
+    The factory takes no arguments and returns a mapping (the spec as read from TOML) or the path
+    of a TOML file: ``name``, ``embed_dim``, one table per slot (``text_encoder``,
+    ``molecule_encoder``, ``aligner``, ``loss``) with the component ``name`` and its options,
+    plus ``[train]`` and ``[eval]`` settings. ``config`` is not used. Example::
+
+        @hookimpl
+        def register_compositions(register):
+            register("my_model", lambda: Path(__file__).with_name("my_model.toml"),
+                     description="scibert + my_gnn + none + infonce")
     """
 
 
 @hookspec
 def register_tasks(register):
-    """Register evaluation tasks (datasets with a split and gallery protocol), e.g. ``chebi20``."""
+    """Register evaluation tasks (datasets with a split and gallery protocol), e.g. ``chebi20``.
+
+    The factory loads the task's data (``zoo.data:load_chebi20`` for ``chebi20``); ``config``
+    lists its options (e.g. ``holdout_fraction``). A spec names its task in ``[eval] task``.
+    Example::
+
+        @hookimpl
+        def register_tasks(register):
+            register("chebi20", "zoo.data:load_chebi20", description="ChEBI-20 retrieval",
+                     config={"holdout_fraction": 0.1, "holdout_seed": 0})
+    """

@@ -14,31 +14,36 @@ from typing import Any, Mapping
 
 import pluggy
 
-from zoo.registry import hookspecs
-from zoo.registry.catalog import KINDS, Catalog, Component, ComponentError, did_you_mean
+import zoo.registry.hookspecs as hookspecs
+from zoo.errors import ComponentError, PluginLoadWarning
+from zoo.registry.catalog import KINDS, Catalog, Component, did_you_mean
 
 ENTRY_POINT_GROUP = "molzoo"
 
 #: Built-in plugins: modules registered through the same hooks a third-party package uses.
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "zoo.plugins.text_encoders",
-    "zoo.plugins.molecule_encoders",
-    "zoo.plugins.aligners",
-    "zoo.plugins.losses",
+    "zoo.plugins.text",
+    "zoo.plugins.molecule",
+    "zoo.plugins.align",
+    "zoo.plugins.loss",
     "zoo.plugins.compositions",
     "zoo.plugins.tasks",
 )
 
-#: Comma-separated plugin names that are not loaded (like pytest's ``-p no:NAME``).
+#: Names the built-in plugins had before ``plugins/`` was grouped by kind; still accepted in
+#: ``ZOO_DISABLE_PLUGINS`` (short or as ``zoo.plugins.<old name>``).
+FORMER_BUILTIN_NAMES: dict[str, str] = {
+    "text_encoders": "text", "molecule_encoders": "molecule", "aligners": "align", "losses": "loss",
+}
+
+#: Comma-separated plugin names that are not loaded (like pytest's ``-p no:NAME``): entry-point
+#: names, or built-in ones, in full (``zoo.plugins.text``) or short (``text``, ``molecule``, ``align``,
+#: ``loss``, ``compositions``, ``tasks``).
 DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
 #: If set, only these entry-point plugins load (built-ins always load unless disabled).
 ALLOW_ENV = "ZOO_PLUGINS"
 #: If set to 1, a plugin that fails to load is fatal instead of a warning.
 STRICT_ENV = "ZOO_STRICT_PLUGINS"
-
-
-class PluginLoadWarning(UserWarning):
-    """A plugin failed to load; the others keep working."""
 
 
 @dataclass
@@ -58,6 +63,12 @@ def _env_names(var: str) -> set[str] | None:
     if value is None:
         return None
     return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _current_name(name: str) -> str:
+    """A built-in plugin's current short name for one of its former names; other names unchanged."""
+    short = name.removeprefix("zoo.plugins.")
+    return FORMER_BUILTIN_NAMES.get(short, name)
 
 
 def _strict() -> bool:
@@ -115,7 +126,8 @@ def _build() -> None:
 
     pm = pluggy.PluginManager("molzoo")
     pm.add_hookspecs(hookspecs)
-    disabled = _env_names(DISABLE_ENV) or set()
+    given_disabled = _env_names(DISABLE_ENV) or set()
+    disabled = given_disabled | {_current_name(name) for name in given_disabled}
     allowed = _env_names(ALLOW_ENV)
     records: list[PluginRecord] = []
 
@@ -131,8 +143,9 @@ def _build() -> None:
 
     entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
     plugin_names = {ep.name for ep in entry_points}
-    _warn_unknown_names(DISABLE_ENV, disabled, plugin_names | {name.rsplit(".", 1)[-1] for name in DEFAULT_PLUGINS},
-                        "plugin", also=set(DEFAULT_PLUGINS))
+    former = {*FORMER_BUILTIN_NAMES, *(f"zoo.plugins.{name}" for name in FORMER_BUILTIN_NAMES)}
+    _warn_unknown_names(DISABLE_ENV, given_disabled, plugin_names | {name.rsplit(".", 1)[-1] for name in DEFAULT_PLUGINS},
+                        "plugin", also=set(DEFAULT_PLUGINS) | former)
     _warn_unknown_names(ALLOW_ENV, allowed or set(), plugin_names, "installed entry-point plugin")
     for ep in entry_points:
         if ep.name in disabled or (allowed is not None and ep.name not in allowed):
@@ -213,6 +226,16 @@ def _record(name: str) -> PluginRecord:
     record = PluginRecord(name, "registered at runtime", None, hooks)
     _state["records"].append(record)
     return record
+
+
+def get_component(kind: str, name: str) -> Component:
+    """The registered component ``name`` of ``kind`` (loads plugins on first use)."""
+    return load_plugins().get(kind, name)
+
+
+def list_components(kind: str | None = None, pattern: str | None = None) -> list[Component]:
+    """Registered components, optionally of one kind and matching a wildcard pattern."""
+    return load_plugins().list(kind, pattern)
 
 
 def plugin_info() -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from zoo.ablate import (
 )
 from zoo.cli import main
 from zoo.evals.leaderboard import summarize
-from zoo.spec import SpecError
+from zoo.errors import SpecError
 
 
 def test_parse_vary_and_its_errors():

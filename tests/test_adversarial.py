@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.plugins.adversarial import AdversarialAligner, IdentityAligner
+from zoo.plugins.align.adversarial import AdversarialAligner, IdentityAligner
 from zoo.protocols import Aligned, Aligner, Encoded
 
 
@@ -103,7 +103,7 @@ def test_invalid_options(options, word):
 
 def test_registered():
     from zoo.registry import get_component, reset_registry
-    from zoo.registry.plugins import PluginLoadWarning
+    from zoo.errors import PluginLoadWarning
 
     reset_registry()
     with warnings.catch_warnings():

@@ -18,7 +18,8 @@ from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 import zoo.opsin as opsin
 from zoo.chemnames import (Span, candidate_bits, candidate_spans, clean_span, description_structures, select_structures,
                            structure_match_scores)
-from zoo.opsin import OpsinError, ParseCache, parse_names
+from zoo.errors import OpsinError
+from zoo.opsin import ParseCache, parse_names
 
 KNOWN = {  # name -> SMILES (any form; compared canonically)
     "benzoic acid": "OC(=O)c1ccccc1",
@@ -182,7 +183,7 @@ def test_structure_match_scores_hand_case(tmp_path, monkeypatch):
 def test_registered_defaults_match_the_constructor():
     import inspect
 
-    from zoo.plugins.chem_names_text import ChemNamesText
+    from zoo.plugins.text.chem_names_text import ChemNamesText
     from zoo.registry import get_component
 
     component = get_component("text_encoder", "chem_names")
@@ -192,7 +193,7 @@ def test_registered_defaults_match_the_constructor():
 
 def test_encoder_features_forward_and_gradients(tmp_path, monkeypatch):
     from zoo.chemnames import morgan_count_matrix
-    from zoo.plugins.chem_names_text import ChemNamesText
+    from zoo.plugins.text.chem_names_text import ChemNamesText
 
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
     encoder = ChemNamesText(16, n_bits=256, hidden_dim=32, layers=2)

@@ -15,10 +15,10 @@ from zoo.registry import KINDS
 from zoo.spec import load_spec
 
 BUILTIN_PLUGINS = {
-    "zoo.plugins.text_encoders": "register_text_encoders",
-    "zoo.plugins.molecule_encoders": "register_molecule_encoders",
-    "zoo.plugins.aligners": "register_aligners",
-    "zoo.plugins.losses": "register_losses",
+    "zoo.plugins.text": "register_text_encoders",
+    "zoo.plugins.molecule": "register_molecule_encoders",
+    "zoo.plugins.align": "register_aligners",
+    "zoo.plugins.loss": "register_losses",
     "zoo.plugins.compositions": "register_compositions",
     "zoo.plugins.tasks": "register_tasks",
 }
@@ -66,7 +66,7 @@ def test_list_all_kinds(capsys):
     assert "triplet" in listed["loss"]
     assert "aman" in listed["composition"]
     assert "chebi20" in listed["task"]
-    assert "[text_encoders]" in out  # the registering plugin is shown
+    assert "[text]" in out  # the registering plugin is shown
 
 
 @pytest.mark.parametrize("kind", ["molecule_encoder", "molecule_encoders"])
@@ -98,7 +98,7 @@ def test_list_json(capsys):
     assert {r["kind"] for r in rows} == set(KINDS)
     by_name = {(r["kind"], r["name"]): r for r in rows}
     triplet = by_name[("loss", "triplet")]
-    assert triplet["plugin"] == "zoo.plugins.losses"
+    assert triplet["plugin"] == "zoo.plugins.loss"
     assert triplet["config"]["margin"] == pytest.approx(0.2)
     assert set(triplet) >= {"kind", "name", "description", "plugin", "version", "config"}
 
@@ -125,7 +125,7 @@ def test_plugins_json(capsys):
 def test_plugins_text(capsys):
     code, out, _ = run_cli(capsys, "plugins")
     assert code == 0
-    assert "zoo.plugins.text_encoders" in out and "register_text_encoders" in out
+    assert "zoo.plugins.text" in out and "register_text_encoders" in out
 
 
 # -- show ----------------------------------------------------------------------------------

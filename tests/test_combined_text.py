@@ -8,8 +8,9 @@ import tomllib
 
 import pytest
 
-from zoo.registry import ComponentError, get_component
-from zoo.spec import CompositionSpec, SlotSpec, SpecError, load_spec
+from zoo.errors import ComponentError, SpecError
+from zoo.registry import get_component
+from zoo.spec import CompositionSpec, SlotSpec, load_spec
 
 LIST_FORM = """
 name = "combo"

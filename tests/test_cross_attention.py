@@ -9,7 +9,7 @@ import torch
 
 from tiny import TINY, run_tiny
 from zoo.cli import main
-from zoo.plugins.cross_attention import CrossAttentionAligner
+from zoo.plugins.align.cross_attention import CrossAttentionAligner
 from zoo.protocols import Encoded
 
 B, EMBED = 6, 16

@@ -50,7 +50,7 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
 
 def test_bad_world_size_env_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
-    from zoo.train import RunError
+    from zoo.errors import RunError
 
     with pytest.raises(RunError, match="WORLD_SIZE='two'"):
         distributed.launched_distributed()
@@ -61,8 +61,8 @@ class _PairModel(torch.nn.Module):
     """A shared encoder and two retrieval losses with in-batch negatives (one with a parameter)."""
 
     def __init__(self) -> None:
-        from zoo.plugins.infonce import InfoNCELoss
-        from zoo.plugins.triplet import TripletLoss
+        from zoo.plugins.loss.infonce import InfoNCELoss
+        from zoo.plugins.loss.triplet import TripletLoss
 
         super().__init__()
         self.encoder = torch.nn.Linear(6, 4)
@@ -169,7 +169,7 @@ def _main_first_worker(rank: int, world: int, init_file: str, result_dir: str) -
     """Rank 0 fails inside ``main_process_first``; rank 1 must not hang at a barrier."""
     import torch.distributed as dist
 
-    from zoo.train import RunError
+    from zoo.errors import RunError
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     ctx = DistContext(rank=rank, world_size=world, backend="gloo")

@@ -15,7 +15,7 @@ pytest.importorskip("torch_geometric")
 
 from torch_geometric.data import Batch  # noqa: E402
 
-from zoo.protocols import Encoded, MoleculeEncoder  # noqa: E402
+from zoo.api import Encoded, MoleculeEncoder  # noqa: E402
 from zoo.registry import get_component, list_components, plugin_info  # noqa: E402
 from zoo.registry import plugins as plugins_mod  # noqa: E402
 
@@ -98,14 +98,14 @@ def test_options_are_applied_and_validated(no_builtins):
     encoder = component.create(**component.resolve_options({"hidden_dim": 16, "layers": 3}), embed_dim=8)
     linears = [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [16, 16, 16, 8]
-    from zoo.registry import UnknownOptionError
+    from zoo.errors import UnknownOptionError
 
     with pytest.raises(UnknownOptionError, match="hidden_dim"):
         component.resolve_options({"hiden_dim": 16})
 
 
 def test_bad_smiles_is_a_smiles_error(no_builtins):
-    from zoo.featurize import SmilesError
+    from zoo.errors import SmilesError
 
     component = get_component("molecule_encoder", "descriptor_mlp")
     encoder = component.create(**component.resolve_options(), embed_dim=8)

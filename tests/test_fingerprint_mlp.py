@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-from zoo.featurize import SmilesError
-from zoo.plugins.fingerprint_mlp import FingerprintMLP, morgan_counts
+from zoo.errors import SmilesError
+from zoo.plugins.molecule.fingerprint_mlp import FingerprintMLP, morgan_counts
 from zoo.protocols import Encoded, MoleculeEncoder
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)N[C@@H](C)C(=O)O", "C/C=C/Cl", "O=C1CCCN1"]
@@ -107,7 +107,7 @@ def test_invalid_options(options, word):
 
 def test_registered(fresh_registry):
     from zoo.registry import get_component
-    from zoo.registry.plugins import PluginLoadWarning
+    from zoo.errors import PluginLoadWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginLoadWarning)

@@ -9,7 +9,7 @@ import torch
 from torch_geometric.data import Batch
 
 from zoo.featurize import FEATURIZER_NAME, FEATURIZER_VERSION
-from zoo.plugins.gnn_baselines import GCN, GINE
+from zoo.plugins.molecule.gnn_baselines import GCN, GINE
 from zoo.protocols import Encoded, MoleculeEncoder
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)N[C@@H](C)C(=O)O", "C/C=C/Cl", "O=C1CCCN1"]
@@ -100,7 +100,7 @@ def test_invalid_options(name, options, word):
 @pytest.mark.parametrize("name", MODELS)
 def test_registered(fresh_registry, name):
     from zoo.registry import get_component
-    from zoo.registry.plugins import PluginLoadWarning
+    from zoo.errors import PluginLoadWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginLoadWarning)

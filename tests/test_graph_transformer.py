@@ -10,7 +10,7 @@ from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
 from zoo.featurize import FEATURIZER_NAME, FEATURIZER_VERSION
-from zoo.plugins.graph_transformer import GraphTransformer
+from zoo.plugins.molecule.graph_transformer import GraphTransformer
 from zoo.protocols import Encoded, MoleculeEncoder
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)N[C@@H](C)C(=O)O", "C/C=C/Cl", "O=C1CCCN1"]
@@ -90,7 +90,7 @@ def test_invalid_options(options, word):
 
 def test_registered():
     from zoo.registry import get_component, reset_registry
-    from zoo.registry.plugins import PluginLoadWarning
+    from zoo.errors import PluginLoadWarning
 
     reset_registry()
     with warnings.catch_warnings():

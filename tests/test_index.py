@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from zoo.cli import main
-from zoo.data import DataError
+from zoo.errors import DataError
 from zoo.molfiles import count_records, iter_records, record_smiles
 
 SMILES = ["CCO", "c1ccccc1O", "not_a_smiles", "CC(=O)O", "c1ccncc1", "CCN", "C1CCCCC1Cl", "OCCO", "c1ccc(cc1)C(=O)O", "CCCCBr"]

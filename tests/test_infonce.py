@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.plugins.infonce import InfoNCELoss
+from zoo.plugins.loss.infonce import InfoNCELoss
 
 
 def test_matches_direct_cross_entropy():
@@ -106,7 +106,7 @@ def test_errors():
 
 def test_registered(fresh_registry):
     from zoo.registry import get_component
-    from zoo.registry.plugins import PluginLoadWarning
+    from zoo.errors import PluginLoadWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginLoadWarning)

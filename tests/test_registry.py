@@ -18,11 +18,8 @@ from importlib import metadata
 import pytest
 
 import zoo
+from zoo.errors import ComponentError, DuplicateComponentError, PluginLoadWarning, UnknownComponentError, UnknownOptionError
 from zoo.registry import (
-    ComponentError,
-    DuplicateComponentError,
-    UnknownComponentError,
-    UnknownOptionError,
     get_component,
     get_plugin_manager,
     hookimpl,
@@ -31,7 +28,7 @@ from zoo.registry import (
     plugin_info,
 )
 from zoo.registry import plugins as plugins_mod
-from zoo.registry.plugins import ENTRY_POINT_GROUP, PluginLoadWarning
+from zoo.registry.plugins import ENTRY_POINT_GROUP
 
 pytestmark = pytest.mark.usefixtures("fresh_registry")
 
@@ -451,7 +448,7 @@ def test_misspelled_disabled_plugin_is_one_warning_line_in_the_cli():
     done = subprocess.run([sys.executable, "-m", "zoo.cli", "list", "loss"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
     assert done.stderr.startswith("zoo: warning: ZOO_DISABLE_PLUGINS: no plugin named 'text_encodrs'. "
-                                  "Did you mean: text_encoders") and done.stderr.count("\n") == 1
+                                  "Did you mean: text") and done.stderr.count("\n") == 1
 
 
 BROKEN_PLUGIN = "from zoo.registry import hookimpl\n\nraise ImportError('needs libfoo')\n"
@@ -491,6 +488,18 @@ def test_disable_env_skips_builtins_by_full_or_short_name(install, monkeypatch):
         monkeypatch.setenv("ZOO_DISABLE_PLUGINS", value)
         plugins_mod.reset_registry()
         assert _loss_names() == ["alpha_loss", "beta_loss"]
+
+
+@pytest.mark.parametrize("name", ["loss", "zoo.plugins.loss", "losses", "zoo.plugins.losses"])
+def test_disable_env_accepts_current_and_former_builtin_names(monkeypatch, name):
+    """Built-ins are grouped by kind (zoo.plugins.loss); the former module names (losses) still work."""
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", name)
+    plugins_mod.reset_registry()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginLoadWarning)
+        assert list_components("loss") == []
+        assert list_components("aligner")
+    assert "zoo.plugins.loss" not in {p["name"] for p in plugin_info()}
 
 
 def test_allow_list_loads_only_named_entry_points(install, monkeypatch):

@@ -7,8 +7,9 @@ import tomllib
 
 import pytest
 
-from zoo.registry import ComponentError, get_component
-from zoo.spec import SLOTS, CompositionSpec, SlotSpec, SpecError, TrainConfig, load_spec
+from zoo.errors import ComponentError, SpecError
+from zoo.registry import get_component
+from zoo.spec import SLOTS, CompositionSpec, SlotSpec, TrainConfig, load_spec
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from torch_geometric.data import Batch
 from zoo.cache import featurize_molecules
 from zoo.featurize import (ATOM_FEATURE_DIM, ATOM_STEREO_COLUMNS, BOND_STEREO_COLUMNS, featurize, parse_smiles,
                            stereo_flags)
-from zoo.plugins.fingerprint_mlp import EXTRA_FINGERPRINTS, FingerprintMLP, fingerprint_vector
-from zoo.plugins.gnn_baselines import GCN, GINE
-from zoo.plugins.graph_transformer import GraphTransformer
+from zoo.plugins.molecule.fingerprint_mlp import EXTRA_FINGERPRINTS, FingerprintMLP, fingerprint_vector
+from zoo.plugins.molecule.gnn_baselines import GCN, GINE
+from zoo.plugins.molecule.graph_transformer import GraphTransformer
 
 L_ALA, D_ALA = "N[C@@H](C)C(=O)O", "C[C@@H](N)C(=O)O"
 FUMARIC, MALEIC = "OC(=O)/C=C/C(=O)O", "OC(=O)/C=C\\\\C(=O)O"

@@ -9,8 +9,8 @@ import pytest
 
 from zoo.ablate import build_grid, plan_runs
 from zoo.cli import main
-from zoo.registry import ComponentError
-from zoo.spec import SpecError, load_spec
+from zoo.errors import ComponentError, SpecError
+from zoo.spec import load_spec
 from zoo.sweep import plan_sweep
 
 SETS = ["train.epochs=2", "molecule_encoder.heads=4"]

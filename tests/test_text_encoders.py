@@ -1,4 +1,4 @@
-"""Transformer text encoders (plugins/hf_text.py) on the offline MiniLM backbone.
+"""Transformer text encoders (plugins/text/hf_text.py) on the offline MiniLM backbone.
 
 Every test runs with ``ZOO_CACHE_DIR`` in a temporary folder and the Hugging Face hub offline.
 One tiny encoder (``embed_dim=32``, ``max_length=32``) is built per module and reused.
@@ -13,8 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from zoo.plugins import hf_text  # noqa: E402
-from zoo.plugins.hf_text import SCIBERT_HUB_ID, HFTextEncoder, TextEncoderUnavailable  # noqa: E402
+from zoo.plugins.text import hf_text  # noqa: E402
+from zoo.errors import TextEncoderUnavailable  # noqa: E402
+from zoo.plugins.text.hf_text import SCIBERT_HUB_ID, HFTextEncoder  # noqa: E402
 from zoo.registry import get_component  # noqa: E402
 
 DIM, MAX_LEN, HIDDEN = 32, 32, 384
@@ -303,7 +304,8 @@ def small_aman():
 
 
 def test_build_model_substitutes_minilm_offline(small_aman):
-    from zoo.model import SubstitutionWarning, build_model
+    from zoo.errors import SubstitutionWarning
+    from zoo.model import build_model
 
     with pytest.warns(SubstitutionWarning, match="scibert"):
         model, report = build_model(small_aman)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from zoo.cli import main
-from zoo.plugins.tfidf_text import TfidfText
+from zoo.plugins.text.tfidf_text import TfidfText
 from zoo.registry import get_component
 
 TEXTS = [f"The molecule is a {ring} compound carrying a {group} group." for ring in ("benzene", "pyridine", "furan", "thiophene")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.plugins.triplet import TripletLoss
+from zoo.plugins.loss.triplet import TripletLoss
 
 
 def well_separated(b: int = 4, d: int = 8):
@@ -104,7 +104,7 @@ def test_errors():
 
 def test_registered():
     from zoo.registry import get_component, reset_registry
-    from zoo.registry.plugins import PluginLoadWarning
+    from zoo.errors import PluginLoadWarning
 
     reset_registry()
     with warnings.catch_warnings():

@@ -90,8 +90,8 @@ def test_parts_of_a_combined_slot_are_range_checked(capsys):
 def test_a_model_too_big_for_memory_is_one_clear_line(monkeypatch):
     """Within the ranges, sizes can still multiply past the memory: building says which sizes to lower."""
     from zoo.model import build_model
-    from zoo.plugins import fingerprint_mlp
-    from zoo.registry import ComponentError
+    from zoo.plugins.molecule import fingerprint_mlp
+    from zoo.errors import ComponentError
     from zoo.spec import load_spec
 
     def out_of_memory(*args, **kwargs):
@@ -165,7 +165,7 @@ def test_unusable_cache_dir_names_the_variable(tiny_env, tmp_path, capsys, monke
 
 
 def test_zoo_debug_shows_the_traceback(monkeypatch):
-    from zoo.spec import SpecError
+    from zoo.errors import SpecError
 
     monkeypatch.setenv("ZOO_DEBUG", "1")
     with pytest.raises(SpecError, match="train.lr must be a finite number"):

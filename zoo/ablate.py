@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from zoo.errors import ComponentError, LeaderboardError, RunError, SpecError
 from zoo.evals.leaderboard import (
-    METRICS, LeaderboardError, MetricSummary, ProtocolKey, RunRecord, normalize_direction, normalize_metric, summarize,
+    METRICS, MetricSummary, ProtocolKey, RunRecord, normalize_direction, normalize_metric, summarize,
     DIRECTIONS,
 )
-from zoo.registry.catalog import ComponentError, get_component
-from zoo.spec import SLOTS, CompositionSpec, SpecError, load_spec
+from zoo.registry import get_component
+from zoo.spec import SLOTS, CompositionSpec, load_spec
 
 __all__ = [
     "Axis", "AblationConfig", "PlannedRun", "Comparison", "AblationTable",
@@ -200,7 +201,7 @@ def plan_runs(configs: Sequence[AblationConfig], seeds: int, out_root: str | Pat
 def run_ablation(planned: Sequence[PlannedRun], *, data_dir: str | None = None, strict: bool = False,
                  progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
     """Train every planned run whose ``results.json`` is missing (in-process, via :func:`zoo.train.run`)."""
-    from zoo.train import RunError, RunOptions, run
+    from zoo.train import RunOptions, run
 
     paths = []
     for i, item in enumerate(planned, 1):

@@ -20,21 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
+from zoo.errors import FeaturizeError, OutputPathError
+
 if TYPE_CHECKING:
     import torch
     from torch_geometric.data import Batch, Data
 
 CACHE_ENV = "ZOO_CACHE_DIR"
 PACKED_FORMAT = "molzoo.packed_graphs/1"
-
-
-class FeaturizeError(ValueError):
-    """A molecule that the featurizer could not turn into a graph."""
-
-
-class OutputPathError(ValueError):
-    """A file or folder that cannot be written where it was asked for (a file where a folder is
-    needed, a folder where a file is needed, no permission)."""
 
 
 def folder_problem(path: str | Path) -> str | None:

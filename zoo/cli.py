@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo import DEBUG_ENV, __version__, debug_enabled
+from zoo.errors import OutputPathError, PluginLoadWarning, RunError, ZooError
 
 KIND_ALIASES = {
     "text_encoders": "text_encoder", "text": "text_encoder",
@@ -234,8 +235,6 @@ def _add_table_options(p: argparse.ArgumentParser, metric_help: str) -> None:
 def _check_out(out: str | None, name: str, fmt: str) -> None:
     """Refuse an ``--out`` that is a folder before any work (``name``: the example file name's stem)."""
     if out and Path(out).is_dir():
-        from zoo.cache import OutputPathError
-
         example = Path(out) / f"{name}.{'md' if fmt == 'markdown' else fmt}"
         raise OutputPathError(f"--out {out} is a folder; give a file path, e.g. --out {example}")
 
@@ -292,7 +291,6 @@ def cmd_ablate(args) -> int:
 
 def _refuse_under_torchrun(command: str) -> None:
     from zoo.distributed import launched_distributed
-    from zoo.train import RunError
 
     if launched_distributed():
         raise RunError(f"zoo {command} runs many trainings one after another in one process; launch it without torchrun "
@@ -320,7 +318,6 @@ def cmd_sweep(args) -> int:
 
 def cmd_search(args) -> int:
     from zoo.search import Searcher, check_query, format_result, latency_summary, read_queries
-    from zoo.train import RunError
 
     given = [x for x in (args.query, args.smiles, args.queries) if x is not None]
     if len(given) != 1:
@@ -381,20 +378,6 @@ RESUME_HINTS = {
 }
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is the whole story (no traceback)."""
-    from zoo.registry import ComponentError
-
-    errors: list[type[BaseException]] = [ComponentError]
-    for module, name in [("zoo.data", "DataError"), ("zoo.train", "RunError"), ("zoo.plugins.hf_text", "TextEncoderUnavailable"),
-                         ("zoo.featurize", "SmilesError"), ("zoo.cache", "FeaturizeError"), ("zoo.cache", "OutputPathError"),
-                         ("zoo.evals.leaderboard", "LeaderboardError"), ("zoo.opsin", "OpsinError")]:
-        mod = sys.modules.get(module)
-        if mod is not None:
-            errors.append(getattr(mod, name))
-    return tuple(errors)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -418,12 +401,14 @@ def _dispatch(args) -> int:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"\nzoo: {what}.{RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+    except ZooError as exc:  # the message is the whole story
+        if debug_enabled():
+            raise
+        print(f"zoo: error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001
         if debug_enabled():
             raise
-        if isinstance(exc, _user_errors()):
-            print(f"zoo: error: {exc}", file=sys.stderr)
-            return 2
         print(f"zoo: internal error: {type(exc).__name__}: {exc}. This is a bug: rerun with {DEBUG_ENV}=1 "
               "for the traceback and report it.", file=sys.stderr)
         return 1
@@ -447,8 +432,6 @@ def _sigterm_as_interrupt():
 @contextmanager
 def _zoo_warnings_on_one_line():
     """molzoo's own warnings (e.g. a plugin that failed to load) as ``zoo: warning: ...``, not file:line + source."""
-    from zoo.registry.plugins import PluginLoadWarning
-
     original = warnings.formatwarning
 
     def format_warning(message, category, filename, lineno, line=None):

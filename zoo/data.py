@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.cache import atomic_write_text, cache_root
+from zoo.errors import DataError, DataWarning, SmilesError
 
 DATA_ENV = "ZOO_DATA_DIR"
 BASE_URL = "https://raw.githubusercontent.com/blender-nlp/MolT5/main/ChEBI-20_data/"
@@ -54,14 +55,6 @@ PUBLISHED_SHA256 = {
 }
 TRAIN_ROWS = 26407
 WARN_LIST_LIMIT = 20
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the file, row and field."""
-
-
-class DataWarning(UserWarning):
-    """Input rows that were skipped (e.g. unparseable SMILES)."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +175,7 @@ def _read_table(path: Path, columns: Sequence[str], validate_smiles: bool, skipp
 
 
 def _read_rows(path: Path, columns: Sequence[str], validate_smiles: bool, skipped: list[dict] | None) -> list[tuple[int, list[str]]]:
-    from zoo.featurize import SmilesError, parse_smiles
+    from zoo.featurize import parse_smiles
 
     if not path.is_file():
         raise DataError(f"{path}: file not found")

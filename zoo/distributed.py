@@ -75,7 +75,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value) if value else default
     except ValueError:
-        from zoo.train import RunError
+        from zoo.errors import RunError
 
         raise RunError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
 
@@ -141,7 +141,7 @@ def main_process_first(ctx: DistContext) -> Iterator[None]:
     """Rank 0 runs the block first (filling on-disk caches); the others wait, then run it (reading them).
 
     If the block fails on rank 0, the others are told (instead of waiting at a barrier until the
-    process-group timeout) and raise a :class:`~zoo.train.RunError` naming rank 0's error.
+    process-group timeout) and raise a :class:`~zoo.errors.RunError` naming rank 0's error.
     """
     if not ctx.enabled:
         yield
@@ -156,7 +156,7 @@ def main_process_first(ctx: DistContext) -> Iterator[None]:
         return
     failure = broadcast_object(None, ctx)  # waits for rank 0 to finish the block
     if failure is not None:
-        from zoo.train import RunError
+        from zoo.errors import RunError
 
         raise RunError(f"rank 0 failed while preparing the shared data: {failure}")
     yield

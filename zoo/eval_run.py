@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from zoo.model import RetrievalModel
     from zoo.spec import CompositionSpec
 
-from zoo.train import CHECKPOINT_DIR, RESULTS_FILE, RunError, load_weights, resolve_device, valid_gallery
+from zoo.errors import RunError
+from zoo.train import CHECKPOINT_DIR, RESULTS_FILE, load_weights, resolve_device, valid_gallery
 
 SPLITS = ("test", "heldout")
 

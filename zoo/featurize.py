@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from zoo.errors import SmilesError
+
 FEATURIZER_NAME = "rdkit_graph"
 FEATURIZER_VERSION = "2"  # 2: CIP R/S and per-atom E/Z flags
 
@@ -59,10 +61,6 @@ BOND_FEATURE_DIM = _one_hot_size(BOND_TYPES) + 2 + _one_hot_size(BOND_STEREOS)  
 ATOM_STEREO_COLUMNS = slice(ATOM_FEATURE_DIM - _one_hot_size(CHIRALITIES) - len(CIP_CODES) - len(DOUBLE_BOND_STEREOS),
                             ATOM_FEATURE_DIM)
 BOND_STEREO_COLUMNS = slice(BOND_FEATURE_DIM - _one_hot_size(BOND_STEREOS), BOND_FEATURE_DIM)
-
-
-class SmilesError(ValueError):
-    """A SMILES string that RDKit cannot parse."""
 
 
 def _one_hot(value, choices: Sequence) -> list[float]:

@@ -11,13 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from zoo.train import RunError
+from zoo.errors import FitError, RunError
 
 FITTED_DIR = "fitted"
-
-
-class FitError(RunError):
-    """A component cannot be fitted, or its saved fitted state cannot be loaded."""
 
 
 def fitted_path(run_dir: str | Path, slot: str = "text_encoder") -> Path:

@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from zoo.cache import atomic_path, atomic_write_bytes, atomic_write_text
-from zoo.data import DataError, sha256_file
+from zoo.data import sha256_file
+from zoo.errors import DataError, RunError
 from zoo.eval_run import load_run
 from zoo.molfiles import Record, count_records, iter_records, library_format, record_smiles
-from zoo.train import CHECKPOINT_DIR, RunError
+from zoo.train import CHECKPOINT_DIR
 
 if TYPE_CHECKING:
     import numpy as np

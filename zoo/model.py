@@ -10,13 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.errors import ComponentError, SubstitutionWarning, TextEncoderUnavailable
 from zoo.protocols import Aligned, Encoded
-from zoo.registry import ComponentError, get_component
+from zoo.registry import get_component
 from zoo.spec import SLOTS, CompositionSpec, SlotSpec
-
-
-class SubstitutionWarning(UserWarning):
-    """A component was replaced by a fallback (e.g. SciBERT unreachable -> MiniLM)."""
 
 
 #: Text encoders that may stand in for one whose weights cannot be loaded.
@@ -114,8 +111,6 @@ def build_model(spec: CompositionSpec, *, allow_substitution: bool = True, on_su
     ``allow_substitution`` is true, the embedded MiniLM encoder stands in (keeping the pooling
     and mode options) and the substitution is recorded; otherwise the error propagates.
     """
-    from zoo.plugins.hf_text import TextEncoderUnavailable
-
     spec = spec.resolve()
     report = BuildReport(spec)
     while True:

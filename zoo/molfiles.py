@@ -15,7 +15,7 @@ Formats, chosen by extension (a trailing ``.gz`` is decompressed on the fly):
 
 Every record has a 1-based ``row`` (the line number for text formats, the record number for SDF)
 and an ``id`` (the ID column / name / title, else the row number). Problems with the file itself
-(missing, unreadable, not UTF-8, no SMILES column, malformed CSV) raise :class:`zoo.data.DataError`; a molecule
+(missing, unreadable, not UTF-8, no SMILES column, malformed CSV) raise :class:`zoo.errors.DataError`; a molecule
 RDKit cannot read is the caller's to skip.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from zoo.data import DataError
+from zoo.errors import DataError
 
 SMILES_SUFFIXES = (".smi", ".smiles", ".ism", ".txt")
 TABLE_SUFFIXES = {".tsv": "\t", ".tab": "\t", ".csv": ","}

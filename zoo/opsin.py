@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from zoo.cache import atomic_write_text, cache_root, content_hash
+from zoo.errors import OpsinError
 
 #: bump when the meaning of a cached parse changes (OPSIN flags, RDKit canonicalization)
 PARSE_VERSION = "1"
@@ -33,10 +34,6 @@ OPSIN_FLAGS = ("-osmi", "-n")
 JVM_OPTIONS = ("-Dfile.encoding=UTF-8", "-Dsun.stdout.encoding=UTF-8", "-Dsun.stderr.encoding=UTF-8",
                "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 JAVA_PACKAGE = "default-jre-headless"
-
-
-class OpsinError(RuntimeError):
-    """OPSIN cannot run (no Java, no jar) or its output cannot be used; the message says what to do."""
 
 
 def opsin_jar() -> Path:

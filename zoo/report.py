@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from zoo.train import CHECKPOINT_DIR, RunError, resolve_device
+from zoo.errors import RunError
+from zoo.train import CHECKPOINT_DIR, resolve_device
 
 if TYPE_CHECKING:
     import numpy as np

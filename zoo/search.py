@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from zoo.cache import atomic_write_bytes
 from zoo.data import sha256_file
+from zoo.errors import DataError, RunError
 from zoo.featurize import clean_smiles
 from zoo.library import LibraryIndex, embed_smiles, load_index, run_checkpoint
-from zoo.train import RunError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -239,8 +239,6 @@ def _result(kind: str, target: str, searched: str, query: str, hits: list[dict],
 
 def read_queries(path: str | Path) -> list[str]:
     """One text query per non-blank line of a UTF-8 file."""
-    from zoo.data import DataError
-
     path = Path(path)
     try:
         queries = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

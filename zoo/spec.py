@@ -37,7 +37,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from zoo.registry.catalog import ComponentError, did_you_mean, get_component
+from zoo.errors import ComponentError, SpecError
+from zoo.registry import get_component
+from zoo.registry.catalog import did_you_mean
 
 #: Component slots of a composition and the kind of component each takes.
 SLOTS: dict[str, str] = {
@@ -51,10 +53,6 @@ SLOTS: dict[str, str] = {
 #: ``text_encoder = ["tfidf", "minilm"]`` (or ``[[text_encoder]]`` tables with options) is short
 #: for ``[text_encoder] name = "combined"`` with those ``parts``.
 COMBINERS: dict[str, str] = {"text_encoder": "combined"}
-
-
-class SpecError(ComponentError):
-    """A spec that cannot be read or validated."""
 
 
 @dataclass(frozen=True)

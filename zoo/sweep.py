@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.ablate import AblationConfig, PlannedRun, plan_runs, slot_option_accepted
-from zoo.registry import ComponentError
-from zoo.spec import SpecError, load_spec
+from zoo.errors import ComponentError, SpecError
+from zoo.spec import load_spec
 
 __all__ = ["plan_sweep"]
 

@@ -19,15 +19,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from zoo.errors import RunError
 from zoo.spec import CompositionSpec
 
 CHECKPOINT_DIR = "checkpoint"
 RESULTS_FILE = "results.json"
 GALLERIES = ("all", "test")
-
-
-class RunError(RuntimeError):
-    """A run that cannot start or continue (clear message, nothing half-written)."""
 
 
 @dataclass

@@ -131,7 +131,7 @@ HEADS = {
 @pytest.mark.parametrize("head", list(HEADS))
 def test_text_head(benchmark, pairs, minilm, head, device):
     """The trainable head over cached backbone states (what evaluation runs per query), texts per second."""
-    from zoo.plugins.hf_text import FrozenText
+    from zoo.plugins.text.hf_text import FrozenText
     from zoo.registry import get_component
 
     component = get_component("text_encoder", "minilm")

@@ -17,8 +17,7 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
-from zoo.featurize import parse_smiles
-from zoo.protocols import Encoded
+from zoo.api import Encoded, parse_smiles
 
 FEATURIZER = "rdkit_descriptors/1"
 
@@ -79,7 +78,7 @@ def _descriptor_functions() -> dict:
 
 
 def descriptor_vector(smiles: str) -> list[float]:
-    """The squashed descriptors of one molecule (:class:`zoo.featurize.SmilesError` if unparsable)."""
+    """The squashed descriptors of one molecule (:class:`zoo.api.SmilesError` if unparsable)."""
     mol = parse_smiles(smiles)
     functions = _descriptor_functions()
     values = []
@@ -98,7 +97,7 @@ def descriptor_vector(smiles: str) -> list[float]:
 class DescriptorMLP(nn.Module):
     """Molecule encoder: ``batch.desc [B, D]`` -> LayerNorm -> MLP -> ``[B, embed_dim]``.
 
-    Implements :class:`zoo.protocols.MoleculeEncoder`.
+    Implements :class:`zoo.api.MoleculeEncoder`.
     """
 
     featurizer = FEATURIZER

@@ -7,7 +7,7 @@ so torch, torch_geometric and RDKit are imported only by the factory's module
 
 from __future__ import annotations
 
-from zoo.registry import hookimpl
+from zoo.api import hookimpl
 
 
 @hookimpl

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.plugins.checks import check_pair_batch
+from zoo.api import check_pair_batch
 
 DIRECTIONS = ("both", "text_to_molecule")
 MAX_LOGIT_SCALE = 100.0

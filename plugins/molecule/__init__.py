@@ -1,4 +1,5 @@
-"""Built-in molecule encoders (registration only: no torch import here)."""
+"""Built-in molecule encoders (``zoo.plugins.molecule``): the registration hookimpl here (no torch
+import), the components in ``graph_transformer``, ``gnn_baselines`` (over ``graph_base``) and ``fingerprint_mlp``."""
 
 from zoo.registry import hookimpl
 
@@ -7,7 +8,7 @@ from zoo.registry import hookimpl
 def register_molecule_encoders(register):
     register(
         "graph_transformer",
-        "zoo.plugins.graph_transformer:GraphTransformer",
+        "zoo.plugins.molecule.graph_transformer:GraphTransformer",
         description="Edge-aware graph transformer over RDKit atom/bond graphs with gated attention readout (AMAN).",
         config={
             "hidden_dim": 256,
@@ -20,19 +21,19 @@ def register_molecule_encoders(register):
     )
     register(
         "gcn",
-        "zoo.plugins.gnn_baselines:GCN",
+        "zoo.plugins.molecule.gnn_baselines:GCN",
         description="Text2Mol-style GCN over RDKit atom graphs with mean+max pooling (baseline).",
         config={"hidden_dim": 256, "layers": 3, "dropout": 0.1},
     )
     register(
         "gine",
-        "zoo.plugins.gnn_baselines:GINE",
+        "zoo.plugins.molecule.gnn_baselines:GINE",
         description="Edge-aware GIN (GINEConv with bond features, residual LayerNorm) with sum+mean pooling.",
         config={"hidden_dim": 256, "layers": 4, "dropout": 0.1},
     )
     register(
         "fingerprint_mlp",
-        "zoo.plugins.fingerprint_mlp:FingerprintMLP",
+        "zoo.plugins.molecule.fingerprint_mlp:FingerprintMLP",
         description="MLP over log1p-scaled Morgan count fingerprints (Text2Mol MLP baseline); no graph.",
         # extra: more RDKit fingerprints appended to the Morgan counts: maccs, atompair, torsion, feature_morgan
         config={"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2, "extra": []},

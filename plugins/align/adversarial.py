@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from zoo.protocols import Aligned, Encoded
+from zoo.api import Aligned, Encoded
 
 MODES = ("grl", "minmax")
 

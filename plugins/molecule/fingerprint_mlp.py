@@ -31,10 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from zoo.featurize import parse_smiles
-from zoo.plugins.checks import check_dropout, check_ints
-from zoo.plugins.layers import mlp_blocks, with_single_state
-from zoo.protocols import Encoded
+from zoo.api import Encoded, check_dropout, check_ints, mlp_blocks, parse_smiles, with_single_state
 
 FEATURIZER_VERSION = "2"  # bump when the fingerprint changes: it keys the on-disk cache (2: chirality)
 

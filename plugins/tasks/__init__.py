@@ -1,4 +1,4 @@
-"""Built-in evaluation tasks."""
+"""Built-in evaluation tasks (``zoo.plugins.tasks``)."""
 
 from zoo.registry import hookimpl
 

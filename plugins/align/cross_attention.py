@@ -44,8 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.plugins.checks import check_dropout, check_ints
-from zoo.protocols import Aligned, Encoded
+from zoo.api import Aligned, Encoded, check_dropout, check_ints
 
 NEGATIVES = ("hard", "random")
 HARD_NEGATIVE_TEMPERATURE = 0.1  # sharpness of the softmax(similarity) negatives are drawn from

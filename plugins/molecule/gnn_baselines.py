@@ -1,6 +1,6 @@
 """Message-passing baselines over RDKit molecular graphs: a Text2Mol-style GCN and an edge-aware GINE.
 
-Both read the same featurization as :class:`~zoo.plugins.graph_transformer.GraphTransformer`
+Both read the same featurization as :class:`~zoo.plugins.molecule.graph_transformer.GraphTransformer`
 (:mod:`zoo.featurize`, ``rdkit_graph/<version>``), so the on-disk graph cache is shared.
 
 ``gcn``
@@ -31,9 +31,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, GINEConv
 from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
 
-from zoo.featurize import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
-from zoo.plugins.graph_base import GraphEncoderBase, check_graph_options
-from zoo.protocols import Encoded
+from zoo.api import ATOM_FEATURE_DIM, BOND_FEATURE_DIM, Encoded
+from zoo.plugins.molecule.graph_base import GraphEncoderBase, check_graph_options
 
 
 def _projection(in_dim: int, hidden_dim: int, embed_dim: int, dropout: float) -> nn.Sequential:

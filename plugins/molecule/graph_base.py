@@ -7,10 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
-from zoo.featurize import FEATURIZER_NAME, FEATURIZER_VERSION
-from zoo.featurize import featurize as _featurize
-from zoo.plugins.checks import check_dropout, check_ints
-from zoo.protocols import Encoded
+from zoo.api import FEATURIZER_NAME, FEATURIZER_VERSION, Encoded, check_dropout, check_ints, featurize as _featurize
 
 
 def check_graph_options(name: str, dropout: float, **positive: int) -> None:

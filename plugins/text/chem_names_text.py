@@ -20,9 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from zoo.plugins.checks import check_dropout, check_ints
-from zoo.plugins.layers import mlp_blocks, with_single_state
-from zoo.protocols import Encoded
+from zoo.api import Encoded, check_dropout, check_ints, mlp_blocks, with_single_state
 
 
 class NameFeatures(dict):
@@ -52,13 +50,13 @@ class ChemNamesText(nn.Module):
 
     def structures(self, texts: Sequence[str]) -> list[list[str]]:
         """Per text, the canonical SMILES of the names found in it (see :mod:`zoo.chemnames`)."""
-        from zoo.chemnames import description_structures
+        from zoo.api import description_structures
 
         return description_structures(list(texts), max_structures=self.max_structures, max_tokens=self.max_tokens)
 
     def prepare(self, texts: Sequence[str], progress: bool = True, device: torch.device | str = "cpu") -> list[Tensor]:
         """One ``[k, n_bits]`` uint8 count matrix per text (``k`` structures, 0..``max_structures``)."""
-        from zoo.chemnames import morgan_count_matrix
+        from zoo.api import morgan_count_matrix
 
         per_text = self.structures(texts)
         unique = sorted({s for structures in per_text for s in structures})

@@ -1,4 +1,5 @@
-"""Built-in aligners (registration only: no torch import here)."""
+"""Built-in aligners (``zoo.plugins.align``): the registration hookimpl here (no torch import), the
+components in ``adversarial`` (also the identity aligner) and ``cross_attention``."""
 
 from zoo.registry import hookimpl
 
@@ -7,13 +8,13 @@ from zoo.registry import hookimpl
 def register_aligners(register):
     register(
         "none",
-        "zoo.plugins.adversarial:IdentityAligner",
+        "zoo.plugins.align.adversarial:IdentityAligner",
         description="No alignment: embeddings pass through unchanged, no auxiliary loss.",
         config={},
     )
     register(
         "adversarial",
-        "zoo.plugins.adversarial:AdversarialAligner",
+        "zoo.plugins.align.adversarial:AdversarialAligner",
         description="Modality discriminator trained against the encoders (gradient reversal or min-max) (AMAN).",
         config={
             "weight": 0.1,
@@ -25,7 +26,7 @@ def register_aligners(register):
     )
     register(
         "cross_attention",
-        "zoo.plugins.cross_attention:CrossAttentionAligner",
+        "zoo.plugins.align.cross_attention:CrossAttentionAligner",
         description="Bidirectional token<->atom co-attention with a text-molecule matching loss; retrieval stays dual-encoder.",
         config={
             "hidden_dim": 128,

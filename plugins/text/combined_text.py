@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.protocols import Encoded
+from zoo.api import Encoded
 
 MODES = ("auto", "frozen", "finetune")
 

@@ -30,9 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from zoo.plugins.checks import check_dropout, check_ints
-from zoo.plugins.layers import mlp_blocks, with_single_state
-from zoo.protocols import Encoded
+from zoo.api import Encoded, check_dropout, check_ints, mlp_blocks, with_single_state
 
 ANALYZERS = ("char_wb", "char", "word")
 FIT_VERSION = "1"  # bump when the fitted transform changes meaning

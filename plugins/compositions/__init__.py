@@ -1,10 +1,10 @@
-"""Built-in compositions: TOML specs shipped with the package."""
+"""Built-in compositions (``zoo.plugins.compositions``): the TOML specs beside this file."""
 
 from pathlib import Path
 
 from zoo.registry import hookimpl
 
-SPEC_DIR = Path(__file__).with_name("compositions")
+SPEC_DIR = Path(__file__).parent
 
 
 def _spec_file(name: str):

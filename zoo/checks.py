@@ -1,8 +1,14 @@
-"""Input and option checks shared by the built-in components (clear ValueErrors naming the option)."""
+"""Option and input checks for components (clear ValueErrors naming the component and the option).
+
+Part of the plugin API (:mod:`zoo.api`); torch is not imported here.
+"""
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def check_ints(component: str, minimum: int = 1, **values: int) -> None:

@@ -1,4 +1,5 @@
-"""Built-in retrieval losses (registration only: no torch import here)."""
+"""Built-in retrieval losses (``zoo.plugins.loss``): the registration hookimpl here (no torch import),
+the components in ``triplet`` and ``infonce``."""
 
 from zoo.registry import hookimpl
 
@@ -7,7 +8,7 @@ from zoo.registry import hookimpl
 def register_losses(register):
     register(
         "triplet",
-        "zoo.plugins.triplet:TripletLoss",
+        "zoo.plugins.loss.triplet:TripletLoss",
         description="Triplet margin loss with in-batch negative mining (hard, semi-hard or all) (AMAN).",
         config={
             "margin": 0.2,
@@ -18,7 +19,7 @@ def register_losses(register):
     )
     register(
         "infonce",
-        "zoo.plugins.infonce:InfoNCELoss",
+        "zoo.plugins.loss.infonce:InfoNCELoss",
         description="Symmetric CLIP-style InfoNCE over in-batch cosine similarities with a learnable temperature.",
         config={
             "temperature": 0.07,

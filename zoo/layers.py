@@ -1,4 +1,4 @@
-"""Small building blocks shared by the built-in components (torch is imported here: factories only)."""
+"""Small building blocks for components (part of the plugin API, :mod:`zoo.api`; imports torch)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,110 @@
+"""The public API for plugin authors: everything a component plugin needs, from one module.
+
+A plugin imports only :mod:`zoo.api` (and :mod:`zoo.registry` for lookups); the rest of ``zoo``
+may change between releases. The built-in plugins (``zoo.plugins.*``) follow the same rule.
+
+Registering (see :mod:`zoo.registry.hookspecs` for every hook)::
+
+    from zoo.api import hookimpl
+
+    @hookimpl
+    def register_molecule_encoders(register):
+        register("my_gnn", "my_package.encoders:MyGNN", description="...", config={"hidden_dim": 256})
+
+Factories
+    ``zoo`` calls a component's factory as ``factory(embed_dim=<spec embed_dim>, **options)``:
+    ``options`` are the registered ``config`` defaults overlaid with the spec's options (an option
+    not in ``config`` is refused before the factory runs). A ``ValueError`` or ``TypeError`` the
+    factory raises becomes a one-line :class:`ComponentError` naming the slot and component, so
+    check options early with :func:`check_ints` / :func:`check_dropout`.
+
+The featurized-batch contract (molecule encoders)
+    * ``featurize(smiles) -> torch_geometric.data.Data``: one molecule, every attribute a tensor
+      (``x`` [atoms, F] and ``edge_index`` [2, E] for graphs; anything else, e.g. a ``fp`` [1, D]
+      vector, for fixed-size features). Raise :class:`SmilesError` for an unparsable SMILES
+      (:func:`parse_smiles` does). Attributes ending in ``_index`` are node indices and are offset
+      when graphs are batched, like PyG does; every other attribute is concatenated along dim 0.
+    * ``forward(batch)`` receives a ``torch_geometric.data.Batch`` of those ``Data``: each
+      attribute the featurizer set is ``batch.<attr>``, concatenated over the batch, plus
+      ``batch.batch`` (graph id per node, from ``x``), ``batch.ptr`` and ``batch.num_graphs``.
+      Return :class:`Encoded` (``embedding`` [B, embed_dim]; ``states``/``mask`` when asked).
+    * ``featurizer`` (a string attribute, e.g. ``"rdkit_descriptors/1"``) is the on-disk cache key
+      of the featurized molecules (``cache_root()/graphs/``) and is stored with checkpoints:
+      change it whenever ``featurize``'s output changes, or stale cached features are reused and
+      old checkpoints load against new features. Encoders sharing one featurization share one key.
+
+Text encoders return :class:`Encoded` from ``forward(prepare(texts))``; a frozen backbone may
+cache its outputs under :func:`cache_root`, keyed by :func:`content_hash` of everything they
+depend on, written with :func:`atomic_save_tensors`.
+
+Importing this module is cheap (no torch): the featurization helpers (numpy, RDKit) and the
+torch layers (:func:`mlp_blocks`, :func:`with_single_state`) load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from zoo.cache import atomic_path, atomic_save_tensors, atomic_write_bytes, atomic_write_text, cache_root, content_hash
+from zoo.checks import check_dropout, check_ints, check_pair_batch
+from zoo.errors import (
+    ComponentError,
+    DataError,
+    FeaturizeError,
+    SmilesError,
+    OpsinError,
+    TextEncoderUnavailable,
+    UnknownComponentError,
+    UnknownOptionError,
+    ZooError,
+    ZooWarning,
+)
+from zoo.protocols import Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, RetrievalLoss, TextEncoder
+from zoo.registry.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from zoo.featurize import (ATOM_FEATURE_DIM, ATOM_STEREO_COLUMNS, BOND_FEATURE_DIM, BOND_STEREO_COLUMNS,
+                               FEATURIZER_NAME, FEATURIZER_VERSION, clean_smiles, featurize, parse_smiles)
+    from zoo.chemnames import description_structures, morgan_count_matrix, structure_match_scores
+    from zoo.layers import mlp_blocks, with_single_state
+
+#: Loaded on first access (numpy + RDKit, torch): ``from zoo.api import parse_smiles`` works as usual.
+_FEATURIZE = ("ATOM_FEATURE_DIM", "BOND_FEATURE_DIM", "ATOM_STEREO_COLUMNS", "BOND_STEREO_COLUMNS",
+              "FEATURIZER_NAME", "FEATURIZER_VERSION", "clean_smiles", "featurize", "parse_smiles")
+_LAYERS = ("mlp_blocks", "with_single_state")
+#: chemical names in descriptions, parsed by OPSIN (see zoo.chemnames)
+_CHEMNAMES = ("description_structures", "morgan_count_matrix", "structure_match_scores")
+
+__all__ = [
+    # registration
+    "hookimpl",
+    # component contracts
+    "Encoded", "Aligned", "TextEncoder", "MoleculeEncoder", "Aligner", "RetrievalLoss", "Fittable",
+    # featurization (rdkit_graph) and SMILES parsing
+    *_FEATURIZE,
+    # caches and atomic writes
+    "cache_root", "content_hash", "atomic_path", "atomic_save_tensors", "atomic_write_bytes", "atomic_write_text",
+    # option checks and shared layers
+    "check_ints", "check_dropout", "check_pair_batch", *_LAYERS,
+    # chemical names parsed into structures (OPSIN)
+    *_CHEMNAMES,
+    # errors
+    "ZooError", "ZooWarning", "ComponentError", "UnknownComponentError", "UnknownOptionError", "DataError",
+    "SmilesError", "FeaturizeError", "TextEncoderUnavailable", "OpsinError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FEATURIZE:
+        from zoo import featurize as module
+    elif name in _LAYERS:
+        from zoo import layers as module
+    elif name in _CHEMNAMES:
+        from zoo import chemnames as module
+    else:
+        raise AttributeError(f"module 'zoo.api' has no attribute {name!r}")
+    return getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
