@@ -249,6 +249,31 @@ def test_damaged_caches_are_recomputed_and_old_ones_load_unverified(tmp_path, mo
     assert all(torch.equal(again.data[k], graphs.data[k]) for k in graphs.data)
 
 
+def test_damaged_chemical_name_caches_are_recomputed(tmp_path):
+    import numpy as np
+
+    from zoo.chemnames import candidate_bits
+    from zoo.opsin import ParseCache
+
+    cache = ParseCache(tmp_path / "opsin")
+    cache.put({"a1": "c1ccccc1", "a2": None})
+    assert cache.get(["a1", "a2"]) == {"a1": "c1ccccc1", "a2": None}
+    shard = tmp_path / "opsin" / "a.json"
+    shard.write_text(shard.read_text().replace("c1ccccc1", "c1ccncc1"))  # a changed parse: not used
+    with pytest.warns(UserWarning, match="a.json is corrupt"):
+        assert cache.get(["a1"]) == {}
+
+    smiles = ["CCO", "c1ccccc1O", "CCN"]
+    bits = candidate_bits(smiles, root=tmp_path)
+    path = next((tmp_path / "chem_names" / "fingerprints").glob("*.npz"))
+    data = bytearray(path.read_bytes())
+    at = data.find(np.packbits(bits, axis=1).tobytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="recomputing"):
+        np.testing.assert_array_equal(candidate_bits(smiles, root=tmp_path), bits)
+
+
 def test_a_damaged_index_chunk_is_embedded_again_on_resume(tmp_path):
     import numpy as np
 
