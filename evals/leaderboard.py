@@ -234,7 +234,9 @@ class RunRecord:
         checksums = task.get("data_checksums")
         data = ""
         if isinstance(checksums, Mapping) and checksums:
-            data = hashlib.sha256(json.dumps(checksums, sort_keys=True).encode()).hexdigest()[:12]
+            from zoo.cache import data_fingerprint
+
+            data = data_fingerprint(checksums)
         ties = TIE_POLICY if task.get("tie_policy") == TIE_POLICY else OLD_TIE_RULE
         return ProtocolKey(task=str(task.get("name", "?")), protocol=str(task.get("protocol", "unknown")),
                            split=str(task.get("split", "?")), gallery=gallery, data=data, ties=ties)

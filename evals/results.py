@@ -213,19 +213,21 @@ def write_results(path: Path, results: dict) -> Path:
 
     Serialisation happens before the target is touched: NaN/inf or
     non-JSON-serialisable values raise and leave any existing file as it was.
-    The file is written with :func:`zoo.cache.atomic_write_text` (temp file, fsync, replace).
+    The file is written with :func:`zoo.cache.atomic_write_text` (temp file, fsync, replace), its
+    content hash first (:func:`zoo.cache.sealed_json`).
     """
+    from zoo.cache import atomic_write_text, sealed_json
+
     path = Path(path)
     _validate(results, str(path))
     try:
-        text = json.dumps(results, indent=2, sort_keys=False, allow_nan=False)
+        text = sealed_json(results, indent=2, sort_keys=False, allow_nan=False)
     except ValueError as exc:
         raise ValueError(f"{path}: results contain NaN or infinity, refusing to write ({exc})") from exc
     except TypeError as exc:
         raise ValueError(f"{path}: results are not JSON-serialisable ({exc})") from exc
-    from zoo.cache import atomic_write_text
 
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, text)
     return path
 
 
@@ -234,14 +236,23 @@ def _reject_constant(name: str) -> Any:
 
 
 def read_results(path: Path | str) -> dict:
-    """Load a results file and check its schema version and required keys."""
+    """Load a results file and check its content hash (where :func:`write_results` recorded one:
+    any changed byte is an error), schema version and required keys."""
+    from zoo.cache import check_sealed_bytes, unseal
+    from zoo.errors import IntegrityError
+
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            results = json.load(fh, parse_constant=_reject_constant)
+        data = path.read_bytes()
+        check_sealed_bytes(path, data, warn=False)  # results files without a hash (hand-made, older) are common
+        results = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except IntegrityError as exc:
+        raise ValueError(f"{exc}; rerun the command that wrote it (`zoo run ... --fresh` or `zoo eval`)") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     _validate(results, str(path))
-    return results
+    return unseal(results)

@@ -16,6 +16,7 @@ from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
 import zoo.opsin as opsin
+from zoo.cache import unseal
 from zoo.chemnames import (Span, candidate_bits, candidate_spans, clean_span, description_structures, select_structures,
                            structure_match_scores)
 from zoo.errors import OpsinError
@@ -86,7 +87,7 @@ def test_only_new_names_go_to_opsin(tmp_path, monkeypatch):
     assert jvm.inputs == [["ethanol"]]
     stored = {}
     for shard in (tmp_path / "cache").glob("*.json"):
-        stored.update(json.loads(shard.read_text()))
+        stored.update(unseal(json.loads(shard.read_text())))
     assert sorted(stored.values()) == ["CCO", "c1ccccc1"]
     assert parse_names([], cache=cache) == {} and len(jvm.inputs) == 1
 
@@ -171,7 +172,7 @@ def test_structure_match_scores_hand_case(tmp_path, monkeypatch):
     assert scores[3, 3] == 1.0 and 0 < scores[3, 4] < 1  # chirality counts
     assert 0 < scores[0, 1] < 1 and scores[0, 2] == 0.0  # benzene vs phenol / ethanol
     # the candidate fingerprints were cached; small column chunks give the same scores
-    assert len(list((tmp_path / "cache" / "chem_names" / "fingerprints").glob("*.npy"))) == 1
+    assert len(list((tmp_path / "cache" / "chem_names" / "fingerprints").glob("*.npz"))) == 1
     bits = candidate_bits(candidates)
     np.testing.assert_array_equal(structure_match_scores(queries, bits, max_chunk_floats=5), scores)
     assert not structure_match_scores([[], []], candidates).any()

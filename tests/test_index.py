@@ -292,7 +292,7 @@ def test_bad_input_errors_leave_nothing_behind(tiny_run, lib, tmp_path, capsys):
     assert index(run_dir, lib / "lib.smi", out) == 0
     (out / "index.faiss").write_bytes((out / "index.faiss").read_bytes()[:100])
     assert main(["search", str(run_dir), "benzene", "--index", str(out)]) == 2
-    assert "the index files are unreadable" in capsys.readouterr().err
+    assert "index.faiss is corrupt" in capsys.readouterr().err
     (out / "manifest.json").write_text("{not json")
     assert main(["search", str(run_dir), "benzene", "--index", str(out)]) == 2
     assert "manifest.json is unreadable" in capsys.readouterr().err

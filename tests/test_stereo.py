@@ -150,7 +150,7 @@ def _error_line(capsys) -> str:
 
 def test_checkpoint_records_its_molecule_features_and_refuses_others(tiny_run, tmp_path, capsys):
     from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from zoo.cli import main
     from zoo.featurize import FEATURIZER_NAME, FEATURIZER_VERSION
@@ -159,7 +159,10 @@ def test_checkpoint_records_its_molecule_features_and_refuses_others(tiny_run, t
     with safe_open(str(checkpoint), framework="pt") as f:
         meta = f.metadata()
     assert meta["molecule_featurizer"] == f"{FEATURIZER_NAME}/{FEATURIZER_VERSION}"  # the tiny run is aman
-    save_file(load_file(checkpoint), checkpoint, metadata={**meta, "molecule_featurizer": "rdkit_graph/1"})
+    from zoo.cache import atomic_save_tensors, unseal
+
+    # as a molzoo with the older featurizer wrote it (with its own content hash)
+    atomic_save_tensors(load_file(checkpoint), checkpoint, {**unseal(meta), "molecule_featurizer": "rdkit_graph/1"})
     assert main(["eval", str(run_dir), "--data-dir", str(data_dir), "--no-progress"]) == 2
     err = _error_line(capsys)
     assert "trained on molecule features 'rdkit_graph/1'" in err and "retrain" in err

@@ -45,13 +45,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo.cache import atomic_path, atomic_save_tensors, atomic_write_bytes, atomic_write_text, cache_root, content_hash
+from zoo.cache import (CACHE_UNVERIFIED_HINT, atomic_path, atomic_save_tensors, atomic_write_bytes, atomic_write_text,
+                       cache_root, content_hash, read_safetensors)
 from zoo.checks import check_dropout, check_ints, check_pair_batch
 from zoo.errors import (
     ComponentError,
     DataError,
     FeaturizeError,
     SmilesError,
+    IntegrityError,
     OpsinError,
     TextEncoderUnavailable,
     UnknownComponentError,
@@ -84,13 +86,14 @@ __all__ = [
     *_FEATURIZE,
     # caches and atomic writes
     "cache_root", "content_hash", "atomic_path", "atomic_save_tensors", "atomic_write_bytes", "atomic_write_text",
+    "read_safetensors", "CACHE_UNVERIFIED_HINT",
     # option checks and shared layers
     "check_ints", "check_dropout", "check_pair_batch", *_LAYERS,
     # chemical names parsed into structures (OPSIN)
     *_CHEMNAMES,
     # errors
     "ZooError", "ZooWarning", "ComponentError", "UnknownComponentError", "UnknownOptionError", "DataError",
-    "SmilesError", "FeaturizeError", "TextEncoderUnavailable", "OpsinError",
+    "SmilesError", "FeaturizeError", "TextEncoderUnavailable", "OpsinError", "IntegrityError",
 ]
 
 

@@ -4,6 +4,14 @@ Every write goes to a temporary file in the destination directory, is fsynced, t
 place with ``os.replace``: readers see either the old file or the complete new one, never a
 partial file, and a failed write leaves no temporary file behind.
 
+Files the zoo reads back record a content hash when written (:func:`atomic_save_tensors`,
+:func:`sealed_json`, :func:`save_sealed_npz`): the sha256 of the file's own bytes, with the hash
+field written as 64 zeros, stored in the file (safetensors metadata, a JSON key) or, for npz
+files, the sha256 of the arrays. Readers verify it (:func:`read_safetensors`,
+:func:`check_sealed_bytes`, :func:`load_sealed_npz`): a changed byte raises :class:`IntegrityError`,
+which the callers turn into their one-line error (or, for caches, a recomputation); a file
+written before hashes were recorded loads with an :class:`UnverifiedFileWarning`.
+
 Featurized molecules are cached as one safetensors file per (featurizer key, SMILES list):
 ``cache_root()/graphs/<content_hash(featurizer_key, smiles)>.safetensors``, holding a
 :class:`PackedGraphs` (all graphs concatenated per attribute plus per-attribute pointers).
@@ -14,15 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from zoo.errors import FeaturizeError, OutputPathError
+from zoo.errors import FeaturizeError, IntegrityError, OutputPathError, UnverifiedFileWarning
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch_geometric.data import Batch, Data
 
@@ -75,6 +85,12 @@ def _encode(part: object) -> bytes:
     return tag + str(len(payload)).encode() + b":" + payload
 
 
+def data_fingerprint(checksums: Mapping[str, str]) -> str:
+    """A short name for a set of data files (the ``data=`` of leaderboard tables): 12 hex digits of
+    the sha256 of their checksums as sorted JSON."""
+    return hashlib.sha256(json.dumps(dict(checksums), sort_keys=True).encode()).hexdigest()[:12]
+
+
 def content_hash(*parts: object) -> str:
     """sha256 hex digest over a stable, length-framed encoding of ``parts``.
 
@@ -105,10 +121,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        yield tmp
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        yield tmp
+        os.chmod(tmp, 0o666 & ~umask)  # after writing: some writers (safetensors) replace the file with a 0600 one
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -133,11 +149,190 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_save_tensors(tensors: dict[str, "torch.Tensor"], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """``safetensors.torch.save_file`` to ``path`` atomically (tensors made contiguous)."""
+    """``safetensors.torch.save_file`` to ``path`` atomically (tensors made contiguous), its content
+    hash recorded in the metadata (see :func:`read_safetensors`)."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    meta = {**(metadata or {}), **_SEAL_FIELDS}
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=meta)
+        _seal_safetensors(tmp)
+
+    _atomic(path, write)
+
+
+# -- content hashes -----------------------------------------------------------------------------
+HASH_KEY = "content_sha256"
+SCHEME_KEY = "molzoo_integrity"
+SCHEME = "content_sha256 is the sha256 of this file with content_sha256 written as 64 zeros"
+_ZEROS = b"0" * 64
+_SEAL_FIELDS = {HASH_KEY: _ZEROS.decode(), SCHEME_KEY: SCHEME}
+_HASH_FIELD = re.compile(rb'"content_sha256"\s*:\s*"([^"]*)"')
+_MAX_SAFETENSORS_HEADER = 100 << 20  # the safetensors library's own limit
+
+
+def _zeroed(head: bytes) -> tuple[bytes, str | None]:
+    """``head`` with its recorded hash written as zeros, and that hash (None where none is recorded)."""
+    m = _HASH_FIELD.search(head)
+    if m is None:
+        return head, None
+    return head[: m.start(1)] + _ZEROS + head[m.end(1) :], m.group(1).decode("ascii", "replace")
+
+
+def _is_sealed(head: bytes) -> bool:
+    """Whether ``head`` claims a recorded hash (either seal key present: one flipped key name is still caught)."""
+    return f'"{HASH_KEY}"'.encode() in head or f'"{SCHEME_KEY}"'.encode() in head
+
+
+def warn_unverified(path: str | Path, hint: str = "") -> None:
+    """The one-line warning about a file written before content hashes were recorded."""
+    warnings.warn(f"{path} has no recorded content hash (written before molzoo recorded them): loading it unverified{hint}",
+                  UnverifiedFileWarning, stacklevel=3)
+
+
+def _verify(path: Path, head: bytes, rest: Iterable[bytes], unverified_hint: str | None = "") -> bool:
+    """Check ``head + rest`` (a file's bytes) against the hash recorded in ``head``: True when verified,
+    False when no hash is recorded (an older file; warns, adding ``unverified_hint``, unless it is
+    None), :class:`IntegrityError` when they differ."""
+    zeroed, recorded = _zeroed(head)
+    if recorded is None:
+        if _is_sealed(head):
+            raise IntegrityError(f"{path} is corrupt: its content hash record is damaged")
+        if unverified_hint is not None:
+            warn_unverified(path, unverified_hint)
+        return False
+    h = hashlib.sha256(zeroed)
+    for block in rest:
+        h.update(block)
+    if h.hexdigest() != recorded:
+        raise IntegrityError(f"{path} is corrupt: its bytes do not match the content sha256 recorded in it")
+    return True
+
+
+def check_sealed_bytes(path: str | Path, data: bytes, warn: bool = True) -> bool:
+    """Verify a sealed text file's bytes (see :func:`sealed_json`); True when verified, False when it
+    records no hash (warns, unless ``warn`` is false), :class:`IntegrityError` when it does not match."""
+    return _verify(Path(path), data, (), "" if warn else None)
+
+
+def sealed_json(obj: Mapping[str, Any], **dumps: Any) -> str:
+    """``json.dumps`` of ``obj`` and a newline, with its content hash as the first keys (``dumps``: e.g. ``indent=2``)."""
+    if HASH_KEY in obj or SCHEME_KEY in obj:
+        obj = unseal(obj)
+    data = (json.dumps({**_SEAL_FIELDS, **obj}, **dumps) + "\n").encode("utf-8")
+    digest = hashlib.sha256(data).hexdigest().encode()
+    m = _HASH_FIELD.search(data)
+    assert m is not None
+    return (data[: m.start(1)] + digest + data[m.end(1) :]).decode("utf-8")
+
+
+def unseal(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` without the content-hash keys."""
+    return {k: v for k, v in obj.items() if k not in (HASH_KEY, SCHEME_KEY)}
+
+
+def _seal_safetensors(path: Path) -> None:
+    """Write the content hash over the zero placeholder in the header of a just-written file."""
+    with open(path, "r+b") as f:
+        prefix = f.read(8)
+        head = prefix + f.read(int.from_bytes(prefix, "little"))
+        m = _HASH_FIELD.search(head)
+        assert m is not None and m.group(1) == _ZEROS
+        h = hashlib.sha256(head)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+        f.seek(m.start(1))
+        f.write(h.hexdigest().encode())
+
+
+#: Appended to the warning about a cache file without a recorded hash.
+CACHE_UNVERIFIED_HINT = " (delete it to have it recomputed with one)"
+
+
+def read_safetensors(path: str | Path, tensors: bool = True,
+                     unverified_hint: str = "") -> tuple[dict[str, "torch.Tensor"], dict[str, str]]:
+    """The tensors (none with ``tensors=False``) and metadata (content-hash keys removed) of a
+    safetensors file, after checking its bytes against the hash recorded by
+    :func:`atomic_save_tensors`. :class:`IntegrityError` for a changed, truncated or foreign
+    file; a file without a recorded hash loads with an :class:`UnverifiedFileWarning`."""
+    path = Path(path)
+    try:
+        return _read_safetensors(path, tensors, unverified_hint)
+    except OSError as exc:
+        raise IntegrityError(f"{path} cannot be read ({exc.strerror or exc})") from None
+
+
+def _read_safetensors(path: Path, tensors: bool, unverified_hint: str) -> tuple[dict[str, "torch.Tensor"], dict[str, str]]:
+    from safetensors import safe_open
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        n = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if not 2 <= n <= min(size - 8, _MAX_SAFETENSORS_HEADER):
+            raise IntegrityError(f"{path} is not a readable safetensors file (corrupt or truncated: {size} bytes)")
+        head = prefix + f.read(n)
+        try:
+            header = json.loads(head[8:])
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
+        except ValueError as exc:
+            raise IntegrityError(f"{path} is not a readable safetensors file (corrupt header: {exc})") from None
+        _verify(path, head, iter(lambda: f.read(1 << 20), b""), unverified_hint)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            loaded = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types (only unverified files get here)
+        raise IntegrityError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
+    return loaded, unseal(meta)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def arrays_sha256(arrays: Mapping[str, "np.ndarray"]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of ``arrays`` (sorted by name)."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(_encode(name) + _encode([a.dtype.str, list(a.shape)]) + _encode(a.tobytes()))
+    return h.hexdigest()
+
+
+def save_sealed_npz(path: str | Path, arrays: Mapping[str, "np.ndarray"]) -> None:
+    """``np.savez`` to ``path`` atomically with the arrays' content hash (see :func:`load_sealed_npz`)."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, **{HASH_KEY: np.array(arrays_sha256(arrays))})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_sealed_npz(path: str | Path) -> dict[str, "np.ndarray"]:
+    """Every array of an npz file written by :func:`save_sealed_npz`, after checking their content
+    hash; :class:`IntegrityError` for a changed or unreadable file (one without a hash warns)."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:  # noqa: BLE001 - zipfile/numpy raise many types for a damaged file
+        raise IntegrityError(f"{path} is not a readable npz file ({_first_line(exc)})") from None
+    recorded = arrays.pop(HASH_KEY, None)
+    if recorded is None:
+        warn_unverified(path)
+    elif str(recorded) != arrays_sha256(arrays):
+        raise IntegrityError(f"{path} is corrupt: its arrays do not match their recorded content sha256")
+    return arrays
 
 
 def _cat_dim(key: str) -> int:
@@ -283,15 +478,12 @@ class PackedGraphs:
 
     @classmethod
     def load(cls, path: str | Path) -> "PackedGraphs":
-        """Load a file written by :meth:`save`."""
+        """Load a file written by :meth:`save` (checked against its content hash: :class:`IntegrityError`)."""
         import torch
-        from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != PACKED_FORMAT:
-                raise ValueError(f"{path}: not a PackedGraphs file (format {meta.get('format')!r})")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors, meta = read_safetensors(path, unverified_hint=CACHE_UNVERIFIED_HINT)
+        if meta.get("format") != PACKED_FORMAT:
+            raise ValueError(f"{path}: not a PackedGraphs file (format {meta.get('format')!r})")
         data = {k[5:]: v for k, v in tensors.items() if k.startswith("data.")}
         for k, dtype in json.loads(meta.get("binary", "{}")).items():
             data[k] = data[k].to(getattr(torch, dtype))

@@ -18,13 +18,15 @@ ChEBI-20 descriptions name molecules in IUPAC-style nomenclature ("... that is m
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from zoo.cache import atomic_path, cache_root, content_hash
+from zoo.cache import cache_root, content_hash, load_sealed_npz, save_sealed_npz
+from zoo.errors import IntegrityError
 
 #: bump when the candidate fingerprints change: it keys their disk cache
 FINGERPRINT_VERSION = "1"
@@ -177,18 +179,16 @@ def morgan_bit_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048
 def candidate_bits(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048, root: Path | None = None) -> np.ndarray:
     """:func:`morgan_bit_matrix` of a candidate gallery, cached on disk (packed) by the SMILES list."""
     key = content_hash("candidate-morgan-bits", list(smiles), radius, n_bits, FINGERPRINT_VERSION)
-    path = Path(root or cache_root()) / "chem_names" / "fingerprints" / f"{key}.npy"
+    path = Path(root or cache_root()) / "chem_names" / "fingerprints" / f"{key}.npz"
     if path.exists():
         try:
-            packed = np.load(path, allow_pickle=False)
+            packed = load_sealed_npz(path)["bits"]  # checked against its content hash
             if packed.shape == (len(smiles), (n_bits + 7) // 8):
                 return np.unpackbits(packed, axis=1, count=n_bits).astype(bool)
-        except (OSError, ValueError):
-            pass  # unreadable: recompute and rewrite
+        except (IntegrityError, KeyError) as exc:  # damaged: recompute and rewrite
+            warnings.warn(f"fingerprint cache {path} is unreadable ({exc}); recomputing")
     bits = morgan_bit_matrix(smiles, radius, n_bits)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, np.packbits(bits, axis=1), allow_pickle=False)
+    save_sealed_npz(path, {"bits": np.packbits(bits, axis=1)})
     return bits
 
 

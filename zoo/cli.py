@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true",
                    help="embed molecules under bf16 autocast on the CPU too (~2x faster with AMX; always on CUDA)")
     p.add_argument("--out", help="results file (default RUN/eval-SPLIT.json)")
+    p.add_argument("--allow-other-data", action="store_true",
+                   help="evaluate on data other than the run's training data (refused by default; the results say so)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("report", help="write one self-contained HTML report about finished runs")
@@ -213,7 +215,8 @@ def cmd_eval(args) -> int:
 
     evaluate_run(args.run, split=args.split, galleries=args.galleries or ["all", "test"], data_dir=args.data_dir,
                  device=args.device, save_embeddings=args.save_embeddings, out=args.out,
-                 progress=not args.no_progress, log=lambda m: print(m, flush=True), bf16=args.bf16)
+                 progress=not args.no_progress, log=lambda m: print(m, flush=True), bf16=args.bf16,
+                 allow_other_data=args.allow_other_data)
     return 0
 
 
@@ -431,11 +434,14 @@ def _sigterm_as_interrupt():
 
 @contextmanager
 def _zoo_warnings_on_one_line():
-    """molzoo's own warnings (e.g. a plugin that failed to load) as ``zoo: warning: ...``, not file:line + source."""
+    """molzoo's own warnings (e.g. a plugin that failed to load, a file loaded unverified) as
+    ``zoo: warning: ...``, not file:line + source."""
+    from zoo.errors import PluginLoadWarning, UnverifiedFileWarning
+
     original = warnings.formatwarning
 
     def format_warning(message, category, filename, lineno, line=None):
-        if issubclass(category, PluginLoadWarning):
+        if issubclass(category, (PluginLoadWarning, UnverifiedFileWarning)):
             return f"zoo: warning: {message}\n"
         return original(message, category, filename, lineno, line)
 

@@ -31,15 +31,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import random
 import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from zoo.cache import atomic_write_text, cache_root
+from zoo.cache import atomic_write_text, cache_root, data_fingerprint
 from zoo.errors import DataError, DataWarning, SmilesError
 
 DATA_ENV = "ZOO_DATA_DIR"
@@ -172,6 +173,8 @@ def _read_table(path: Path, columns: Sequence[str], validate_smiles: bool, skipp
         return _read_rows(path, columns, validate_smiles, skipped)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e})") from None
+    except csv.Error as e:  # e.g. a field over the csv module's size limit
+        raise DataError(f"{path}: not a readable tab-separated file ({e})") from None
 
 
 def _read_rows(path: Path, columns: Sequence[str], validate_smiles: bool, skipped: list[dict] | None) -> list[tuple[int, list[str]]]:
@@ -265,6 +268,32 @@ class ChEBI20:
             "checksums": dict(self.checksums),
             "published_checksum_match": {n: self.checksums[n] == h for n, h in PUBLISHED_SHA256.items() if n in self.checksums},
         }
+
+
+def data_checksums(data_dir: str | Path | None = None) -> dict[str, str]:
+    """The checksums :func:`load_chebi20` records for the data folder it would load, without parsing it."""
+    d = find_data_dir(data_dir)
+    names = ["validation.txt", "test.txt", "train.txt" if (d / "train.txt").is_file() else TRAIN_MOLECULES]
+    return {name: sha256_file(d / name) for name in names if (d / name).is_file()}
+
+
+def check_same_data(recorded: dict[str, str] | None, recorded_dir: str | None, data: "ChEBI20 | dict[str, str]",
+                    subject: str, fix: str, data_dir: str | Path | None = None) -> bool:
+    """Refuse (:class:`DataError`) data whose checksums differ from the ``recorded`` ones, naming both
+    data fingerprints, the files that differ and ``fix``. ``data`` is the loaded data, or the
+    checksums of ``data_dir``. Returns False, with a warning, where nothing was recorded."""
+    checksums = data.checksums if isinstance(data, ChEBI20) else data
+    where = data.data_dir if isinstance(data, ChEBI20) else data_dir
+    if not isinstance(recorded, dict) or not recorded:
+        warnings.warn(f"{subject} records no data checksums: cannot check that {where} is the data it was trained on",
+                      DataWarning, stacklevel=2)
+        return False
+    differ = sorted(n for n in {*recorded, *checksums} if recorded.get(n) != checksums.get(n))
+    if differ:
+        raise DataError(f"{subject} was made on other data: its {', '.join(differ)} checksum{'s' if len(differ) > 1 else ''} "
+                        f"differ{'' if len(differ) > 1 else 's'} from {where} (trained on data {data_fingerprint(recorded)} "
+                        f"in {recorded_dir or 'an unrecorded folder'}; {where} is data {data_fingerprint(checksums)}); {fix}")
+    return True
 
 
 def _holdout(pairs: list[Pair], fraction: float, seed: int, source: Path) -> tuple[list[Pair], list[Pair]]:

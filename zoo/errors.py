@@ -11,6 +11,11 @@ This module imports nothing: every layer (registry, plugins, commands) may use i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 class ZooError(Exception):
     """A problem the user can fix; its message is the whole story (the CLI prints it in one line)."""
@@ -79,6 +84,11 @@ class OpsinError(ZooError, RuntimeError):
     """OPSIN cannot run (no Java, no jar) or its output cannot be used; the message says what to do."""
 
 
+class IntegrityError(ZooError, ValueError):
+    """A file whose bytes do not match its recorded content hash, or that cannot be parsed at all.
+    The message starts with the path; callers add the fix (``--fresh``, a rebuild command)."""
+
+
 class LeaderboardError(ZooError, ValueError):
     """Results that cannot be loaded, or a leaderboard request that names unknown things."""
 
@@ -94,3 +104,12 @@ class DataWarning(ZooWarning):
 
 class SubstitutionWarning(ZooWarning):
     """A component was replaced by a fallback (e.g. SciBERT unreachable -> MiniLM)."""
+
+
+class UnverifiedFileWarning(ZooWarning):
+    """A file written before molzoo recorded content hashes, loaded without verification."""
+
+
+def retrain_hint(run_dir: "Path") -> str:
+    """The fix for a run whose checkpoint or fitted state is damaged or stale."""
+    return f"retrain the run with `zoo run {run_dir / 'spec.toml'} --out {run_dir} --fresh`"

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 from zoo.errors import RunError
 from zoo.train import CHECKPOINT_DIR, RESULTS_FILE, load_weights, resolve_device, valid_gallery
 
+OTHER_DATA_FLAG = "--allow-other-data"
+
 SPLITS = ("test", "heldout")
 
 
@@ -68,21 +70,32 @@ def load_trained_run(run_dir: str | Path, device: str = "auto") -> TrainedRun:
         model.text_encoder.set_mode(mode)
     load_fitted(model.text_encoder, run_dir)  # e.g. the TF-IDF vocabulary and SVD basis fitted by zoo run
     model.to(dev)
-    load_weights(model, checkpoint)
+    load_weights(model, checkpoint)  # checked against its content hash
     model.eval()
     return TrainedRun(run_dir, previous, spec, model, dev, checkpoint)
+
+
+def training_data(results: dict) -> tuple[dict[str, str] | None, str | None]:
+    """The checksums and folder of the data a run was trained on, as its results record them."""
+    task = results.get("task") if isinstance(results.get("task"), dict) else {}
+    recorded = task.get("training_data") if isinstance(task.get("training_data"), dict) else {}  # set by evaluate_run
+    return recorded.get("data_checksums", task.get("data_checksums")), recorded.get("data_dir", task.get("data_dir"))
 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequence[str] = ("all", "test"),
                  data_dir: str | None = None, device: str = "auto", save_embeddings: str | Path | None = None,
                  out: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print,
-                 bf16: bool = False) -> Path:
+                 bf16: bool = False, allow_other_data: bool = False) -> Path:
     """Re-evaluate ``run_dir`` and write ``RUN/eval-SPLIT.json`` (or ``out``); returns that path.
-    ``bf16`` embeds molecules under bf16 autocast on the CPU too (recorded in the results)."""
+    ``bf16`` embeds molecules under bf16 autocast on the CPU too (recorded in the results).
+
+    Data other than the run's training data (other checksums) is refused unless
+    ``allow_other_data``; the results then name the data used and, separately, the training data.
+    """
     import numpy as np
 
     from zoo.cache import atomic_write_bytes, featurize_molecules
-    from zoo.data import load_chebi20
+    from zoo.data import check_same_data, data_fingerprint, load_chebi20
     from zoo.evaluate import evaluate_pairs
     from zoo.evals.ranking import TIE_POLICY
     from zoo.evals.results import build_results, write_results
@@ -97,6 +110,15 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     trained = load_trained_run(run_dir, device)
     previous, spec, model, dev = trained.results, trained.spec, trained.model, trained.device
     data = load_chebi20(data_dir, holdout_fraction=spec.train.holdout_fraction, holdout_seed=previous["seeds"].get("holdout_seed", 0))
+    trained_on, trained_dir = training_data(previous)
+    notes = [f"re-evaluation of {run_dir} (best checkpoint) on {dev}"]
+    if trained_on and trained_on != data.checksums and allow_other_data:
+        notes.append(f"evaluated on other data than the run was trained on ({OTHER_DATA_FLAG}): {data.data_dir} is data "
+                     f"{data_fingerprint(data.checksums)}, the training data {trained_dir} was data {data_fingerprint(trained_on)}")
+        log(f"WARNING: {notes[-1]}")
+    else:
+        check_same_data(trained_on, trained_dir, data, f"run {run_dir}",
+                        f"pass the run's data folder with --data-dir, or {OTHER_DATA_FLAG} to evaluate on this data anyway")
     checkpoint = trained.checkpoint
     graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
                                  model.molecule_encoder.featurizer, progress=progress, desc="featurizing molecules")
@@ -117,9 +139,13 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     results = build_results(
         spec=spec.to_dict(), spec_hash=previous["spec_hash"], components=previous["components"],
         task={**previous["task"], "split": split, "galleries": counts, "protocol": data.protocol,
-              "data_checksums": data.checksums, "tie_policy": TIE_POLICY},
+              "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
+              "skipped_rows": data.skipped, "tie_policy": TIE_POLICY,
+              "training_data": {"data_dir": trained_dir, "data_checksums": trained_on,
+                                "fingerprint": data_fingerprint(trained_on) if trained_on else None},
+              "same_data_as_training": trained_on == data.checksums if trained_on else None},
         scores=scores, timings={"total_s": time.time() - started}, seeds=previous["seeds"],
-        notes=[f"re-evaluation of {run_dir} (best checkpoint) on {dev}"],
+        notes=notes,
         extra={"evaluated_run": str(run_dir), "checkpoint": str(checkpoint),
                "molecule_precision": "bf16" if bf16 or dev.type == "cuda" else "fp32"},
     )

@@ -2,16 +2,18 @@
 
 A component that implements :class:`zoo.protocols.Fittable` is fitted by ``zoo run`` on the
 training descriptions; the fitted state is written to ``RUN/fitted/<slot>.safetensors``
-(atomically, with the spec hash in its metadata) and loaded instead of refitting when the run
-resumes and when a finished run is loaded (``zoo eval``, :func:`zoo.eval_run.load_trained_run`).
+(atomically, with the spec hash, the training data's checksums and a content hash in its
+metadata) and loaded instead of refitting when the run resumes and when a finished run is
+loaded (``zoo eval``, :func:`zoo.eval_run.load_trained_run`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from zoo.errors import FitError, RunError
+from zoo.errors import FitError, RunError, retrain_hint
 
 FITTED_DIR = "fitted"
 
@@ -24,14 +26,15 @@ def is_fittable(component: Any) -> bool:
     return callable(getattr(component, "fit", None)) and callable(getattr(component, "load_fitted_state", None))
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    from safetensors import safe_open
+def _read(path: Path, fix: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The fitted state and its metadata, checked against the recorded content hash."""
+    from zoo.cache import read_safetensors
+    from zoo.errors import IntegrityError
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise FitError(f"cannot read fitted state {path}: {exc}") from None
+        return read_safetensors(path)
+    except IntegrityError as exc:
+        raise FitError(f"fitted state {exc}; {fix}") from None
 
 
 def _install(component: Any, state: dict[str, Any], path: Path, slot: str) -> None:
@@ -47,20 +50,25 @@ def fitted_notes(component: Any, slot: str = "text_encoder") -> list[str]:
 
 
 def fit_or_load(component: Any, texts: Sequence[str], run_dir: str | Path, *, spec_hash: str, seed: int,
-                slot: str = "text_encoder", refit: bool = False, log: Callable[[str], None] = print) -> list[str]:
-    """Load ``run_dir``'s fitted state for ``component`` when it was made for ``spec_hash``;
-    otherwise (or with ``refit``) fit on ``texts`` and save the state. No-op for components
-    that are not :class:`~zoo.protocols.Fittable`. Returns (and logs) :func:`fitted_notes`."""
+                slot: str = "text_encoder", refit: bool = False, log: Callable[[str], None] = print,
+                data_checksums: dict[str, str] | None = None) -> list[str]:
+    """Load ``run_dir``'s fitted state for ``component`` when it was made for ``spec_hash`` (and the
+    data of ``data_checksums``, recorded with it); otherwise (or with ``refit``) fit on ``texts``
+    and save the state. No-op for components that are not :class:`~zoo.protocols.Fittable`.
+    Returns (and logs) :func:`fitted_notes`."""
     if not is_fittable(component):
         return []
     path = fitted_path(run_dir, slot)
+    data = json.dumps(data_checksums, sort_keys=True) if data_checksums is not None else None
     if path.exists() and not refit:
-        state, meta = _read(path)
-        if meta.get("spec_hash") == spec_hash:
+        state, meta = _read(path, "rerun with --fresh to refit it")
+        same_data = data is None or meta.get("data_checksums", data) == data
+        if meta.get("spec_hash") == spec_hash and same_data:
             _install(component, state, path, slot)
             log(f"{slot}: loaded the fitted state from {path}")
             return _logged(fitted_notes(component, slot), log)
-        log(f"{slot}: {path} belongs to another spec (hash {meta.get('spec_hash')}); refitting")
+        why = f"another spec (hash {meta.get('spec_hash')})" if same_data else "other training data"
+        log(f"{slot}: {path} belongs to {why}; refitting")
     try:
         component.fit(list(texts), seed=seed)
     except ValueError as exc:
@@ -69,7 +77,8 @@ def fit_or_load(component: Any, texts: Sequence[str], run_dir: str | Path, *, sp
     if state:
         from zoo.cache import atomic_save_tensors
 
-        atomic_save_tensors(state, path, metadata={"spec_hash": spec_hash, "slot": slot})
+        meta = {"spec_hash": spec_hash, "slot": slot, **({"data_checksums": data} if data is not None else {})}
+        atomic_save_tensors(state, path, metadata=meta)
         size = sum(t.numel() * t.element_size() for t in state.values()) / 2**20
         log(f"{slot}: fitted on {len(texts)} training texts; saved {path} ({size:.1f} MiB)")
     return _logged(fitted_notes(component, slot), log)
@@ -87,7 +96,7 @@ def load_fitted(component: Any, run_dir: str | Path, slot: str = "text_encoder")
     if not is_fittable(component):
         return
     path = fitted_path(run_dir, slot)
-    state = _read(path)[0] if path.exists() else {}
+    state = _read(path, retrain_hint(Path(run_dir)))[0] if path.exists() else {}
     try:
         component.load_fitted_state(state)
     except ValueError as exc:

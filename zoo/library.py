@@ -15,6 +15,11 @@ L2-normalized, so scores are cosine similarities) and writes, each atomically an
 last: ``index.faiss``, ``molecules.tsv`` (index row -> source row, ID, SMILES) with
 ``molecules.offsets.npy`` (byte offset of each line, so a search reads only the rows it
 returns), ``skipped.tsv`` and ``manifest.json``. Then the chunks are removed.
+
+Integrity: the manifest records the sha256 of each of those files and its own content hash
+(:func:`zoo.cache.sealed_json`, as does ``build.json``), and chunks carry the content hash of their
+arrays; :func:`load_index` checks them all, so a changed byte is a clear error naming the file and
+the rebuild command. A damaged chunk found when resuming a build is embedded again.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ import os
 import resource
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from zoo.cache import atomic_path, atomic_write_bytes, atomic_write_text
+from zoo.cache import (atomic_path, atomic_write_bytes, atomic_write_text, check_sealed_bytes, load_sealed_npz,
+                       save_sealed_npz, sealed_json, unseal, warn_unverified)
 from zoo.data import sha256_file
-from zoo.errors import DataError, RunError
+from zoo.errors import DataError, IntegrityError, RunError
 from zoo.eval_run import load_run
 from zoo.molfiles import Record, count_records, iter_records, library_format, record_smiles
 from zoo.train import CHECKPOINT_DIR
@@ -60,6 +67,7 @@ DEFAULT_EF_SEARCH = 128
 PQ_MIN_COUNT = 10_000  # 256 centroids per PQ sub-quantizer want ~39 training vectors each
 REPORT_LIMIT = 20
 KEPT = "finished chunks are kept: the same command resumes the build"
+HASHED_FILES = (INDEX_FILE, MOLECULES, OFFSETS, SKIPPED)  # their sha256 is recorded in the manifest
 
 
 # -- identities -------------------------------------------------------------------------------
@@ -204,9 +212,10 @@ def prepare_build(run_dir: str | Path, molecules: str | Path, *, out: str | Path
         raise RunError(f"{folder} already holds a finished index; use --fresh to rebuild it or --out for another folder")
     elif state_path.is_file():
         try:
-            old = json.loads(state_path.read_text())
+            old = read_sealed_json(state_path)
         except (OSError, ValueError) as exc:
-            raise RunError(f"{state_path} is unreadable ({exc}); use --fresh to start the build over") from None
+            reason = str(exc) if isinstance(exc, IntegrityError) else f"{state_path} is unreadable ({exc})"
+            raise RunError(f"{reason}; use --fresh to start the build over") from None
         differ = _same_build(old, identity)
         if differ:
             raise RunError(f"{folder} holds an unfinished build of other inputs (different {', '.join(differ)}); "
@@ -216,7 +225,7 @@ def prepare_build(run_dir: str | Path, molecules: str | Path, *, out: str | Path
         log(f"resuming the build in {folder}: {done} of {math.ceil(records / chunk_size)} chunks already embedded")
     elif folder.is_dir() and any(folder.iterdir()):
         raise RunError(f"--out {folder} is a non-empty folder that is not a molzoo index; choose another folder")
-    atomic_write_text(state_path, json.dumps({**identity, "records": records}, indent=2) + "\n")
+    atomic_write_text(state_path, sealed_json({**identity, "records": records}, indent=2))
     return BuildPlan(str(run_dir), str(source), str(folder), records, chunk_size, batch_size, smiles_column, id_column,
                      device, progress)
 
@@ -280,13 +289,24 @@ def _write_chunk(path: Path, records: list[Record], embedded: Embedded) -> None:
 
     kept = [records[i] for i in embedded.kept]
     skipped = [(records[i], reason) for i, reason in embedded.failures]
-    buffer = io.BytesIO()
-    np.savez(buffer, embeddings=embedded.embeddings, rows=np.array([r.row for r in kept], dtype=np.int64),
-             ids=np.array([r.id for r in kept], dtype=str), smiles=np.array(embedded.smiles, dtype=str),
-             skipped_rows=np.array([r.row for r, _ in skipped], dtype=np.int64),
-             skipped_ids=np.array([r.id for r, _ in skipped], dtype=str),
-             skipped_reasons=np.array([reason for _, reason in skipped], dtype=str))
-    atomic_write_bytes(path, buffer.getvalue())
+    save_sealed_npz(path, dict(embeddings=embedded.embeddings, rows=np.array([r.row for r in kept], dtype=np.int64),
+                               ids=np.array([r.id for r in kept], dtype=str), smiles=np.array(embedded.smiles, dtype=str),
+                               skipped_rows=np.array([r.row for r, _ in skipped], dtype=np.int64),
+                               skipped_ids=np.array([r.id for r, _ in skipped], dtype=str),
+                               skipped_reasons=np.array([reason for _, reason in skipped], dtype=str)))
+
+
+def _chunk_done(path: Path) -> bool:
+    """Whether chunk ``path`` is on disk and intact (a damaged one is removed, with a warning, to be embedded again)."""
+    if not path.is_file():
+        return False
+    try:
+        load_sealed_npz(path)
+        return True
+    except IntegrityError as exc:
+        warnings.warn(f"{exc}; embedding that chunk again")
+        path.unlink(missing_ok=True)
+        return False
 
 
 def embed_shard(plan: BuildPlan, rank: int = 0, world: int = 1) -> int:
@@ -296,7 +316,7 @@ def embed_shard(plan: BuildPlan, rank: int = 0, world: int = 1) -> int:
 
     from zoo.eval_run import load_trained_run
 
-    mine = [c for c in plan.pending() if c % world == rank]
+    mine = [c for c in range(plan.chunks) if c % world == rank and not _chunk_done(plan.chunk_path(c))]
     if not mine:
         return 0
     device = plan.device
@@ -438,13 +458,11 @@ def training_fraction(choice: IndexChoice, count: int) -> float:
 
 
 def _load_chunk(path: Path, *keys: str) -> dict:
-    import numpy as np
-
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in keys or data.files}
-    except Exception as exc:  # noqa: BLE001
-        raise RunError(f"chunk {path} is unreadable ({exc}); delete it and rerun the same command to recompute it") from None
+        data = load_sealed_npz(path)
+        return {k: data[k] for k in keys or data}
+    except (IntegrityError, KeyError) as exc:
+        raise RunError(f"chunk {path} is unreadable ({exc}); rerun the same command to embed it again") from None
 
 
 def _clean(text: str) -> str:
@@ -517,10 +535,15 @@ def merge_chunks(plan: BuildPlan, index_type: str = "auto", *, embed_s: float = 
     atomic_write_bytes(folder / OFFSETS, buffer.getvalue())
     atomic_write_text(folder / SKIPPED, "row\tid\treason\n" + "".join(f"{r}\t{_clean(i)}\t{_clean(w)}\n" for r, i, w in skipped))
     merge_s = time.time() - started
-    identity = json.loads((folder / BUILD_STATE).read_text())
+    try:
+        identity = read_sealed_json(folder / BUILD_STATE)
+    except (OSError, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, IntegrityError) else f"{folder / BUILD_STATE} is unreadable ({exc})"
+        raise RunError(f"{reason}; use --fresh to start the build over") from None
     embedded = plan.records if embedded is None else embedded
     manifest = {
         **identity,
+        "files": {name: sha256_file(folder / name) for name in HASHED_FILES},
         "index": {"type": choice.type, "factory": choice.factory, "metric": "inner_product", "dim": dim, "count": count,
                   "search_params": choice.search_params, "bytes": (folder / INDEX_FILE).stat().st_size,
                   "requested_type": index_type, **({"note": note} if note else {})},
@@ -535,7 +558,7 @@ def merge_chunks(plan: BuildPlan, index_type: str = "auto", *, embed_s: float = 
                   "peak_rss_mib": round(peak_rss_mib(), 1),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
     }
-    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(folder / MANIFEST, sealed_json(manifest, indent=2))
     shutil.rmtree(folder / CHUNKS, ignore_errors=True)
     (folder / BUILD_STATE).unlink(missing_ok=True)
     if skipped:
@@ -634,6 +657,30 @@ def _build_distributed(run_dir, molecules, index_type: str, options: dict, log: 
 
 
 # -- loading ----------------------------------------------------------------------------------
+def rebuild_hint(folder: Path, manifest: dict | None = None) -> str:
+    """How to rebuild the index in ``folder`` (with the run and molecule file its manifest names)."""
+    manifest = manifest if isinstance(manifest, dict) else {}
+    source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
+    run, source = manifest.get("run", "RUN"), source.get("path", "FILE")
+    return f"rebuild it with `zoo index {run} --molecules {source} --out {folder} --fresh`"
+
+
+def read_sealed_json(path: Path) -> dict:
+    """A JSON object written with :func:`zoo.cache.sealed_json`, checked against its content hash
+    (``ValueError`` naming the file when it is damaged)."""
+    data = path.read_bytes()
+    verified = check_sealed_bytes(path, data, warn=False)  # IntegrityError is a ValueError
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    if not verified:
+        warn_unverified(path)
+    return unseal(obj)
+
+
 @dataclass
 class LibraryIndex:
     """A built index: the FAISS index, its manifest, and row -> molecule lookups."""
@@ -684,24 +731,30 @@ def load_index(folder: str | Path, checkpoint_sha256: str | None = None) -> Libr
             raise RunError(f"{folder}: the index build is not finished; rerun the same `zoo index` command to resume it")
         raise RunError(f"{folder}: no library index here (no {MANIFEST}); build one with `zoo index RUN --molecules FILE`")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_sealed_json(manifest_path)
         count = int(manifest["index"]["count"])
+    except IntegrityError as exc:
+        raise RunError(f"{exc}; {rebuild_hint(folder)}") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RunError(f"{manifest_path} is unreadable ({exc}); rebuild the index with `zoo index ... --fresh`") from None
+        raise RunError(f"{manifest_path} is unreadable ({exc}); {rebuild_hint(folder)}") from None
+    rebuild = rebuild_hint(folder, manifest)
     if manifest.get("format") != INDEX_FORMAT:
         raise RunError(f"{manifest_path}: format {manifest.get('format')!r}, expected {INDEX_FORMAT!r}")
     if checkpoint_sha256 and manifest.get("checkpoint_sha256") != checkpoint_sha256:
-        raise RunError(f"{folder} was built with another checkpoint than the run's current best weights; "
-                       f"rebuild it with `zoo index ... --fresh`")
+        raise RunError(f"{folder} was built with another checkpoint than the run's current best weights; {rebuild}")
+    recorded = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}  # none: an older, unverified index
+    for name, digest in recorded.items():
+        if name not in HASHED_FILES or not (folder / name).is_file() or sha256_file(folder / name) != digest:
+            raise RunError(f"{folder / name} is corrupt or missing: its sha256 differs from the one in {manifest_path}; {rebuild}")
     try:
         index = faiss.read_index(str(folder / INDEX_FILE))
         offsets = np.load(folder / OFFSETS, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError with its C++ message
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split("Error: ")[-1]
-        raise RunError(f"{folder}: the index files are unreadable ({reason}); rebuild with `zoo index ... --fresh`") from None
+        raise RunError(f"{folder}: the index files are unreadable ({reason}); {rebuild}") from None
     if index.ntotal != count or len(offsets) != count:
         raise RunError(f"{folder}: the index holds {index.ntotal} vectors and {len(offsets)} molecules, the manifest says "
-                       f"{count}; rebuild with `zoo index ... --fresh`")
+                       f"{count}; {rebuild}")
     library = LibraryIndex(folder, manifest, index, offsets)
     library.set_search_params(**manifest["index"].get("search_params", {}))
     return library

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -90,7 +91,7 @@ def iter_records(path: str | Path, smiles_column: str | None = None, id_column: 
                 yield from _table_records(f, path, TABLE_SUFFIXES["." + kind], smiles_column, id_column)
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc})") from None
-        except (OSError, EOFError) as exc:  # e.g. a truncated .gz
+        except (OSError, EOFError, zlib.error) as exc:  # e.g. a truncated or damaged .gz
             raise DataError(f"{path}: unreadable ({exc})") from None
 
 

@@ -19,11 +19,13 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from zoo.cache import atomic_write_text, cache_root, content_hash
-from zoo.errors import OpsinError
+from zoo.cache import (CACHE_UNVERIFIED_HINT, atomic_write_text, cache_root, check_sealed_bytes, content_hash, sealed_json,
+                       unseal, warn_unverified)
+from zoo.errors import IntegrityError, OpsinError
 
 #: bump when the meaning of a cached parse changes (OPSIN flags, RDKit canonicalization)
 PARSE_VERSION = "1"
@@ -120,11 +122,24 @@ class ParseCache:
         return self.root / f"{shard}.json"
 
     def _read(self, shard: str) -> dict[str, str | None]:
+        """A shard's entries, checked against its content hash (a damaged shard is empty, with a warning)."""
         path = self._path(shard)
         try:
-            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+            if not path.exists():
+                return {}
+            data = path.read_bytes()
+            verified = check_sealed_bytes(path, data, warn=False)
+            stored = json.loads(data.decode("utf-8"))
+        except IntegrityError as exc:
+            warnings.warn(f"OPSIN cache {exc}; parsing its names again")
+            return {}
         except (OSError, ValueError):  # unreadable or foreign: treated as empty and rewritten on the next store
             return {}
+        if not isinstance(stored, dict):
+            return {}
+        if not verified:
+            warn_unverified(path, CACHE_UNVERIFIED_HINT)
+        return unseal(stored)
 
     def get(self, keys: Iterable[str]) -> dict[str, str | None]:
         """The cached entries among ``keys``."""
@@ -145,7 +160,7 @@ class ParseCache:
         for shard, new in sorted(by_shard.items()):
             stored = self._read(shard)
             stored.update(new)
-            atomic_write_text(self._path(shard), json.dumps(stored, sort_keys=True, ensure_ascii=False))
+            atomic_write_text(self._path(shard), sealed_json(stored, sort_keys=True, ensure_ascii=False))
 
 
 def parse_names(names: Iterable[str], *, cache: ParseCache | None = None) -> dict[str, str | None]:

@@ -89,11 +89,10 @@ def sample_indices(n_test: int, samples: int, seed: int) -> list[int]:
 
 def check_same_data(label: str, results: dict, data: "ChEBI20") -> None:
     """Refuse a run whose results record other data files than the ones loaded for the report."""
-    recorded = results.get("task", {}).get("data_checksums", {})
-    for name, checksum in recorded.items():
-        if name in data.checksums and data.checksums[name] != checksum:
-            raise RunError(f"run {label} was made on other data: its {name} checksum differs from "
-                           f"{data.data_dir / name}; pass the run's data folder with --data-dir")
+    from zoo.data import check_same_data as check
+    from zoo.eval_run import training_data
+
+    check(*training_data(results), data, f"run {label}", "pass the run's data folder with --data-dir")
 
 
 def score_queries(queries: "torch.Tensor", candidates: "torch.Tensor", true_index: "torch.Tensor", k: int,

@@ -7,23 +7,23 @@ the library's molecules (molecule similarity in the shared embedding space). Sco
 similarities of the L2-normalized embeddings.
 
 The gallery is embedded once per checkpoint and cached in ``RUN/search/gallery.npz`` (embeddings,
-CIDs, SMILES, descriptions; written atomically and keyed by the checkpoint's sha256, so new
-weights are never matched against stale embeddings). Later searches load that file and embed
-only the query: no data is read or featurized again.
+CIDs, SMILES, descriptions; written atomically with a content hash and keyed by the checkpoint's
+sha256 and the data's fingerprint, so new weights or other data are never matched against stale
+embeddings). Later searches load that file and embed only the query: no data is read or
+featurized again. Data other than the run's training data (other checksums) is refused.
 """
 
 from __future__ import annotations
 
-import io
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from zoo.cache import atomic_write_bytes
-from zoo.data import sha256_file
-from zoo.errors import DataError, RunError
+from zoo.cache import content_hash, load_sealed_npz, save_sealed_npz
+from zoo.data import check_same_data, data_checksums, data_fingerprint, sha256_file
+from zoo.errors import DataError, IntegrityError, RunError, UnverifiedFileWarning
 from zoo.featurize import clean_smiles
 from zoo.library import LibraryIndex, embed_smiles, load_index, run_checkpoint
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from zoo.eval_run import TrainedRun
 
 GALLERY_CACHE = Path("search") / "gallery.npz"
-GALLERY_FORMAT = "molzoo.search_gallery/1"
+GALLERY_FORMAT = "molzoo.search_gallery/2"
 TEXT_BATCH = 64
 
 
@@ -51,43 +51,54 @@ class Gallery:
     def save(self, path: Path, key: str) -> None:
         import numpy as np
 
-        buffer = io.BytesIO()
-        np.savez(buffer, format=np.array(GALLERY_FORMAT), key=np.array(key), **vars(self))
-        atomic_write_bytes(path, buffer.getvalue())
+        save_sealed_npz(path, {"format": np.array(GALLERY_FORMAT), "key": np.array(key), **vars(self)})
 
     @classmethod
     def load(cls, path: Path, key: str) -> "Gallery | None":
-        """The cached gallery if it exists, is readable and was embedded with checkpoint ``key``."""
-        import numpy as np
-
+        """The cached gallery if it exists, is intact and was embedded for ``key`` (:func:`gallery_key`)."""
         if not path.is_file():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if str(data["format"]) != GALLERY_FORMAT or str(data["key"]) != key:
-                    return None
-                return cls(**{name: data[name] for name in cls.__dataclass_fields__})
-        except Exception as exc:  # noqa: BLE001 - unreadable cache: embed again
+            with warnings.catch_warnings():  # a cache without a content hash predates GALLERY_FORMAT /2: not used
+                warnings.simplefilter("ignore", UnverifiedFileWarning)
+                data = load_sealed_npz(path)
+            if str(data.get("format")) != GALLERY_FORMAT or str(data.get("key")) != key:
+                return None
+            return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        except (IntegrityError, KeyError) as exc:  # a damaged cache: embed again
             warnings.warn(f"search cache {path} is unreadable ({exc}); embedding the gallery again")
             return None
 
 
-def run_gallery(trained: "TrainedRun", key: str, data_dir: str | None = None, progress: bool = True,
+def gallery_key(checkpoint_sha256: str, checksums: dict[str, str]) -> str:
+    """What a cached gallery was embedded from: the checkpoint's sha256 and the data's checksums."""
+    return content_hash(checkpoint_sha256, data_fingerprint(checksums))
+
+
+def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | None = None, progress: bool = True,
                 log: Callable[[str], None] = print) -> Gallery:
-    """The run's embedded gallery: from ``RUN/search/gallery.npz`` when it matches ``key``, else embedded and cached."""
+    """The run's embedded gallery: from ``RUN/search/gallery.npz`` when it was embedded with this
+    checkpoint from the run's training data, else embedded and cached. Other data is refused."""
     import numpy as np
 
     from zoo.cache import featurize_molecules
     from zoo.data import load_chebi20
+    from zoo.eval_run import training_data
     from zoo.evaluate import embed_molecules, embed_texts
 
     path = trained.run_dir / GALLERY_CACHE
-    cached = Gallery.load(path, key)
+    trained_on, trained_dir = training_data(trained.results)
+    subject, fix = f"run {trained.run_dir}", "pass the run's data folder with --data-dir"
+    if data_dir is not None:  # checked even when the cache answers: the data given must be the run's
+        check_same_data(trained_on, trained_dir, data_checksums(data_dir), subject, fix, data_dir)
+    cached = Gallery.load(path, gallery_key(checkpoint_sha256, trained_on)) if trained_on else None
     if cached is not None:
         return cached
     model, spec, dev = trained.model, trained.spec, trained.device
     data = load_chebi20(data_dir, holdout_fraction=spec.train.holdout_fraction,
                         holdout_seed=trained.results.get("seeds", {}).get("holdout_seed", 0))
+    check_same_data(trained_on, trained_dir, data, subject, fix)
+    key = gallery_key(checkpoint_sha256, data.checksums)
     log(f"embedding the gallery of {trained.run_dir} once: {len(data.gallery):,} molecules, "
         f"{len(data.descriptions):,} descriptions (cached in {path})")
     encoder = model.molecule_encoder
@@ -142,11 +153,12 @@ class Searcher:
         key = sha256_file(run_checkpoint(run_dir))  # an unknown/unfinished run fails here, before loading a model
         self.library: LibraryIndex | None = None
         self.gallery: Gallery | None = None
-        if index is not None:
-            self.library = load_index(resolve_index(run_dir, index), checkpoint_sha256=key)
+        folder = resolve_index(run_dir, index) if index is not None else None
+        self.trained = load_trained_run(run_dir, device)  # a corrupt checkpoint is named before an index is compared with it
+        if folder is not None:
+            self.library = load_index(folder, checkpoint_sha256=key)
             self.library.set_search_params(nprobe=nprobe, efSearch=nprobe)
-        self.trained = load_trained_run(run_dir, device)
-        if self.library is None:
+        else:
             self.gallery = run_gallery(self.trained, key, data_dir, progress=progress, log=log)
 
     @property

@@ -14,13 +14,16 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
-from zoo.errors import RunError
+from zoo.errors import RunError, retrain_hint
 from zoo.spec import CompositionSpec
+
+if TYPE_CHECKING:
+    from zoo.data import ChEBI20
 
 CHECKPOINT_DIR = "checkpoint"
 RESULTS_FILE = "results.json"
@@ -99,16 +102,40 @@ def save_weights(model: torch.nn.Module, path: Path, skip_frozen_backbone: bool,
     atomic_save_tensors(_model_state(model, skip_frozen_backbone), path, metadata=metadata)
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    from safetensors import safe_open
+def read_checkpoint(path: Path, fix: str, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A checkpoint's tensors and metadata, checked against its recorded content hash; a changed or
+    unreadable file is a :class:`RunError` naming it and ``fix``."""
+    from zoo.cache import read_safetensors
+    from zoo.errors import IntegrityError
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise RunError(f"cannot read checkpoint {path}: {exc}") from None
+        return read_safetensors(path, tensors=tensors)
+    except IntegrityError as exc:
+        raise RunError(f"checkpoint {exc}; {fix}") from None
+
+
+def load_weights(model: torch.nn.Module, path: Path, fix: str | None = None) -> None:
+    """Load a weights file written by :func:`save_weights` (``fix``: what to do when it is corrupt)."""
+    state, meta = read_checkpoint(path, fix or retrain_hint(path.parent.parent))
     _load_model_state(model, state, path, meta)
+
+
+def data_provenance(data: "ChEBI20") -> dict[str, str]:
+    """Checkpoint metadata naming the training data (checked on resume: :func:`check_resume_data`)."""
+    return {"data_dir": str(data.data_dir), "data_checksums": json.dumps(data.checksums, sort_keys=True)}
+
+
+def check_resume_data(path: Path, data: "ChEBI20", out_dir: Path) -> None:
+    """Refuse to resume ``path`` (a checkpoint) on other data than it was trained on."""
+    from zoo.data import check_same_data
+
+    meta = read_checkpoint(path, "rerun with --fresh to start over", tensors=False)[1]
+    try:
+        recorded = json.loads(meta["data_checksums"]) if "data_checksums" in meta else None
+    except ValueError:
+        recorded = None
+    check_same_data(recorded, meta.get("data_dir"), data, f"the unfinished run in {out_dir}",
+                    "pass the run's data folder with --data-dir, or --fresh to start over on this data")
 
 
 def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
@@ -151,14 +178,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, state: Traine
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, spec_hash: str) -> TrainerState:
     """Restore what :func:`save_checkpoint` wrote; returns the trainer state."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise RunError(f"cannot read checkpoint {path}: {exc}; rerun with --fresh to start over") from None
+    tensors, meta = read_checkpoint(path, "rerun with --fresh to start over")
     if meta.get("spec_hash") != spec_hash:
         raise RunError(f"{path} is a checkpoint of a different spec (hash {meta.get('spec_hash')} != {spec_hash}); "
                        "use another --out, or --fresh to overwrite it")
@@ -285,8 +305,11 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
         raise RunError(f"run folder {out_dir}: {problem}; give --out a folder path (new, or a run to resume)")
     if results_path.exists() and not opts.fresh:
         raise RunError(f"{results_path} exists: this run is finished. Use --out for a new run or --fresh to redo it.")
+    last_path, best_path = ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
+    if last_path.exists() and not opts.fresh:  # before anything is fitted or trained on the new data
+        check_resume_data(last_path, data, out_dir)
     if dctx.is_main:  # a run that fails before its first checkpoint leaves nothing behind
-        undo.append(_new_files_remover(out_dir, ckpt_dir / "last.safetensors", log))
+        undo.append(_new_files_remover(out_dir, last_path, log))
 
     with distributed.main_process_first(dctx):  # rank 0 fills the on-disk caches, the other ranks then read them
         t0 = time.time()
@@ -298,7 +321,8 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
         t0 = time.time()
         described = data.descriptions
         fit_notes = fit_or_load(text_encoder, [p.description for p in data.train], out_dir, spec_hash=spec_hash,
-                                seed=cfg.seed, refit=opts.fresh and dctx.is_main, log=log)  # training descriptions only
+                                seed=cfg.seed, refit=opts.fresh and dctx.is_main, log=log,
+                                data_checksums=data.checksums)  # training descriptions only
         text_items = text_encoder.prepare([p.description for p in described], progress=opts.progress, device=device)
         text_index = {p.cid: i for i, p in enumerate(described)}
         timings["text_features_s"] = time.time() - t0
@@ -332,11 +356,10 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
         raise RunError(f"train.scheduler={cfg.scheduler!r} is not a timm scheduler (e.g. cosine, step, plateau)")
     skip_backbone = text_mode == "frozen"
     meta = {"spec_hash": spec_hash, "molzoo_spec": json.dumps(spec.to_dict()),
-            "molecule_featurizer": model.molecule_encoder.featurizer}  # checked when loading
+            "molecule_featurizer": model.molecule_encoder.featurizer, **data_provenance(data)}  # checked when loading
 
     # 4. resume
     state = TrainerState()
-    last_path, best_path = ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
     if last_path.exists() and not opts.fresh:
         state = load_checkpoint(last_path, model, optimizer, spec_hash)
         scheduler.step(state.epoch)  # the schedule is a function of the epoch
@@ -435,7 +458,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
 
     # 6. evaluate the best weights on test
     t0 = time.time()
-    load_weights(model, best_path)
+    load_weights(model, best_path, "rerun with --fresh to retrain")
     scores, galleries, _ = evaluate_pairs(model, data.test, data, graphs, mol_index, text_items, text_index,
                                           spec.eval.galleries, cfg.eval_batch_size, spec.eval.chunk_size, device,
                                           progress=opts.progress, log=log)

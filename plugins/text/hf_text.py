@@ -346,21 +346,20 @@ def cached_text_states(encoder: HFTextEncoder, texts: list[str], progress: bool 
     """Frozen backbone states for ``texts``, from the on-disk cache when present.
 
     One safetensors file per (backbone and its revision, max length, text list): ``states``
-    ``[sum L_i, hidden]`` float16 and ``lengths`` ``[N]``; written atomically. Lists shorter than
-    :data:`MIN_CACHED_TEXTS` are not cached. ``lengths``, the token counts of the encoder's own
-    tokenization, check a cached file: states of other token counts (made with another tokenizer)
-    are recomputed, since they would not line up with the token ids and their padding mask.
+    ``[sum L_i, hidden]`` float16 and ``lengths`` ``[N]``; written atomically with a content hash (a
+    damaged file is recomputed). Lists shorter than :data:`MIN_CACHED_TEXTS` are not cached.
+    ``lengths``, the token counts of the encoder's own tokenization, check a cached file: states of
+    other token counts (made with another tokenizer) are recomputed, since they would not line up
+    with the token ids and their padding mask.
     """
-    from safetensors.torch import load_file
-
-    from zoo.api import atomic_save_tensors, cache_root, content_hash
+    from zoo.api import CACHE_UNVERIFIED_HINT, atomic_save_tensors, cache_root, content_hash, read_safetensors
 
     if len(texts) < MIN_CACHED_TEXTS:  # a search query: recomputing is cheaper than a cache file per query
         return encoder.backbone_states(texts, progress=progress, device=device)
     path = cache_root() / "text" / f"{content_hash(encoder.cache_key, texts)}.safetensors"
     if path.exists():
         try:
-            packed = load_file(path)
+            packed = read_safetensors(path, unverified_hint=CACHE_UNVERIFIED_HINT)[0]
             states = list(torch.split(packed["states"], packed["lengths"].tolist()))
             if len(states) != len(texts):
                 warnings.warn(f"text cache {path} holds {len(states)} texts, expected {len(texts)}; recomputing")
