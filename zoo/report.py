@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from zoo.errors import RunError
-from zoo.train import CHECKPOINT_DIR, resolve_device
+from zoo import runs
+from zoo.devices import resolve_device
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,9 +91,8 @@ def sample_indices(n_test: int, samples: int, seed: int) -> list[int]:
 def check_same_data(label: str, results: dict, data: "ChEBI20") -> None:
     """Refuse a run whose results record other data files than the ones loaded for the report."""
     from zoo.data import check_same_data as check
-    from zoo.eval_run import training_data
 
-    check(*training_data(results), data, f"run {label}", "pass the run's data folder with --data-dir")
+    check(*runs.training_data(results), data, f"run {label}", "pass the run's data folder with --data-dir")
 
 
 def score_queries(queries: "torch.Tensor", candidates: "torch.Tensor", true_index: "torch.Tensor", k: int,
@@ -129,10 +129,9 @@ def retrieve(run_dir: Path, label: str, data: "ChEBI20", samples: Sequence[int],
     import torch
 
     from zoo.cache import featurize_molecules
-    from zoo.eval_run import load_trained_run
     from zoo.evaluate import embed_molecules, embed_texts
 
-    trained = load_trained_run(run_dir, device)
+    trained = runs.load_trained_run(run_dir, device)
     model, spec, dev = trained.model, trained.spec, trained.device
     batch_size = spec.train.eval_batch_size
     graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
@@ -169,7 +168,6 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     """
     from zoo.cache import atomic_write_text
     from zoo.data import load_chebi20
-    from zoo.eval_run import load_run
 
     out = Path(out)
     dirs = [Path(d) for d in run_dirs]
@@ -188,10 +186,9 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     if out.parent.exists() and not out.parent.is_dir():
         raise RunError(f"--out {out}: {out.parent} is a file, not a folder")
     resolve_device(device)
-    results = [load_run(d) for d in dirs]  # clear error for a missing or unfinished run, before any work
+    results = [runs.load_run(d) for d in dirs]  # clear error for a missing or unfinished run, before any work
     for d in dirs:
-        if not (d / CHECKPOINT_DIR / "best.safetensors").is_file():
-            raise RunError(f"{d / CHECKPOINT_DIR / 'best.safetensors'} is missing: the report needs the run's best weights")
+        runs.existing_best_checkpoint(d, "the report needs the run's best weights")
     labels = run_labels(dirs)
     data = load_chebi20(data_dir)
     for label, result in zip(labels, results):
@@ -244,7 +241,7 @@ def _leaderboard_section(retrievals: Sequence[RunRetrieval]) -> str:
     """The runs' leaderboard (:mod:`zoo.evals.leaderboard`: one table per protocol and gallery, seeds averaged)."""
     from zoo.evals.leaderboard import METRICS, SLOTS, RunRecord, build_leaderboard
 
-    sources = [str(r.run_dir / "results.json") for r in retrievals]
+    sources = [str(runs.results_path(r.run_dir)) for r in retrievals]
     labels = dict(zip(sources, (r.label for r in retrievals)))
     board = build_leaderboard([RunRecord.from_results(r.results, s) for r, s in zip(retrievals, sources)], direction="both")
     columns = [(d, m) for d in ("text_to_molecule", "molecule_to_text")

@@ -12,22 +12,20 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from zoo.errors import RunError, retrain_hint
+from zoo import runs
+from zoo.checkpoints import (TrainerState, check_resume_data, data_provenance, load_checkpoint, load_weights,
+                             save_checkpoint, save_weights)
+from zoo.devices import resolve_device
+from zoo.errors import RunError
+from zoo.evaluate import GALLERIES, valid_gallery
 from zoo.spec import CompositionSpec
-
-if TYPE_CHECKING:
-    from zoo.data import ChEBI20
-
-CHECKPOINT_DIR = "checkpoint"
-RESULTS_FILE = "results.json"
-GALLERIES = ("all", "test")
 
 
 @dataclass
@@ -41,158 +39,10 @@ class RunOptions:
     log: Callable[[str], None] = print
 
 
-@dataclass
-class TrainerState:
-    epoch: int = 0  # epochs completed
-    best_mrr: float = -1.0
-    best_epoch: int = 0
-    stale_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    train_seconds: float = 0.0
-    stop_reason: str = ""
-
-
-def valid_gallery(name: str) -> bool:
-    """``all``, ``test`` or ``inbatch:N`` (N >= 2)."""
-    if name in GALLERIES:
-        return True
-    size = name.removeprefix("inbatch:")
-    return name.startswith("inbatch:") and size.isdigit() and int(size) >= 2
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise RunError(f"train.device={name!r} is not a device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"train.device={name!r} but CUDA is not available here; use device=\"auto\" or \"cpu\"")
-    return device
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def default_out_dir(spec: CompositionSpec) -> Path:
-    return Path("runs") / f"{spec.name}-{spec.hash()}-s{spec.train.seed}"
-
-
-# -- checkpoints ------------------------------------------------------------------------------
-def is_backbone_key(key: str) -> bool:
-    """A text backbone weight (``text_encoder.backbone.*``, or a combined encoder part's
-    ``text_encoder.parts.N.backbone.*``): not stored in checkpoints while frozen."""
-    return key.startswith("text_encoder.") and ".backbone." in key
-
-
-def _model_state(model: torch.nn.Module, skip_frozen_backbone: bool) -> dict[str, torch.Tensor]:
-    state = model.state_dict()
-    if skip_frozen_backbone:  # reproducible from its source; keeps checkpoints small
-        state = {k: v for k, v in state.items() if not is_backbone_key(k)}
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
-
-
-def save_weights(model: torch.nn.Module, path: Path, skip_frozen_backbone: bool, metadata: dict[str, str]) -> None:
-    from zoo.cache import atomic_save_tensors
-
-    atomic_save_tensors(_model_state(model, skip_frozen_backbone), path, metadata=metadata)
-
-
-def read_checkpoint(path: Path, fix: str, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A checkpoint's tensors and metadata, checked against its recorded content hash; a changed or
-    unreadable file is a :class:`RunError` naming it and ``fix``."""
-    from zoo.cache import read_safetensors
-    from zoo.errors import IntegrityError
-
-    try:
-        return read_safetensors(path, tensors=tensors)
-    except IntegrityError as exc:
-        raise RunError(f"checkpoint {exc}; {fix}") from None
-
-
-def load_weights(model: torch.nn.Module, path: Path, fix: str | None = None) -> None:
-    """Load a weights file written by :func:`save_weights` (``fix``: what to do when it is corrupt)."""
-    state, meta = read_checkpoint(path, fix or retrain_hint(path.parent.parent))
-    _load_model_state(model, state, path, meta)
-
-
-def data_provenance(data: "ChEBI20") -> dict[str, str]:
-    """Checkpoint metadata naming the training data (checked on resume: :func:`check_resume_data`)."""
-    return {"data_dir": str(data.data_dir), "data_checksums": json.dumps(data.checksums, sort_keys=True)}
-
-
-def check_resume_data(path: Path, data: "ChEBI20", out_dir: Path) -> None:
-    """Refuse to resume ``path`` (a checkpoint) on other data than it was trained on."""
-    from zoo.data import check_same_data
-
-    meta = read_checkpoint(path, "rerun with --fresh to start over", tensors=False)[1]
-    try:
-        recorded = json.loads(meta["data_checksums"]) if "data_checksums" in meta else None
-    except ValueError:
-        recorded = None
-    check_same_data(recorded, meta.get("data_dir"), data, f"the unfinished run in {out_dir}",
-                    "pass the run's data folder with --data-dir, or --fresh to start over on this data")
-
-
-def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
-    """Load weights; only frozen backbone weights (not stored, see :func:`_model_state`) may be missing.
-    Weights trained on other molecule features (another featurizer key, see ``MoleculeEncoder``) are refused."""
-    trained_on, featurizer = meta.get("molecule_featurizer"), model.molecule_encoder.featurizer
-    if trained_on and trained_on != featurizer:
-        raise RunError(f"checkpoint {path} was trained on molecule features {trained_on!r}, but this molzoo makes "
-                       f"{featurizer!r}; retrain it (zoo run ... --fresh)")
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatch, e.g. weights of a checkpoint older than a featurizer change
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).strip())
-        raise RunError(f"checkpoint {path} does not match the model ({detail}); if an older molzoo trained it on "
-                       f"other molecule features (e.g. the stereo-blind rdkit_graph/1), retrain it (zoo run ... --fresh)") from None
-    missing = [k for k in missing if not is_backbone_key(k)]
-    if missing or unexpected:
-        raise RunError(f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, state: TrainerState, skip_frozen_backbone: bool,
-                    metadata: dict[str, str]) -> None:
-    """Model weights, optimizer state and trainer state in ONE safetensors file, written atomically,
-    so a run interrupted at any moment resumes from a consistent epoch boundary."""
-    from zoo.cache import atomic_save_tensors
-
-    tensors = {f"model.{k}": v for k, v in _model_state(model, skip_frozen_backbone).items()}
-    optim = optimizer.state_dict()
-    scalars: dict[str, Any] = {}
-    for pid, param_state in optim["state"].items():
-        for key, value in param_state.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{pid}.{key}"] = value
-    meta = {**metadata, "trainer_state": json.dumps(state.__dict__), "optim_param_groups": json.dumps(optim["param_groups"]),
-            "optim_scalars": json.dumps(scalars)}
-    atomic_save_tensors(tensors, path, metadata=meta)
-
-
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, spec_hash: str) -> TrainerState:
-    """Restore what :func:`save_checkpoint` wrote; returns the trainer state."""
-    tensors, meta = read_checkpoint(path, "rerun with --fresh to start over")
-    if meta.get("spec_hash") != spec_hash:
-        raise RunError(f"{path} is a checkpoint of a different spec (hash {meta.get('spec_hash')} != {spec_hash}); "
-                       "use another --out, or --fresh to overwrite it")
-    _load_model_state(model, {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}, path, meta)
-    param_state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            param_state.setdefault(int(pid), {})[name] = value
-    for key, value in json.loads(meta["optim_scalars"]).items():
-        pid, name = key.split(".", 1)
-        param_state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": param_state, "param_groups": json.loads(meta["optim_param_groups"])})
-    return TrainerState(**json.loads(meta["trainer_state"]))
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -297,15 +147,15 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     model.to(device)
     timings["build_s"] = time.time() - t0
 
-    out_dir = Path(opts.out_dir) if opts.out_dir else default_out_dir(spec)
-    results_path = out_dir / RESULTS_FILE
-    ckpt_dir = out_dir / CHECKPOINT_DIR
+    out_dir = Path(opts.out_dir) if opts.out_dir else runs.default_out_dir(spec)
+    results_path = runs.results_path(out_dir)
+    ckpt_dir = runs.checkpoint_dir(out_dir)
     problem = folder_problem(out_dir)
     if problem:
         raise RunError(f"run folder {out_dir}: {problem}; give --out a folder path (new, or a run to resume)")
     if results_path.exists() and not opts.fresh:
         raise RunError(f"{results_path} exists: this run is finished. Use --out for a new run or --fresh to redo it.")
-    last_path, best_path = ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
+    last_path, best_path = runs.last_checkpoint(out_dir), runs.best_checkpoint(out_dir)
     if last_path.exists() and not opts.fresh:  # before anything is fitted or trained on the new data
         check_resume_data(last_path, data, out_dir)
     if dctx.is_main:  # a run that fails before its first checkpoint leaves nothing behind
@@ -320,7 +170,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
 
         t0 = time.time()
         described = data.descriptions
-        fit_notes = fit_or_load(text_encoder, [p.description for p in data.train], out_dir, spec_hash=spec_hash,
+        fit_notes = fit_or_load(text_encoder, [p.description for p in data.train], runs.fitted_path(out_dir), spec_hash=spec_hash,
                                 seed=cfg.seed, refit=opts.fresh and dctx.is_main, log=log,
                                 data_checksums=data.checksums)  # training descriptions only
         text_items = text_encoder.prepare([p.description for p in described], progress=opts.progress, device=device)
@@ -366,7 +216,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
         log(f"resuming from {ckpt_dir} after epoch {state.epoch} (best held-out MRR {state.best_mrr:.4f} at epoch {state.best_epoch})")
     if dctx.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "spec.toml", spec.to_toml())
+        atomic_write_text(runs.spec_path(out_dir), spec.to_toml())
 
     # 5. train
     collate_text = text_encoder.collate
