@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from zoo import runs
 from zoo.errors import RunError
-from zoo.evaluate import valid_gallery
+from zoo.tasks import get_task
 
 OTHER_DATA_FLAG = "--allow-other-data"
 
@@ -29,7 +29,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     import numpy as np
 
     from zoo.cache import atomic_write_bytes, featurize_molecules
-    from zoo.data import check_same_data, data_fingerprint, load_chebi20
+    from zoo.data import check_same_data, data_fingerprint
     from zoo.evaluate import evaluate_pairs
     from zoo.evals.ranking import TIE_POLICY
     from zoo.evals.results import build_results, write_results
@@ -38,12 +38,13 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise RunError(f"--split {split!r}: choose from {', '.join(SPLITS)}")
-    bad = [g for g in galleries if not valid_gallery(g)]
+    task = get_task(runs.recorded_task(run_dir))
+    bad = [g for g in galleries if not task.valid_gallery(g)]
     if bad or not galleries:
-        raise RunError(f"--gallery {bad or []}: choose from all, test, inbatch:N")
+        raise RunError(f"--gallery {bad or []}: choose from {', '.join(task.galleries)}, inbatch:N")
     trained = runs.load_trained_run(run_dir, device)
     previous, spec, model, dev = trained.results, trained.spec, trained.model, trained.device
-    data = load_chebi20(data_dir, holdout_fraction=spec.train.holdout_fraction, holdout_seed=previous["seeds"].get("holdout_seed", 0))
+    data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction, holdout_seed=previous["seeds"].get("holdout_seed", 0))
     trained_on, trained_dir = runs.training_data(previous)
     notes = [f"re-evaluation of {run_dir} (best checkpoint) on {dev}"]
     if trained_on and trained_on != data.checksums and allow_other_data:

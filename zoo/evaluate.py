@@ -115,15 +115,3 @@ def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_i
             f"mean rank={t2m['mean_rank']:.1f} ties={int(t2m['queries_with_ties'])} | molecule->text MRR={m2t['mrr']:.4f} "
             f"H@1={m2t['hits@1']:.3f} (expected over random tie-breaks)")
     return scores, counts, embeddings
-
-
-#: The galleries :func:`evaluate_pairs` scores against, besides ``inbatch:N``.
-GALLERIES = ("all", "test")
-
-
-def valid_gallery(name: str) -> bool:
-    """``all``, ``test`` or ``inbatch:N`` (N >= 2)."""
-    if name in GALLERIES:
-        return True
-    size = name.removeprefix("inbatch:")
-    return name.startswith("inbatch:") and size.isdigit() and int(size) >= 2

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from zoo.data import ChEBI20, Pair
     from zoo.evals.ranking import Ranks
 
-GALLERIES = ("all", "test")
 TOP_K = 5
 
 
@@ -167,7 +166,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     and nothing is written.
     """
     from zoo.cache import atomic_write_text
-    from zoo.data import load_chebi20
+    from zoo.tasks import get_task
 
     out = Path(out)
     dirs = [Path(d) for d in run_dirs]
@@ -177,8 +176,10 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     repeated = sorted({str(d) for d, r in zip(dirs, resolved) if resolved.count(r) > 1})
     if repeated:
         raise RunError(f"run folder given more than once: {', '.join(repeated)}")
-    if gallery not in GALLERIES:
-        raise RunError(f"--gallery {gallery!r}: choose from {', '.join(GALLERIES)}")
+    task_name = runs.recorded_task(dirs[0])
+    task = get_task(task_name)  # the runs' task (a run of another task is refused below)
+    if gallery not in task.galleries:
+        raise RunError(f"--gallery {gallery!r}: choose from {', '.join(task.galleries)}")
     if samples < 1:
         raise RunError(f"--samples {samples}: need at least 1 sampled description")
     if out.is_dir():
@@ -190,7 +191,10 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     for d in dirs:
         runs.existing_best_checkpoint(d, "the report needs the run's best weights")
     labels = run_labels(dirs)
-    data = load_chebi20(data_dir)
+    other = [str(d) for d in dirs if runs.recorded_task(d) != task_name]
+    if other:
+        raise RunError(f"run {other[0]} is not a {task_name} run like {dirs[0]}: a report compares runs of one task")
+    data = task.load(data_dir)
     for label, result in zip(labels, results):
         check_same_data(label, result, data)
     chosen = sample_indices(len(data.test), samples, seed)

@@ -131,6 +131,19 @@ def training_data(results: dict) -> tuple[dict[str, str] | None, str | None]:
     return recorded.get("data_checksums", task.get("data_checksums")), recorded.get("data_dir", task.get("data_dir"))
 
 
+def recorded_task(run_dir: str | Path) -> str:
+    """The task a run's results name (its spec's ``[eval] task``), or the default task where the run
+    has no readable results (loading the run then says what is wrong with it)."""
+    from zoo.tasks import DEFAULT_TASK
+
+    try:
+        spec = load_run(run_dir).get("spec")
+    except RunError:
+        return DEFAULT_TASK
+    task = spec.get("eval", {}).get("task") if isinstance(spec, dict) and isinstance(spec.get("eval"), dict) else None
+    return task if isinstance(task, str) else DEFAULT_TASK
+
+
 @dataclass
 class TrainedRun:
     """A finished run loaded for use: its results, the spec that ran, and the model with its best weights."""

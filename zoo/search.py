@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from zoo.cache import content_hash, load_sealed_npz, save_sealed_npz
-from zoo.data import check_same_data, data_checksums, data_fingerprint, sha256_file
+from zoo.data import check_same_data, data_fingerprint, sha256_file
 from zoo.errors import DataError, IntegrityError, RunError, UnverifiedFileWarning
 from zoo.featurize import clean_smiles
 from zoo.library import LibraryIndex, embed_smiles, load_index
 from zoo.runs import gallery_cache_path, indexes_dir, run_checkpoint, training_data
+from zoo.tasks import get_task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,19 +83,19 @@ def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | N
     import numpy as np
 
     from zoo.cache import featurize_molecules
-    from zoo.data import load_chebi20
     from zoo.evaluate import embed_molecules, embed_texts
 
     path = gallery_cache_path(trained.run_dir)
+    task = get_task(trained.spec.eval.task)
     trained_on, trained_dir = training_data(trained.results)
     subject, fix = f"run {trained.run_dir}", "pass the run's data folder with --data-dir"
     if data_dir is not None:  # checked even when the cache answers: the data given must be the run's
-        check_same_data(trained_on, trained_dir, data_checksums(data_dir), subject, fix, data_dir)
+        check_same_data(trained_on, trained_dir, task.data_checksums(data_dir), subject, fix, data_dir)
     cached = Gallery.load(path, gallery_key(checkpoint_sha256, trained_on)) if trained_on else None
     if cached is not None:
         return cached
     model, spec, dev = trained.model, trained.spec, trained.device
-    data = load_chebi20(data_dir, holdout_fraction=spec.train.holdout_fraction,
+    data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction,
                         holdout_seed=trained.results.get("seeds", {}).get("holdout_seed", 0))
     check_same_data(trained_on, trained_dir, data, subject, fix)
     key = gallery_key(checkpoint_sha256, data.checksums)

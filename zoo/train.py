@@ -24,8 +24,8 @@ from zoo.checkpoints import (TrainerState, check_resume_data, data_provenance, l
                              save_checkpoint, save_weights)
 from zoo.devices import resolve_device
 from zoo.errors import RunError
-from zoo.evaluate import GALLERIES, valid_gallery
 from zoo.spec import CompositionSpec
+from zoo.tasks import get_task
 
 
 @dataclass
@@ -96,7 +96,6 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     from zoo import distributed
     from zoo.cache import atomic_write_text, featurize_molecules, folder_problem
     from zoo.fitting import fit_or_load
-    from zoo.data import load_chebi20
     from zoo.evals.ranking import rank_of_true, retrieval_metrics
     from zoo.evaluate import autocast, embed_molecules, embed_texts, evaluate_pairs
     from zoo.model import build_model
@@ -114,9 +113,10 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     if not dctx.is_main:  # rank 0 alone logs and shows progress
         log, opts = (lambda _message: None), replace(opts, progress=False)
     # numeric settings (sizes, rates, finiteness) were checked by spec.resolve() (zoo.spec.RANGES)
-    unknown = [g for g in requested.eval.galleries if not valid_gallery(g)]
+    task = get_task(requested.eval.task)  # an unknown task is refused with close matches
+    unknown = [g for g in requested.eval.galleries if not task.valid_gallery(g)]
     if unknown or not requested.eval.galleries:
-        raise RunError(f"eval.galleries: unknown or empty {unknown or []}; choose from {', '.join(GALLERIES)}, inbatch:N")
+        raise RunError(f"eval.galleries: unknown or empty {unknown or []}; choose from {', '.join(task.galleries)}, inbatch:N")
     seed_everything(cfg.seed)
     if "OMP_NUM_THREADS" not in os.environ:  # an explicit thread count wins (several runs side by side)
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -124,10 +124,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
 
     # 1. data (bad input fails here, before anything slow)
     t0 = time.time()
-    task = spec.eval.task
-    if task != "chebi20":
-        raise RunError(f"eval.task={task!r}: only 'chebi20' is implemented by zoo run")
-    data = load_chebi20(opts.data_dir, holdout_fraction=cfg.holdout_fraction, holdout_seed=0, download=opts.download)
+    data = task.load(opts.data_dir, holdout_fraction=cfg.holdout_fraction, holdout_seed=0, download=opts.download)
     log(f"data: {data.data_dir} protocol={data.protocol} train={len(data.train)} select={len(data.select)} "
         f"test={len(data.test)} gallery(all)={len(data.gallery)}")
     timings["load_data_s"] = time.time() - t0
@@ -319,14 +316,13 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     from zoo.evals.ranking import TIE_POLICY
     from zoo.evals.results import build_results, write_results
 
-    notes = [f"protocol: {data.protocol}" + (": trained on the validation pairs minus a hold-out; test never used for training or selection"
-                                              if data.protocol == "offline-low-data" else "")]
+    notes = [task.protocol_note(data.protocol)]
     notes += [f"substituted {s['used']!r} for {s['requested']!r}: {s['reason']}" for s in report.substitutions]
     notes += fit_notes
     results = build_results(
         spec=spec.to_dict(), spec_hash=spec_hash,
         components=report.components,
-        task={"name": task, "protocol": data.protocol, "split": "test", "galleries": galleries,
+        task={"name": spec.eval.task, "protocol": data.protocol, "split": "test", "galleries": galleries,
               "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
               "skipped_rows": data.skipped,
               "tie_policy": TIE_POLICY},
