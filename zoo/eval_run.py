@@ -28,9 +28,10 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     """
     import numpy as np
 
-    from zoo.cache import atomic_write_bytes, featurize_molecules
+    from zoo.cache import atomic_write_bytes
     from zoo.data import check_same_data, data_fingerprint
     from zoo.evaluate import evaluate_pairs
+    from zoo.gallery import prepare_gallery
     from zoo.evals.ranking import TIE_POLICY
     from zoo.evals.results import build_results, write_results
 
@@ -55,13 +56,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
         check_same_data(trained_on, trained_dir, data, f"run {run_dir}",
                         f"pass the run's data folder with --data-dir, or {OTHER_DATA_FLAG} to evaluate on this data anyway")
     checkpoint = trained.checkpoint
-    graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
-                                 model.molecule_encoder.featurizer, progress=progress, desc="featurizing molecules")
-    mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
-    text_items = model.text_encoder.prepare([p.description for p in data.descriptions], progress=progress, device=dev)
-    text_index = {p.cid: i for i, p in enumerate(data.descriptions)}
+    g = prepare_gallery(model, data, dev, progress=progress)
     pairs = data.test if split == "test" else data.select
-    scores, counts, embeddings = evaluate_pairs(model, pairs, data, graphs, mol_index, text_items, text_index, list(galleries),
+    scores, counts, embeddings = evaluate_pairs(model, pairs, data, g.graphs, g.mol_index, g.text_items, g.text_index, list(galleries),
                                                 spec.train.eval_batch_size, spec.eval.chunk_size, dev, progress=progress,
                                                 log=log, label=split, cpu_bf16=bf16)
     if save_embeddings:

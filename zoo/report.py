@@ -127,24 +127,19 @@ def retrieve(run_dir: Path, label: str, data: "ChEBI20", samples: Sequence[int],
     """Embed the test descriptions and the gallery with ``run_dir``'s best weights and rank them."""
     import torch
 
-    from zoo.cache import featurize_molecules
-    from zoo.evaluate import embed_molecules, embed_texts
+    from zoo.gallery import prepare_gallery
 
     trained = runs.load_trained_run(run_dir, device)
     model, spec, dev = trained.model, trained.spec, trained.device
     batch_size = spec.train.eval_batch_size
-    graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
-                                 model.molecule_encoder.featurizer, progress=progress, desc="featurizing molecules")
-    mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
-    candidates = list(range(len(data.gallery))) if gallery == "all" else [mol_index[p.cid] for p in data.test]
-    if len(candidates) < 2:
-        raise RunError(f"gallery {gallery!r} holds {len(candidates)} molecule(s): a report needs at least 2")
-    # the full description list, as `zoo run`/`zoo eval` prepare it, so that frozen text states come from the cache
-    text_items = model.text_encoder.prepare([p.description for p in data.descriptions], progress=progress, device=dev)
-    text_index = {p.cid: i for i, p in enumerate(data.descriptions)}
-    queries = embed_texts(model, [text_items[text_index[p.cid]] for p in data.test], batch_size, dev)
-    mol_emb = embed_molecules(model, graphs, candidates, batch_size, dev, progress=progress,
-                              desc=f"embedding gallery ({gallery})")
+    n_candidates = len(data.gallery) if gallery == "all" else len(data.test)
+    if n_candidates < 2:
+        raise RunError(f"gallery {gallery!r} holds {n_candidates} molecule(s): a report needs at least 2")
+    # every description, as `zoo run`/`zoo eval` prepare them, so that frozen text states come from the cache
+    prepared = prepare_gallery(model, data, dev, progress=progress)
+    candidates = list(range(len(data.gallery))) if gallery == "all" else prepared.molecules_of(data.test)
+    queries = prepared.embed_texts(model, data.test, batch_size, dev)
+    mol_emb = prepared.embed_molecules(model, candidates, batch_size, dev, progress=progress, desc=f"embedding gallery ({gallery})")
     position = {data.gallery[i].cid: j for j, i in enumerate(candidates)}
     true_index = torch.tensor([position[p.cid] for p in data.test])
     true_scores, best_other, ranks, top_scores, top_index = score_queries(

@@ -82,8 +82,7 @@ def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | N
     checkpoint from the run's training data, else embedded and cached. Other data is refused."""
     import numpy as np
 
-    from zoo.cache import featurize_molecules
-    from zoo.evaluate import embed_molecules, embed_texts
+    from zoo.gallery import prepare_gallery
 
     path = gallery_cache_path(trained.run_dir)
     task = get_task(trained.spec.eval.task)
@@ -101,13 +100,9 @@ def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | N
     key = gallery_key(checkpoint_sha256, data.checksums)
     log(f"embedding the gallery of {trained.run_dir} once: {len(data.gallery):,} molecules, "
         f"{len(data.descriptions):,} descriptions (cached in {path})")
-    encoder = model.molecule_encoder
-    graphs = featurize_molecules([m.smiles for m in data.gallery], encoder.featurize, encoder.featurizer,
-                                 progress=progress, desc="featurizing gallery")
-    molecules = embed_molecules(model, graphs, list(range(len(graphs))), spec.train.eval_batch_size, dev,
-                                progress=progress, desc="embedding gallery")
-    items = model.text_encoder.prepare([p.description for p in data.descriptions], progress=progress, device=dev)
-    texts = embed_texts(model, items, spec.train.eval_batch_size, dev)
+    prepared = prepare_gallery(model, data, dev, progress=progress, desc="featurizing gallery")
+    molecules = prepared.embed_molecules(model, None, spec.train.eval_batch_size, dev, progress=progress, desc="embedding gallery")
+    texts = prepared.embed_texts(model, None, spec.train.eval_batch_size, dev)
     gallery = Gallery(molecules.numpy(), np.array([m.cid for m in data.gallery], dtype=str),
                       np.array([m.smiles for m in data.gallery], dtype=str), texts.numpy(),
                       np.array([p.cid for p in data.descriptions], dtype=str),

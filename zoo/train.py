@@ -94,8 +94,9 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     from dataclasses import replace
 
     from zoo import distributed
-    from zoo.cache import atomic_write_text, featurize_molecules, folder_problem
+    from zoo.cache import atomic_write_text, folder_problem
     from zoo.fitting import fit_or_load
+    from zoo.gallery import prepare_gallery
     from zoo.evals.ranking import rank_of_true, retrieval_metrics
     from zoo.evaluate import autocast, embed_molecules, embed_texts, evaluate_pairs
     from zoo.model import build_model
@@ -160,27 +161,17 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
 
     with distributed.main_process_first(dctx):  # rank 0 fills the on-disk caches, the other ranks then read them
         t0 = time.time()
-        graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
-                                     model.molecule_encoder.featurizer, progress=opts.progress, desc="featurizing molecules")
-        mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
-        timings["featurize_s"] = time.time() - t0
-
-        t0 = time.time()
-        described = data.descriptions
         fit_notes = fit_or_load(text_encoder, [p.description for p in data.train], runs.fitted_path(out_dir), spec_hash=spec_hash,
                                 seed=cfg.seed, refit=opts.fresh and dctx.is_main, log=log,
-                                data_checksums=data.checksums)  # training descriptions only
-        text_items = text_encoder.prepare([p.description for p in described], progress=opts.progress, device=device)
-        text_index = {p.cid: i for i, p in enumerate(described)}
-        timings["text_features_s"] = time.time() - t0
-
-    def items_for(pairs):
-        return [text_items[text_index[p.cid]] for p in pairs]
+                                data_checksums=data.checksums)  # training descriptions only, before texts are prepared
+        fit_s = time.time() - t0
+        prepared = prepare_gallery(model, data, device, progress=opts.progress, timings=timings)
+        timings["text_features_s"] += fit_s
+    graphs = prepared.graphs
 
     train_pairs, select_pairs = data.train, data.select
-    train_text, select_text = items_for(train_pairs), items_for(select_pairs)
-    train_mols = [mol_index[p.cid] for p in train_pairs]
-    select_mols = [mol_index[p.cid] for p in select_pairs]
+    train_text, select_text = prepared.texts_of(train_pairs), prepared.texts_of(select_pairs)
+    train_mols, select_mols = prepared.molecules_of(train_pairs), prepared.molecules_of(select_pairs)
 
     # 3. optimizer & scheduler (timm factories)
     from timm.optim import create_optimizer_v2
@@ -306,8 +297,8 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     # 6. evaluate the best weights on test
     t0 = time.time()
     load_weights(model, best_path, "rerun with --fresh to retrain")
-    scores, galleries, _ = evaluate_pairs(model, data.test, data, graphs, mol_index, text_items, text_index,
-                                          spec.eval.galleries, cfg.eval_batch_size, spec.eval.chunk_size, device,
+    scores, galleries, _ = evaluate_pairs(model, data.test, data, graphs, prepared.mol_index, prepared.text_items,
+                                          prepared.text_index, spec.eval.galleries, cfg.eval_batch_size, spec.eval.chunk_size, device,
                                           progress=opts.progress, log=log)
     timings["eval_s"] = time.time() - t0
     timings["total_s"] = time.time() - started
