@@ -90,22 +90,15 @@ def _new_files_remover(out_dir: Path, first_checkpoint: Path, log: Callable[[str
     return remove
 
 
-def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]) -> Path:
+def _start(requested: CompositionSpec, opts: RunOptions):
+    """Check what needs no data (device, task, galleries), seed, and join the torchrun group if launched
+    by torchrun. Returns the task, the device, the distributed context, and this process's options and log
+    (silent, without progress bars, on ranks other than 0)."""
     from dataclasses import replace
 
     from zoo import distributed
-    from zoo.cache import atomic_write_text, folder_problem
-    from zoo.fitting import fit_or_load
-    from zoo.gallery import prepare_gallery
-    from zoo.evals.ranking import rank_of_true, retrieval_metrics
-    from zoo.evaluate import autocast, embed_molecules, embed_texts, evaluate_pairs
-    from zoo.model import build_model
 
     log = opts.log
-    started = time.time()
-    timings: dict[str, float] = {}
-    requested = spec.resolve()
-    requested_hash = requested.hash()
     cfg = requested.train
     device = resolve_device(cfg.device)
     if distributed.launched_distributed() and device.type == "cuda" and device.index is not None:
@@ -122,6 +115,92 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     if "OMP_NUM_THREADS" not in os.environ:  # an explicit thread count wins (several runs side by side)
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(max(1, cpus // dctx.local_world_size))  # processes on one machine share its cores
+    return task, device, dctx, opts, log
+
+
+def _build_model(requested: CompositionSpec, opts: RunOptions, device: torch.device, log: Callable[[str], None]):
+    """The model of ``requested`` (substitutions announced, refused with ``--strict``), its text encoder in
+    the chosen mode (``auto``: finetune on CUDA, frozen elsewhere), on ``device``. Returns it, the build
+    report and the text mode."""
+    from zoo.model import build_model
+
+    model, report = build_model(requested, allow_substitution=not opts.strict, on_substitute=lambda m: log(f"WARNING: {m}"))
+    spec = report.spec
+    text_encoder = model.text_encoder
+    text_mode = spec.text_encoder.options.get("mode", "frozen")
+    if text_mode == "auto":
+        text_mode = "finetune" if device.type == "cuda" else "frozen"
+    if hasattr(text_encoder, "set_mode"):
+        text_encoder.set_mode(text_mode)
+        log(f"text encoder {spec.text_encoder.name}: {text_mode} backbone" + (" (cached outputs, trainable head; chosen automatically on CPU)" if text_mode == "frozen" and spec.text_encoder.options.get("mode") == "auto" else ""))
+    model.to(device)
+    return model, report, text_mode
+
+
+def _open_run_folder(spec: CompositionSpec, opts: RunOptions, data, is_main: bool, log: Callable[[str], None],
+                     undo: list[Callable[[], None]]) -> Path:
+    """The run folder (``--out``, else :func:`zoo.runs.default_out_dir`): refused when it is not a folder,
+    holds a finished run (unless ``--fresh``) or a checkpoint made on other data. On rank 0, ``undo`` gets
+    the remover of what a run failing before its first checkpoint wrote."""
+    from zoo.cache import folder_problem
+
+    out_dir = Path(opts.out_dir) if opts.out_dir else runs.default_out_dir(spec)
+    results_path = runs.results_path(out_dir)
+    problem = folder_problem(out_dir)
+    if problem:
+        raise RunError(f"run folder {out_dir}: {problem}; give --out a folder path (new, or a run to resume)")
+    if results_path.exists() and not opts.fresh:
+        raise RunError(f"{results_path} exists: this run is finished. Use --out for a new run or --fresh to redo it.")
+    last_path = runs.last_checkpoint(out_dir)
+    if last_path.exists() and not opts.fresh:  # before anything is fitted or trained on the new data
+        check_resume_data(last_path, data, out_dir)
+    if is_main:  # a run that fails before its first checkpoint leaves nothing behind
+        undo.append(_new_files_remover(out_dir, last_path, log))
+    return out_dir
+
+
+def _write_results(results_path: Path, spec: CompositionSpec, report, requested_hash: str, task, data, fit_notes: list[str],
+                   scores: dict, galleries: dict, timings: dict[str, float], *, training: dict[str, Any], checkpoint: Path,
+                   log: Callable[[str], None]) -> None:
+    """Write ``results.json`` (:mod:`zoo.evals.results`): the spec that ran, the task and its data, the
+    scores per gallery, timings, notes (protocol, substitutions, fitting) and the ``training`` record."""
+    from zoo.evals.ranking import TIE_POLICY
+    from zoo.evals.results import build_results, write_results
+
+    cfg, spec_hash = spec.train, spec.hash()
+    notes = [task.protocol_note(data.protocol)]
+    notes += [f"substituted {s['used']!r} for {s['requested']!r}: {s['reason']}" for s in report.substitutions]
+    notes += fit_notes
+    results = build_results(
+        spec=spec.to_dict(), spec_hash=spec_hash,
+        components=report.components,
+        task={"name": spec.eval.task, "protocol": data.protocol, "split": "test", "galleries": galleries,
+              "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
+              "skipped_rows": data.skipped,
+              "tie_policy": TIE_POLICY},
+        scores=scores, timings=timings, seeds={"seed": cfg.seed, "holdout_seed": 0},
+        notes=notes,
+        extra={"requested_spec_hash": requested_hash, "substitutions": report.substitutions,
+               "training": training, "checkpoint": str(checkpoint)},
+    )
+    write_results(results_path, results)
+    log(f"results: {results_path} (spec hash {spec_hash}, {timings['total_s'] / 60:.1f} min)")
+
+
+def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]) -> Path:
+    from zoo import distributed
+    from zoo.cache import atomic_write_text
+    from zoo.fitting import fit_or_load
+    from zoo.gallery import prepare_gallery
+    from zoo.evals.ranking import rank_of_true, retrieval_metrics
+    from zoo.evaluate import autocast, embed_molecules, embed_texts, evaluate_pairs
+
+    started = time.time()
+    timings: dict[str, float] = {}
+    requested = spec.resolve()
+    requested_hash = requested.hash()
+    cfg = requested.train
+    task, device, dctx, opts, log = _start(requested, opts)
 
     # 1. data (bad input fails here, before anything slow)
     t0 = time.time()
@@ -132,32 +211,15 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
 
     # 2. components (a substitution is announced before anything slow happens)
     t0 = time.time()
-    model, report = build_model(requested, allow_substitution=not opts.strict, on_substitute=lambda m: log(f"WARNING: {m}"))
+    model, report, text_mode = _build_model(requested, opts, device, log)
     spec = report.spec
     spec_hash = spec.hash()
     text_encoder = model.text_encoder
-    text_mode = spec.text_encoder.options.get("mode", "frozen")
-    if text_mode == "auto":
-        text_mode = "finetune" if device.type == "cuda" else "frozen"
-    if hasattr(text_encoder, "set_mode"):
-        text_encoder.set_mode(text_mode)
-        log(f"text encoder {spec.text_encoder.name}: {text_mode} backbone" + (" (cached outputs, trainable head; chosen automatically on CPU)" if text_mode == "frozen" and spec.text_encoder.options.get("mode") == "auto" else ""))
-    model.to(device)
     timings["build_s"] = time.time() - t0
 
-    out_dir = Path(opts.out_dir) if opts.out_dir else runs.default_out_dir(spec)
-    results_path = runs.results_path(out_dir)
-    ckpt_dir = runs.checkpoint_dir(out_dir)
-    problem = folder_problem(out_dir)
-    if problem:
-        raise RunError(f"run folder {out_dir}: {problem}; give --out a folder path (new, or a run to resume)")
-    if results_path.exists() and not opts.fresh:
-        raise RunError(f"{results_path} exists: this run is finished. Use --out for a new run or --fresh to redo it.")
+    out_dir = _open_run_folder(spec, opts, data, dctx.is_main, log, undo)
+    results_path, ckpt_dir = runs.results_path(out_dir), runs.checkpoint_dir(out_dir)
     last_path, best_path = runs.last_checkpoint(out_dir), runs.best_checkpoint(out_dir)
-    if last_path.exists() and not opts.fresh:  # before anything is fitted or trained on the new data
-        check_resume_data(last_path, data, out_dir)
-    if dctx.is_main:  # a run that fails before its first checkpoint leaves nothing behind
-        undo.append(_new_files_remover(out_dir, last_path, log))
 
     with distributed.main_process_first(dctx):  # rank 0 fills the on-disk caches, the other ranks then read them
         t0 = time.time()
@@ -304,29 +366,11 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     timings["total_s"] = time.time() - started
 
     # 7. results
-    from zoo.evals.ranking import TIE_POLICY
-    from zoo.evals.results import build_results, write_results
-
-    notes = [task.protocol_note(data.protocol)]
-    notes += [f"substituted {s['used']!r} for {s['requested']!r}: {s['reason']}" for s in report.substitutions]
-    notes += fit_notes
-    results = build_results(
-        spec=spec.to_dict(), spec_hash=spec_hash,
-        components=report.components,
-        task={"name": spec.eval.task, "protocol": data.protocol, "split": "test", "galleries": galleries,
-              "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
-              "skipped_rows": data.skipped,
-              "tie_policy": TIE_POLICY},
-        scores=scores, timings=timings, seeds={"seed": cfg.seed, "holdout_seed": 0},
-        notes=notes,
-        extra={"requested_spec_hash": requested_hash, "substitutions": report.substitutions,
-               "training": {"device": str(device), "text_mode": text_mode, "epochs_run": state.epoch,
-                            "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
-                            "stop_reason": state.stop_reason, "history": state.history,
-                            "bf16_autocast": device.type == "cuda", "world_size": dctx.world_size,
-                            "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size)},
-               "checkpoint": str(best_path)},
-    )
-    write_results(results_path, results)
-    log(f"results: {results_path} (spec hash {spec_hash}, {timings['total_s'] / 60:.1f} min)")
+    _write_results(results_path, spec, report, requested_hash, task, data, fit_notes, scores, galleries, timings,
+                   training={"device": str(device), "text_mode": text_mode, "epochs_run": state.epoch,
+                             "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
+                             "stop_reason": state.stop_reason, "history": state.history,
+                             "bf16_autocast": device.type == "cuda", "world_size": dctx.world_size,
+                             "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size)},
+                   checkpoint=best_path, log=log)
     return results_path
