@@ -152,12 +152,13 @@ def register_compositions(register):
 def register_tasks(register):
     """Register evaluation tasks (datasets with a split and gallery protocol), e.g. ``chebi20``.
 
-    The factory loads the task's data (``zoo.data:load_chebi20`` for ``chebi20``); ``config``
-    lists its options (e.g. ``holdout_fraction``). A spec names its task in ``[eval] task``.
+    The factory, called without arguments, returns a task object (:class:`zoo.tasks.Task`: its
+    data loader, galleries and protocols; ``zoo.data:ChEBI20Task`` for ``chebi20``); ``config``
+    lists the loader's options (e.g. ``holdout_fraction``). A spec names its task in ``[eval] task``.
     Example::
 
         @hookimpl
         def register_tasks(register):
-            register("chebi20", "zoo.data:load_chebi20", description="ChEBI-20 retrieval",
+            register("chebi20", "zoo.data:ChEBI20Task", description="ChEBI-20 retrieval",
                      config={"holdout_fraction": 0.1, "holdout_seed": 0})
     """

@@ -160,13 +160,14 @@ def test_search_and_report_refuse_other_data_and_the_gallery_key_covers_the_data
     assert "was made on other data" in line
 
     from zoo.data import load_chebi20, sha256_file
-    from zoo.search import GALLERY_CACHE, Gallery, gallery_key
+    from zoo.runs import gallery_cache_path
+    from zoo.search import Gallery, gallery_key
 
     checkpoint = sha256_file(run / "checkpoint" / "best.safetensors")
     a, b = (load_chebi20(d, holdout_fraction=0.15).checksums for d in (data, other))
     assert gallery_key(checkpoint, a) != gallery_key(checkpoint, b)
-    assert Gallery.load(run / GALLERY_CACHE, gallery_key(checkpoint, a)) is not None
-    assert Gallery.load(run / GALLERY_CACHE, gallery_key(checkpoint, b)) is None
+    assert Gallery.load(gallery_cache_path(run), gallery_key(checkpoint, a)) is not None
+    assert Gallery.load(gallery_cache_path(run), gallery_key(checkpoint, b)) is None
 
 
 def test_written_files_respect_the_umask(made, tmp_path):
@@ -380,21 +381,19 @@ def fuzz(path: Path, load, rng: random.Random, *names: str, count: int = 12, hea
 def test_fuzz_run_files_always_give_one_line_errors(env):
     """Checkpoints, the fitted state, results.json, the index and its manifest: every damaged
     variant is an error naming the file (and the fix), never a traceback, never a result."""
-    from zoo.eval_run import load_run, load_trained_run
+    from zoo.checkpoints import load_weights, read_checkpoint
     from zoo.fitting import load_fitted
     from zoo.library import load_index
-    from zoo.train import load_weights
+    from zoo.runs import load_run, load_trained_run, retrain_hint
 
     _, _, run = env
     rng = random.Random(1)
     model = load_trained_run(run, "cpu").model
     best, last = run / "checkpoint" / "best.safetensors", run / "checkpoint" / "last.safetensors"
-    fuzz(best, lambda: load_weights(model, best), rng, str(best), "--fresh", head=data_section(best))
-    from zoo.train import read_checkpoint
-
+    fuzz(best, lambda: load_weights(model, best, retrain_hint(run)), rng, str(best), "--fresh", head=data_section(best))
     fuzz(last, lambda: read_checkpoint(last, "rerun with --fresh"), rng, str(last), "--fresh", head=data_section(last))
     fitted = run / "fitted" / "text_encoder.safetensors"
-    fuzz(fitted, lambda: load_fitted(model.text_encoder, run), rng, str(fitted), "--fresh", head=data_section(fitted))
+    fuzz(fitted, lambda: load_fitted(model.text_encoder, fitted, retrain_hint(run), str(run)), rng, str(fitted), "--fresh", head=data_section(fitted))
     fuzz(run / "results.json", lambda: load_run(run), rng, "results.json", count=20)
     index = run / "indexes" / "lib"
     for name in ("manifest.json", "index.faiss", "molecules.tsv", "molecules.offsets.npy"):

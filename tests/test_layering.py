@@ -29,6 +29,15 @@ ALLOWED = {
                 "zoo.protocols", "zoo.registry"},
 }
 
+#: Modules that use finished runs (evaluate, search, index, report) and the run-folder, checkpoint and
+#: device modules they rely on: none of them may import the training loop (pyproject's contract (e)).
+NEVER_TRAIN = {"zoo.eval_run", "zoo.evaluate", "zoo.search", "zoo.library", "zoo.report", "zoo.report_figures",
+               "zoo.runs", "zoo.checkpoints", "zoo.devices", "zoo.fitting", "zoo.tasks", "zoo.gallery"}
+
+
+def _contracts() -> list[dict]:
+    return PYPROJECT["tool"]["importlinter"]["contracts"]
+
 
 def _package_sources() -> dict[str, Path]:
     """Each installed package (``zoo.plugins.text``) and its source folder (``plugins/text``)."""
@@ -70,7 +79,7 @@ def _run(code_or_args: list[str], tree: Path) -> subprocess.CompletedProcess:
 
 def test_contracts_list_every_other_module():
     """A new zoo module must be placed: forbidden to each contract's source, or allowed here on purpose."""
-    contracts = {c["source_modules"][0]: c for c in PYPROJECT["tool"]["importlinter"]["contracts"]}
+    contracts = {c["source_modules"][0]: c for c in _contracts() if c["forbidden_modules"] != ["zoo.train"]}
     assert set(contracts) == set(ALLOWED)
     modules = _top_level_modules()
     for source, contract in contracts.items():
@@ -81,12 +90,20 @@ def test_contracts_list_every_other_module():
         assert not unplaced, f"contract for {source}: add {sorted(unplaced)} to forbidden_modules (or to ALLOWED)"
 
 
+def test_evaluation_search_index_and_report_never_import_training():
+    """Using a finished run never loads the training loop: contract (e) names exactly :data:`NEVER_TRAIN`."""
+    [contract] = [c for c in _contracts() if c["forbidden_modules"] == ["zoo.train"]]
+    assert set(contract["source_modules"]) == NEVER_TRAIN
+    assert NEVER_TRAIN <= _top_level_modules()
+    assert not contract.get("allow_indirect_imports", False)  # not through another module either
+
+
 def test_import_linter_contracts_hold(installed_tree):
     pytest.importorskip("importlinter", reason="pip install import-linter (in the dev extras)")
     done = _run(["-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
                  "--config", str(ROOT / "pyproject.toml"), "--no-cache"], installed_tree)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Contracts: 4 kept, 0 broken." in done.stdout
+    assert f"Contracts: {len(_contracts())} kept, 0 broken." in done.stdout
 
 
 CYCLES = """

@@ -29,7 +29,7 @@ def search(capsys, *argv) -> dict:
 
 
 def test_text_and_smiles_queries_rank_the_gallery(run_copy, capsys):
-    from zoo.eval_run import load_trained_run
+    from zoo.runs import load_trained_run
     from zoo.library import embed_smiles
 
     data_dir, run_dir = run_copy

@@ -116,6 +116,23 @@ def test_non_finite_lr_is_refused_before_anything_is_written(tiny_env, tmp_path,
     assert not (tmp_path / "run").exists()  # no fitted/ state, no empty run folder
 
 
+def test_unknown_task_is_a_registry_error_with_close_matches(tiny_env, tmp_path, capsys):
+    """Tasks resolve through the registry: a typo is refused with close matches before anything is written."""
+    assert main(run_args(tiny_env, tmp_path / "run", "eval.task=chebi2")) == 2
+    assert "unknown task 'chebi2'. Did you mean: chebi20?" in one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_chebi20_task_owns_its_galleries_and_protocols():
+    from zoo.tasks import get_task
+
+    task = get_task("chebi20")
+    assert task.galleries == ("all", "test") and set(task.protocols) == {"canonical", "offline-low-data"}
+    assert all(task.valid_gallery(g) for g in ("all", "test", "inbatch:2"))
+    assert not any(task.valid_gallery(g) for g in ("everything", "inbatch:1", "inbatch:x", "inbatch:"))
+    assert "test never used" in task.protocol_note("offline-low-data") and task.protocol_note("canonical") == "protocol: canonical"
+
+
 def test_run_whose_loss_blows_up_in_epoch_one_leaves_nothing(tiny_env, tmp_path, capsys):
     assert main(run_args(tiny_env, tmp_path / "new", "train.lr=1e30", "train.epochs=2")) == 2
     assert "lower train.lr" in one_line_error(capsys)

@@ -38,6 +38,7 @@ from zoo.evals.leaderboard import (
     DIRECTIONS,
 )
 from zoo.registry import get_component
+from zoo.runs import default_out_dir, results_path
 from zoo.spec import SLOTS, CompositionSpec, load_spec
 
 __all__ = [
@@ -45,8 +46,6 @@ __all__ = [
     "parse_vary", "build_grid", "plan_runs", "describe_plan", "run_ablation", "compare", "ablation_table",
     "render_ablation", "read_json", "slot_option_accepted",
 ]
-
-RESULTS_FILE = "results.json"
 
 
 @dataclass(frozen=True)
@@ -178,7 +177,7 @@ class PlannedRun:
 
     @property
     def results_path(self) -> Path:
-        return self.out_dir / RESULTS_FILE
+        return results_path(self.out_dir)
 
     @property
     def done(self) -> bool:
@@ -194,7 +193,7 @@ def plan_runs(configs: Sequence[AblationConfig], seeds: int, out_root: str | Pat
     for seed in range(seeds):
         for config in configs:
             spec = config.spec.with_overrides([f"train.seed={seed}"]).resolve()
-            planned.append(PlannedRun(config, seed, spec, root / f"{spec.name}-{spec.hash()}-s{seed}"))
+            planned.append(PlannedRun(config, seed, spec, default_out_dir(spec, root)))
     return planned
 
 

@@ -366,3 +366,32 @@ def load_chebi20(
         gallery=list(gallery.values()), descriptions=[*train_pairs, *validation, *test],
         checksums=checksums, skipped=skipped,
     )
+
+
+# -- the task ---------------------------------------------------------------------------------------
+class ChEBI20Task:
+    """The ``chebi20`` task (registered by ``zoo.plugins.tasks``; see :mod:`zoo.tasks`): ChEBI-20
+    text<->molecule retrieval, scored on the ``all`` gallery (every molecule of train + validation +
+    test), the ``test`` gallery (the test pairs themselves) and ``inbatch:N`` blocks of N test pairs."""
+
+    name = "chebi20"
+    galleries = ("all", "test")
+    protocols = ("canonical", "offline-low-data")
+
+    def load(self, data_dir: str | Path | None = None, *, holdout_fraction: float = 0.1, holdout_seed: int = 0,
+             download: bool = False) -> ChEBI20:
+        return load_chebi20(data_dir, holdout_fraction=holdout_fraction, holdout_seed=holdout_seed, download=download)
+
+    def data_checksums(self, data_dir: str | Path | None = None) -> dict[str, str]:
+        return data_checksums(data_dir)
+
+    def valid_gallery(self, name: str) -> bool:
+        """``all``, ``test`` or ``inbatch:N`` (N >= 2)."""
+        if name in self.galleries:
+            return True
+        size = name.removeprefix("inbatch:")
+        return name.startswith("inbatch:") and size.isdigit() and int(size) >= 2
+
+    def protocol_note(self, protocol: str) -> str:
+        return f"protocol: {protocol}" + (": trained on the validation pairs minus a hold-out; test never used for "
+                                          "training or selection" if protocol == "offline-low-data" else "")

@@ -11,12 +11,6 @@ This module imports nothing: every layer (registry, plugins, commands) may use i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-
 class ZooError(Exception):
     """A problem the user can fix; its message is the whole story (the CLI prints it in one line)."""
 
@@ -109,7 +103,3 @@ class SubstitutionWarning(ZooWarning):
 class UnverifiedFileWarning(ZooWarning):
     """A file written before molzoo recorded content hashes, loaded without verification."""
 
-
-def retrain_hint(run_dir: "Path") -> str:
-    """The fix for a run whose checkpoint or fitted state is damaged or stale."""
-    return f"retrain the run with `zoo run {run_dir / 'spec.toml'} --out {run_dir} --fresh`"

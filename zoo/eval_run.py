@@ -4,82 +4,16 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
-if TYPE_CHECKING:
-    import torch
-
-    from zoo.model import RetrievalModel
-    from zoo.spec import CompositionSpec
-
+from zoo import runs
 from zoo.errors import RunError
-from zoo.train import CHECKPOINT_DIR, RESULTS_FILE, load_weights, resolve_device, valid_gallery
+from zoo.tasks import get_task
 
 OTHER_DATA_FLAG = "--allow-other-data"
 
 SPLITS = ("test", "heldout")
-
-
-def load_run(run_dir: str | Path) -> dict:
-    """The results of a finished run (clear errors for a missing or unreadable run)."""
-    from zoo.evals.results import read_results
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run folder not found: {run_dir}")
-    results_path = run_dir / RESULTS_FILE
-    if not results_path.is_file():
-        raise RunError(f"{run_dir} has no {RESULTS_FILE}: not a finished run (rerun `zoo run` with --out {run_dir} to finish it)")
-    try:
-        return read_results(results_path)
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
-
-
-@dataclass
-class TrainedRun:
-    """A finished run loaded for use: its results, the spec that ran, and the model with its best weights."""
-
-    run_dir: Path
-    results: dict
-    spec: "CompositionSpec"
-    model: "RetrievalModel"
-    device: "torch.device"
-    checkpoint: Path
-
-
-def load_trained_run(run_dir: str | Path, device: str = "auto") -> TrainedRun:
-    """Rebuild a finished run's model (the spec that actually ran, no substitution) with its best
-    weights, in eval mode on ``device``. Clear :class:`RunError` for a missing/unfinished run."""
-    from zoo.fitting import load_fitted
-    from zoo.model import build_model
-    from zoo.spec import CompositionSpec
-
-    run_dir = Path(run_dir)
-    previous = load_run(run_dir)
-    spec = CompositionSpec.from_dict(previous["spec"], source=str(run_dir / RESULTS_FILE))
-    checkpoint = run_dir / CHECKPOINT_DIR / "best.safetensors"
-    if not checkpoint.is_file():
-        raise RunError(f"{checkpoint} is missing: the run's best weights are needed")
-    dev = resolve_device(device)
-    model, _ = build_model(spec, allow_substitution=False)
-    mode = previous.get("training", {}).get("text_mode", "frozen")
-    if hasattr(model.text_encoder, "set_mode"):
-        model.text_encoder.set_mode(mode)
-    load_fitted(model.text_encoder, run_dir)  # e.g. the TF-IDF vocabulary and SVD basis fitted by zoo run
-    model.to(dev)
-    load_weights(model, checkpoint)  # checked against its content hash
-    model.eval()
-    return TrainedRun(run_dir, previous, spec, model, dev, checkpoint)
-
-
-def training_data(results: dict) -> tuple[dict[str, str] | None, str | None]:
-    """The checksums and folder of the data a run was trained on, as its results record them."""
-    task = results.get("task") if isinstance(results.get("task"), dict) else {}
-    recorded = task.get("training_data") if isinstance(task.get("training_data"), dict) else {}  # set by evaluate_run
-    return recorded.get("data_checksums", task.get("data_checksums")), recorded.get("data_dir", task.get("data_dir"))
 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequence[str] = ("all", "test"),
@@ -94,9 +28,10 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     """
     import numpy as np
 
-    from zoo.cache import atomic_write_bytes, featurize_molecules
-    from zoo.data import check_same_data, data_fingerprint, load_chebi20
+    from zoo.cache import atomic_write_bytes
+    from zoo.data import check_same_data, data_fingerprint
     from zoo.evaluate import evaluate_pairs
+    from zoo.gallery import prepare_gallery
     from zoo.evals.ranking import TIE_POLICY
     from zoo.evals.results import build_results, write_results
 
@@ -104,13 +39,14 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise RunError(f"--split {split!r}: choose from {', '.join(SPLITS)}")
-    bad = [g for g in galleries if not valid_gallery(g)]
+    task = get_task(runs.recorded_task(run_dir))
+    bad = [g for g in galleries if not task.valid_gallery(g)]
     if bad or not galleries:
-        raise RunError(f"--gallery {bad or []}: choose from all, test, inbatch:N")
-    trained = load_trained_run(run_dir, device)
+        raise RunError(f"--gallery {bad or []}: choose from {', '.join(task.galleries)}, inbatch:N")
+    trained = runs.load_trained_run(run_dir, device)
     previous, spec, model, dev = trained.results, trained.spec, trained.model, trained.device
-    data = load_chebi20(data_dir, holdout_fraction=spec.train.holdout_fraction, holdout_seed=previous["seeds"].get("holdout_seed", 0))
-    trained_on, trained_dir = training_data(previous)
+    data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction, holdout_seed=previous["seeds"].get("holdout_seed", 0))
+    trained_on, trained_dir = runs.training_data(previous)
     notes = [f"re-evaluation of {run_dir} (best checkpoint) on {dev}"]
     if trained_on and trained_on != data.checksums and allow_other_data:
         notes.append(f"evaluated on other data than the run was trained on ({OTHER_DATA_FLAG}): {data.data_dir} is data "
@@ -120,13 +56,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
         check_same_data(trained_on, trained_dir, data, f"run {run_dir}",
                         f"pass the run's data folder with --data-dir, or {OTHER_DATA_FLAG} to evaluate on this data anyway")
     checkpoint = trained.checkpoint
-    graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
-                                 model.molecule_encoder.featurizer, progress=progress, desc="featurizing molecules")
-    mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
-    text_items = model.text_encoder.prepare([p.description for p in data.descriptions], progress=progress, device=dev)
-    text_index = {p.cid: i for i, p in enumerate(data.descriptions)}
+    g = prepare_gallery(model, data, dev, progress=progress)
     pairs = data.test if split == "test" else data.select
-    scores, counts, embeddings = evaluate_pairs(model, pairs, data, graphs, mol_index, text_items, text_index, list(galleries),
+    scores, counts, embeddings = evaluate_pairs(model, pairs, data, g.graphs, g.mol_index, g.text_items, g.text_index, list(galleries),
                                                 spec.train.eval_batch_size, spec.eval.chunk_size, dev, progress=progress,
                                                 log=log, label=split, cpu_bf16=bf16)
     if save_embeddings:
@@ -149,7 +81,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
         extra={"evaluated_run": str(run_dir), "checkpoint": str(checkpoint),
                "molecule_precision": "bf16" if bf16 or dev.type == "cuda" else "fp32"},
     )
-    path = Path(out) if out else run_dir / f"eval-{split}.json"
+    path = Path(out) if out else runs.eval_path(run_dir, split)
     write_results(path, results)
     log(f"results: {path}")
     return path

@@ -1,10 +1,11 @@
 """Fitting components on the training data once per run, and reloading what was fitted.
 
 A component that implements :class:`zoo.protocols.Fittable` is fitted by ``zoo run`` on the
-training descriptions; the fitted state is written to ``RUN/fitted/<slot>.safetensors``
+training descriptions; the fitted state is written to ``RUN/fitted/<slot>.safetensors`` (the path
+comes from :func:`zoo.runs.fitted_path`)
 (atomically, with the spec hash, the training data's checksums and a content hash in its
 metadata) and loaded instead of refitting when the run resumes and when a finished run is
-loaded (``zoo eval``, :func:`zoo.eval_run.load_trained_run`).
+loaded (``zoo eval``, :func:`zoo.runs.load_trained_run`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from zoo.errors import FitError, RunError, retrain_hint
-
-FITTED_DIR = "fitted"
-
-
-def fitted_path(run_dir: str | Path, slot: str = "text_encoder") -> Path:
-    return Path(run_dir) / FITTED_DIR / f"{slot}.safetensors"
-
+from zoo.errors import FitError, RunError
 
 def is_fittable(component: Any) -> bool:
     return callable(getattr(component, "fit", None)) and callable(getattr(component, "load_fitted_state", None))
@@ -49,16 +43,15 @@ def fitted_notes(component: Any, slot: str = "text_encoder") -> list[str]:
     return [f"[{slot}] {note}" for note in getattr(component, "fitted_notes", lambda: [])()]
 
 
-def fit_or_load(component: Any, texts: Sequence[str], run_dir: str | Path, *, spec_hash: str, seed: int,
+def fit_or_load(component: Any, texts: Sequence[str], path: Path, *, spec_hash: str, seed: int,
                 slot: str = "text_encoder", refit: bool = False, log: Callable[[str], None] = print,
                 data_checksums: dict[str, str] | None = None) -> list[str]:
-    """Load ``run_dir``'s fitted state for ``component`` when it was made for ``spec_hash`` (and the
+    """Load the fitted state in ``path`` for ``component`` when it was made for ``spec_hash`` (and the
     data of ``data_checksums``, recorded with it); otherwise (or with ``refit``) fit on ``texts``
     and save the state. No-op for components that are not :class:`~zoo.protocols.Fittable`.
     Returns (and logs) :func:`fitted_notes`."""
     if not is_fittable(component):
         return []
-    path = fitted_path(run_dir, slot)
     data = json.dumps(data_checksums, sort_keys=True) if data_checksums is not None else None
     if path.exists() and not refit:
         state, meta = _read(path, "rerun with --fresh to refit it")
@@ -90,15 +83,15 @@ def _logged(notes: list[str], log: Callable[[str], None]) -> list[str]:
     return notes
 
 
-def load_fitted(component: Any, run_dir: str | Path, slot: str = "text_encoder") -> None:
-    """Install the fitted state saved with a finished run (no-op for non-fittable components).
-    A fittable component whose file is missing gets ``{}``, so it can say what it lacks."""
+def load_fitted(component: Any, path: Path, fix: str, owner: str, slot: str = "text_encoder") -> None:
+    """Install the fitted state saved in ``path`` with a finished run (``owner``, named in errors;
+    ``fix``: what to do when the file is damaged). No-op for non-fittable components. A fittable
+    component whose file is missing gets ``{}``, so it can say what it lacks."""
     if not is_fittable(component):
         return
-    path = fitted_path(run_dir, slot)
-    state = _read(path, retrain_hint(Path(run_dir)))[0] if path.exists() else {}
+    state = _read(path, fix)[0] if path.exists() else {}
     try:
         component.load_fitted_state(state)
     except ValueError as exc:
         hint = "" if path.exists() else f" ({path} is missing)"
-        raise FitError(f"cannot load the fitted [{slot}] of {run_dir}{hint}: {exc}") from None
+        raise FitError(f"cannot load the fitted [{slot}] of {owner}{hint}: {exc}") from None

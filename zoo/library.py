@@ -40,9 +40,8 @@ from zoo.cache import (atomic_path, atomic_write_bytes, atomic_write_text, check
                        save_sealed_npz, sealed_json, unseal, warn_unverified)
 from zoo.data import sha256_file
 from zoo.errors import DataError, IntegrityError, RunError
-from zoo.eval_run import load_run
 from zoo.molfiles import Record, count_records, iter_records, library_format, record_smiles
-from zoo.train import CHECKPOINT_DIR
+from zoo.runs import indexes_dir, load_run, run_checkpoint
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,15 +70,6 @@ HASHED_FILES = (INDEX_FILE, MOLECULES, OFFSETS, SKIPPED)  # their sha256 is reco
 
 
 # -- identities -------------------------------------------------------------------------------
-def run_checkpoint(run_dir: str | Path) -> Path:
-    """The best checkpoint of a finished run (clear :class:`RunError` when missing)."""
-    load_run(run_dir)
-    checkpoint = Path(run_dir) / CHECKPOINT_DIR / "best.safetensors"
-    if not checkpoint.is_file():
-        raise RunError(f"{checkpoint} is missing: the run's best weights are needed")
-    return checkpoint
-
-
 def peak_rss_mib() -> float:
     """Peak resident memory of this process and of its largest finished child, MiB (Linux ru_maxrss is KiB)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -133,8 +123,8 @@ def default_index_dir(run_dir: str | Path, molecules: str | Path) -> Path:
     """
     name = Path(molecules).name
     name = name[:-3] if name.lower().endswith(".gz") else name
-    folder = Path(run_dir) / "indexes" / Path(name).stem
-    legacy = Path(run_dir) / "indexes" / name
+    folder = indexes_dir(run_dir) / Path(name).stem
+    legacy = indexes_dir(run_dir) / name
     if not folder.exists() and any((legacy / f).is_file() for f in (MANIFEST, BUILD_STATE)):
         return legacy
     return folder
@@ -314,7 +304,7 @@ def embed_shard(plan: BuildPlan, rank: int = 0, world: int = 1) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from zoo.eval_run import load_trained_run
+    from zoo.runs import load_trained_run
 
     mine = [c for c in range(plan.chunks) if c % world == rank and not _chunk_done(plan.chunk_path(c))]
     if not mine:

@@ -84,7 +84,7 @@ class Fittable(Protocol):
     ``zoo run`` calls ``fit(texts, seed=)`` with the **training** pairs' descriptions only
     (never the held-out or test ones) before ``prepare``, then writes ``fitted_state()`` (plain
     tensors, safetensors, no pickle) once, atomically, to ``RUN/fitted/<slot>.safetensors``. A
-    resumed run and ``zoo eval`` (:func:`zoo.eval_run.load_trained_run`) call
+    resumed run and ``zoo eval`` (:func:`zoo.runs.load_trained_run`) call
     ``load_fitted_state(...)`` with that file's tensors instead of refitting. The fitted state
     is not part of the module's ``state_dict``, so checkpoints do not repeat it; an empty
     ``fitted_state()`` means nothing needs saving (see :mod:`zoo.fitting`).

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from zoo.errors import RunError
-from zoo.train import CHECKPOINT_DIR, resolve_device
+from zoo import runs
+from zoo.devices import resolve_device
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from zoo.data import ChEBI20, Pair
     from zoo.evals.ranking import Ranks
 
-GALLERIES = ("all", "test")
 TOP_K = 5
 
 
@@ -90,9 +90,8 @@ def sample_indices(n_test: int, samples: int, seed: int) -> list[int]:
 def check_same_data(label: str, results: dict, data: "ChEBI20") -> None:
     """Refuse a run whose results record other data files than the ones loaded for the report."""
     from zoo.data import check_same_data as check
-    from zoo.eval_run import training_data
 
-    check(*training_data(results), data, f"run {label}", "pass the run's data folder with --data-dir")
+    check(*runs.training_data(results), data, f"run {label}", "pass the run's data folder with --data-dir")
 
 
 def score_queries(queries: "torch.Tensor", candidates: "torch.Tensor", true_index: "torch.Tensor", k: int,
@@ -128,25 +127,19 @@ def retrieve(run_dir: Path, label: str, data: "ChEBI20", samples: Sequence[int],
     """Embed the test descriptions and the gallery with ``run_dir``'s best weights and rank them."""
     import torch
 
-    from zoo.cache import featurize_molecules
-    from zoo.eval_run import load_trained_run
-    from zoo.evaluate import embed_molecules, embed_texts
+    from zoo.gallery import prepare_gallery
 
-    trained = load_trained_run(run_dir, device)
+    trained = runs.load_trained_run(run_dir, device)
     model, spec, dev = trained.model, trained.spec, trained.device
     batch_size = spec.train.eval_batch_size
-    graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
-                                 model.molecule_encoder.featurizer, progress=progress, desc="featurizing molecules")
-    mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
-    candidates = list(range(len(data.gallery))) if gallery == "all" else [mol_index[p.cid] for p in data.test]
-    if len(candidates) < 2:
-        raise RunError(f"gallery {gallery!r} holds {len(candidates)} molecule(s): a report needs at least 2")
-    # the full description list, as `zoo run`/`zoo eval` prepare it, so that frozen text states come from the cache
-    text_items = model.text_encoder.prepare([p.description for p in data.descriptions], progress=progress, device=dev)
-    text_index = {p.cid: i for i, p in enumerate(data.descriptions)}
-    queries = embed_texts(model, [text_items[text_index[p.cid]] for p in data.test], batch_size, dev)
-    mol_emb = embed_molecules(model, graphs, candidates, batch_size, dev, progress=progress,
-                              desc=f"embedding gallery ({gallery})")
+    n_candidates = len(data.gallery) if gallery == "all" else len(data.test)
+    if n_candidates < 2:
+        raise RunError(f"gallery {gallery!r} holds {n_candidates} molecule(s): a report needs at least 2")
+    # every description, as `zoo run`/`zoo eval` prepare them, so that frozen text states come from the cache
+    prepared = prepare_gallery(model, data, dev, progress=progress)
+    candidates = list(range(len(data.gallery))) if gallery == "all" else prepared.molecules_of(data.test)
+    queries = prepared.embed_texts(model, data.test, batch_size, dev)
+    mol_emb = prepared.embed_molecules(model, candidates, batch_size, dev, progress=progress, desc=f"embedding gallery ({gallery})")
     position = {data.gallery[i].cid: j for j, i in enumerate(candidates)}
     true_index = torch.tensor([position[p.cid] for p in data.test])
     true_scores, best_other, ranks, top_scores, top_index = score_queries(
@@ -168,8 +161,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     and nothing is written.
     """
     from zoo.cache import atomic_write_text
-    from zoo.data import load_chebi20
-    from zoo.eval_run import load_run
+    from zoo.tasks import get_task
 
     out = Path(out)
     dirs = [Path(d) for d in run_dirs]
@@ -179,8 +171,10 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     repeated = sorted({str(d) for d, r in zip(dirs, resolved) if resolved.count(r) > 1})
     if repeated:
         raise RunError(f"run folder given more than once: {', '.join(repeated)}")
-    if gallery not in GALLERIES:
-        raise RunError(f"--gallery {gallery!r}: choose from {', '.join(GALLERIES)}")
+    task_name = runs.recorded_task(dirs[0])
+    task = get_task(task_name)  # the runs' task (a run of another task is refused below)
+    if gallery not in task.galleries:
+        raise RunError(f"--gallery {gallery!r}: choose from {', '.join(task.galleries)}")
     if samples < 1:
         raise RunError(f"--samples {samples}: need at least 1 sampled description")
     if out.is_dir():
@@ -188,12 +182,14 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     if out.parent.exists() and not out.parent.is_dir():
         raise RunError(f"--out {out}: {out.parent} is a file, not a folder")
     resolve_device(device)
-    results = [load_run(d) for d in dirs]  # clear error for a missing or unfinished run, before any work
+    results = [runs.load_run(d) for d in dirs]  # clear error for a missing or unfinished run, before any work
     for d in dirs:
-        if not (d / CHECKPOINT_DIR / "best.safetensors").is_file():
-            raise RunError(f"{d / CHECKPOINT_DIR / 'best.safetensors'} is missing: the report needs the run's best weights")
+        runs.existing_best_checkpoint(d, "the report needs the run's best weights")
     labels = run_labels(dirs)
-    data = load_chebi20(data_dir)
+    other = [str(d) for d in dirs if runs.recorded_task(d) != task_name]
+    if other:
+        raise RunError(f"run {other[0]} is not a {task_name} run like {dirs[0]}: a report compares runs of one task")
+    data = task.load(data_dir)
     for label, result in zip(labels, results):
         check_same_data(label, result, data)
     chosen = sample_indices(len(data.test), samples, seed)
@@ -244,7 +240,7 @@ def _leaderboard_section(retrievals: Sequence[RunRetrieval]) -> str:
     """The runs' leaderboard (:mod:`zoo.evals.leaderboard`: one table per protocol and gallery, seeds averaged)."""
     from zoo.evals.leaderboard import METRICS, SLOTS, RunRecord, build_leaderboard
 
-    sources = [str(r.run_dir / "results.json") for r in retrievals]
+    sources = [str(runs.results_path(r.run_dir)) for r in retrievals]
     labels = dict(zip(sources, (r.label for r in retrievals)))
     board = build_leaderboard([RunRecord.from_results(r.results, s) for r, s in zip(retrievals, sources)], direction="both")
     columns = [(d, m) for d in ("text_to_molecule", "molecule_to_text")

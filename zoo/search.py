@@ -22,17 +22,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from zoo.cache import content_hash, load_sealed_npz, save_sealed_npz
-from zoo.data import check_same_data, data_checksums, data_fingerprint, sha256_file
+from zoo.data import check_same_data, data_fingerprint, sha256_file
 from zoo.errors import DataError, IntegrityError, RunError, UnverifiedFileWarning
 from zoo.featurize import clean_smiles
-from zoo.library import LibraryIndex, embed_smiles, load_index, run_checkpoint
+from zoo.library import LibraryIndex, embed_smiles, load_index
+from zoo.runs import gallery_cache_path, indexes_dir, run_checkpoint, training_data
+from zoo.tasks import get_task
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from zoo.eval_run import TrainedRun
+    from zoo.runs import TrainedRun
 
-GALLERY_CACHE = Path("search") / "gallery.npz"
 GALLERY_FORMAT = "molzoo.search_gallery/2"
 TEXT_BATCH = 64
 
@@ -81,33 +82,27 @@ def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | N
     checkpoint from the run's training data, else embedded and cached. Other data is refused."""
     import numpy as np
 
-    from zoo.cache import featurize_molecules
-    from zoo.data import load_chebi20
-    from zoo.eval_run import training_data
-    from zoo.evaluate import embed_molecules, embed_texts
+    from zoo.gallery import prepare_gallery
 
-    path = trained.run_dir / GALLERY_CACHE
+    path = gallery_cache_path(trained.run_dir)
+    task = get_task(trained.spec.eval.task)
     trained_on, trained_dir = training_data(trained.results)
     subject, fix = f"run {trained.run_dir}", "pass the run's data folder with --data-dir"
     if data_dir is not None:  # checked even when the cache answers: the data given must be the run's
-        check_same_data(trained_on, trained_dir, data_checksums(data_dir), subject, fix, data_dir)
+        check_same_data(trained_on, trained_dir, task.data_checksums(data_dir), subject, fix, data_dir)
     cached = Gallery.load(path, gallery_key(checkpoint_sha256, trained_on)) if trained_on else None
     if cached is not None:
         return cached
     model, spec, dev = trained.model, trained.spec, trained.device
-    data = load_chebi20(data_dir, holdout_fraction=spec.train.holdout_fraction,
+    data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction,
                         holdout_seed=trained.results.get("seeds", {}).get("holdout_seed", 0))
     check_same_data(trained_on, trained_dir, data, subject, fix)
     key = gallery_key(checkpoint_sha256, data.checksums)
     log(f"embedding the gallery of {trained.run_dir} once: {len(data.gallery):,} molecules, "
         f"{len(data.descriptions):,} descriptions (cached in {path})")
-    encoder = model.molecule_encoder
-    graphs = featurize_molecules([m.smiles for m in data.gallery], encoder.featurize, encoder.featurizer,
-                                 progress=progress, desc="featurizing gallery")
-    molecules = embed_molecules(model, graphs, list(range(len(graphs))), spec.train.eval_batch_size, dev,
-                                progress=progress, desc="embedding gallery")
-    items = model.text_encoder.prepare([p.description for p in data.descriptions], progress=progress, device=dev)
-    texts = embed_texts(model, items, spec.train.eval_batch_size, dev)
+    prepared = prepare_gallery(model, data, dev, progress=progress, desc="featurizing gallery")
+    molecules = prepared.embed_molecules(model, None, spec.train.eval_batch_size, dev, progress=progress, desc="embedding gallery")
+    texts = prepared.embed_texts(model, None, spec.train.eval_batch_size, dev)
     gallery = Gallery(molecules.numpy(), np.array([m.cid for m in data.gallery], dtype=str),
                       np.array([m.smiles for m in data.gallery], dtype=str), texts.numpy(),
                       np.array([p.cid for p in data.descriptions], dtype=str),
@@ -133,12 +128,12 @@ def resolve_index(run_dir: str | Path, index: str | Path) -> Path:
     path = Path(index)
     if path.is_dir():
         return path
-    named = Path(run_dir) / "indexes" / str(index)
+    named = indexes_dir(run_dir) / str(index)
     if named.is_dir():
         return named
-    available = sorted(p.name for p in (Path(run_dir) / "indexes").glob("*") if p.is_dir())
+    available = sorted(p.name for p in indexes_dir(run_dir).glob("*") if p.is_dir())
     listing = f"; this run has: {', '.join(available)}" if available else "; this run has none (build one with `zoo index`)"
-    raise RunError(f"--index {index}: no such folder, and no index of that name in {Path(run_dir) / 'indexes'}{listing}")
+    raise RunError(f"--index {index}: no such folder, and no index of that name in {indexes_dir(run_dir)}{listing}")
 
 
 class Searcher:
@@ -147,7 +142,7 @@ class Searcher:
     def __init__(self, run_dir: str | Path, *, index: str | Path | None = None, data_dir: str | None = None,
                  device: str = "auto", nprobe: int | None = None, progress: bool = True,
                  log: Callable[[str], None] = print) -> None:
-        from zoo.eval_run import load_trained_run
+        from zoo.runs import load_trained_run
 
         run_dir = Path(run_dir)
         key = sha256_file(run_checkpoint(run_dir))  # an unknown/unfinished run fails here, before loading a model

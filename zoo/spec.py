@@ -40,6 +40,7 @@ from typing import Any, Mapping
 from zoo.errors import ComponentError, SpecError
 from zoo.registry import get_component
 from zoo.registry.catalog import did_you_mean
+from zoo.tasks import DEFAULT_TASK
 
 #: Component slots of a composition and the kind of component each takes.
 SLOTS: dict[str, str] = {
@@ -193,7 +194,7 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation settings: task and candidate pools ("all", "test")."""
 
-    task: str = "chebi20"
+    task: str = DEFAULT_TASK
     galleries: tuple[str, ...] = ("all", "test")
     chunk_size: int = 1024
 

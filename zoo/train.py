@@ -12,22 +12,20 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from zoo.errors import RunError, retrain_hint
+from zoo import runs
+from zoo.checkpoints import (TrainerState, check_resume_data, data_provenance, load_checkpoint, load_weights,
+                             save_checkpoint, save_weights)
+from zoo.devices import resolve_device
+from zoo.errors import RunError
 from zoo.spec import CompositionSpec
-
-if TYPE_CHECKING:
-    from zoo.data import ChEBI20
-
-CHECKPOINT_DIR = "checkpoint"
-RESULTS_FILE = "results.json"
-GALLERIES = ("all", "test")
+from zoo.tasks import get_task
 
 
 @dataclass
@@ -41,158 +39,10 @@ class RunOptions:
     log: Callable[[str], None] = print
 
 
-@dataclass
-class TrainerState:
-    epoch: int = 0  # epochs completed
-    best_mrr: float = -1.0
-    best_epoch: int = 0
-    stale_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    train_seconds: float = 0.0
-    stop_reason: str = ""
-
-
-def valid_gallery(name: str) -> bool:
-    """``all``, ``test`` or ``inbatch:N`` (N >= 2)."""
-    if name in GALLERIES:
-        return True
-    size = name.removeprefix("inbatch:")
-    return name.startswith("inbatch:") and size.isdigit() and int(size) >= 2
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise RunError(f"train.device={name!r} is not a device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"train.device={name!r} but CUDA is not available here; use device=\"auto\" or \"cpu\"")
-    return device
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def default_out_dir(spec: CompositionSpec) -> Path:
-    return Path("runs") / f"{spec.name}-{spec.hash()}-s{spec.train.seed}"
-
-
-# -- checkpoints ------------------------------------------------------------------------------
-def is_backbone_key(key: str) -> bool:
-    """A text backbone weight (``text_encoder.backbone.*``, or a combined encoder part's
-    ``text_encoder.parts.N.backbone.*``): not stored in checkpoints while frozen."""
-    return key.startswith("text_encoder.") and ".backbone." in key
-
-
-def _model_state(model: torch.nn.Module, skip_frozen_backbone: bool) -> dict[str, torch.Tensor]:
-    state = model.state_dict()
-    if skip_frozen_backbone:  # reproducible from its source; keeps checkpoints small
-        state = {k: v for k, v in state.items() if not is_backbone_key(k)}
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
-
-
-def save_weights(model: torch.nn.Module, path: Path, skip_frozen_backbone: bool, metadata: dict[str, str]) -> None:
-    from zoo.cache import atomic_save_tensors
-
-    atomic_save_tensors(_model_state(model, skip_frozen_backbone), path, metadata=metadata)
-
-
-def read_checkpoint(path: Path, fix: str, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A checkpoint's tensors and metadata, checked against its recorded content hash; a changed or
-    unreadable file is a :class:`RunError` naming it and ``fix``."""
-    from zoo.cache import read_safetensors
-    from zoo.errors import IntegrityError
-
-    try:
-        return read_safetensors(path, tensors=tensors)
-    except IntegrityError as exc:
-        raise RunError(f"checkpoint {exc}; {fix}") from None
-
-
-def load_weights(model: torch.nn.Module, path: Path, fix: str | None = None) -> None:
-    """Load a weights file written by :func:`save_weights` (``fix``: what to do when it is corrupt)."""
-    state, meta = read_checkpoint(path, fix or retrain_hint(path.parent.parent))
-    _load_model_state(model, state, path, meta)
-
-
-def data_provenance(data: "ChEBI20") -> dict[str, str]:
-    """Checkpoint metadata naming the training data (checked on resume: :func:`check_resume_data`)."""
-    return {"data_dir": str(data.data_dir), "data_checksums": json.dumps(data.checksums, sort_keys=True)}
-
-
-def check_resume_data(path: Path, data: "ChEBI20", out_dir: Path) -> None:
-    """Refuse to resume ``path`` (a checkpoint) on other data than it was trained on."""
-    from zoo.data import check_same_data
-
-    meta = read_checkpoint(path, "rerun with --fresh to start over", tensors=False)[1]
-    try:
-        recorded = json.loads(meta["data_checksums"]) if "data_checksums" in meta else None
-    except ValueError:
-        recorded = None
-    check_same_data(recorded, meta.get("data_dir"), data, f"the unfinished run in {out_dir}",
-                    "pass the run's data folder with --data-dir, or --fresh to start over on this data")
-
-
-def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
-    """Load weights; only frozen backbone weights (not stored, see :func:`_model_state`) may be missing.
-    Weights trained on other molecule features (another featurizer key, see ``MoleculeEncoder``) are refused."""
-    trained_on, featurizer = meta.get("molecule_featurizer"), model.molecule_encoder.featurizer
-    if trained_on and trained_on != featurizer:
-        raise RunError(f"checkpoint {path} was trained on molecule features {trained_on!r}, but this molzoo makes "
-                       f"{featurizer!r}; retrain it (zoo run ... --fresh)")
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatch, e.g. weights of a checkpoint older than a featurizer change
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).strip())
-        raise RunError(f"checkpoint {path} does not match the model ({detail}); if an older molzoo trained it on "
-                       f"other molecule features (e.g. the stereo-blind rdkit_graph/1), retrain it (zoo run ... --fresh)") from None
-    missing = [k for k in missing if not is_backbone_key(k)]
-    if missing or unexpected:
-        raise RunError(f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, state: TrainerState, skip_frozen_backbone: bool,
-                    metadata: dict[str, str]) -> None:
-    """Model weights, optimizer state and trainer state in ONE safetensors file, written atomically,
-    so a run interrupted at any moment resumes from a consistent epoch boundary."""
-    from zoo.cache import atomic_save_tensors
-
-    tensors = {f"model.{k}": v for k, v in _model_state(model, skip_frozen_backbone).items()}
-    optim = optimizer.state_dict()
-    scalars: dict[str, Any] = {}
-    for pid, param_state in optim["state"].items():
-        for key, value in param_state.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{pid}.{key}"] = value
-    meta = {**metadata, "trainer_state": json.dumps(state.__dict__), "optim_param_groups": json.dumps(optim["param_groups"]),
-            "optim_scalars": json.dumps(scalars)}
-    atomic_save_tensors(tensors, path, metadata=meta)
-
-
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, spec_hash: str) -> TrainerState:
-    """Restore what :func:`save_checkpoint` wrote; returns the trainer state."""
-    tensors, meta = read_checkpoint(path, "rerun with --fresh to start over")
-    if meta.get("spec_hash") != spec_hash:
-        raise RunError(f"{path} is a checkpoint of a different spec (hash {meta.get('spec_hash')} != {spec_hash}); "
-                       "use another --out, or --fresh to overwrite it")
-    _load_model_state(model, {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}, path, meta)
-    param_state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            param_state.setdefault(int(pid), {})[name] = value
-    for key, value in json.loads(meta["optim_scalars"]).items():
-        pid, name = key.split(".", 1)
-        param_state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": param_state, "param_groups": json.loads(meta["optim_param_groups"])})
-    return TrainerState(**json.loads(meta["trainer_state"]))
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -240,22 +90,15 @@ def _new_files_remover(out_dir: Path, first_checkpoint: Path, log: Callable[[str
     return remove
 
 
-def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]) -> Path:
+def _start(requested: CompositionSpec, opts: RunOptions):
+    """Check what needs no data (device, task, galleries), seed, and join the torchrun group if launched
+    by torchrun. Returns the task, the device, the distributed context, and this process's options and log
+    (silent, without progress bars, on ranks other than 0)."""
     from dataclasses import replace
 
     from zoo import distributed
-    from zoo.cache import atomic_write_text, featurize_molecules, folder_problem
-    from zoo.fitting import fit_or_load
-    from zoo.data import load_chebi20
-    from zoo.evals.ranking import rank_of_true, retrieval_metrics
-    from zoo.evaluate import autocast, embed_molecules, embed_texts, evaluate_pairs
-    from zoo.model import build_model
 
     log = opts.log
-    started = time.time()
-    timings: dict[str, float] = {}
-    requested = spec.resolve()
-    requested_hash = requested.hash()
     cfg = requested.train
     device = resolve_device(cfg.device)
     if distributed.launched_distributed() and device.type == "cuda" and device.index is not None:
@@ -264,29 +107,25 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     if not dctx.is_main:  # rank 0 alone logs and shows progress
         log, opts = (lambda _message: None), replace(opts, progress=False)
     # numeric settings (sizes, rates, finiteness) were checked by spec.resolve() (zoo.spec.RANGES)
-    unknown = [g for g in requested.eval.galleries if not valid_gallery(g)]
+    task = get_task(requested.eval.task)  # an unknown task is refused with close matches
+    unknown = [g for g in requested.eval.galleries if not task.valid_gallery(g)]
     if unknown or not requested.eval.galleries:
-        raise RunError(f"eval.galleries: unknown or empty {unknown or []}; choose from {', '.join(GALLERIES)}, inbatch:N")
+        raise RunError(f"eval.galleries: unknown or empty {unknown or []}; choose from {', '.join(task.galleries)}, inbatch:N")
     seed_everything(cfg.seed)
     if "OMP_NUM_THREADS" not in os.environ:  # an explicit thread count wins (several runs side by side)
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(max(1, cpus // dctx.local_world_size))  # processes on one machine share its cores
+    return task, device, dctx, opts, log
 
-    # 1. data (bad input fails here, before anything slow)
-    t0 = time.time()
-    task = spec.eval.task
-    if task != "chebi20":
-        raise RunError(f"eval.task={task!r}: only 'chebi20' is implemented by zoo run")
-    data = load_chebi20(opts.data_dir, holdout_fraction=cfg.holdout_fraction, holdout_seed=0, download=opts.download)
-    log(f"data: {data.data_dir} protocol={data.protocol} train={len(data.train)} select={len(data.select)} "
-        f"test={len(data.test)} gallery(all)={len(data.gallery)}")
-    timings["load_data_s"] = time.time() - t0
 
-    # 2. components (a substitution is announced before anything slow happens)
-    t0 = time.time()
+def _build_model(requested: CompositionSpec, opts: RunOptions, device: torch.device, log: Callable[[str], None]):
+    """The model of ``requested`` (substitutions announced, refused with ``--strict``), its text encoder in
+    the chosen mode (``auto``: finetune on CUDA, frozen elsewhere), on ``device``. Returns it, the build
+    report and the text mode."""
+    from zoo.model import build_model
+
     model, report = build_model(requested, allow_substitution=not opts.strict, on_substitute=lambda m: log(f"WARNING: {m}"))
     spec = report.spec
-    spec_hash = spec.hash()
     text_encoder = model.text_encoder
     text_mode = spec.text_encoder.options.get("mode", "frozen")
     if text_mode == "auto":
@@ -295,45 +134,106 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
         text_encoder.set_mode(text_mode)
         log(f"text encoder {spec.text_encoder.name}: {text_mode} backbone" + (" (cached outputs, trainable head; chosen automatically on CPU)" if text_mode == "frozen" and spec.text_encoder.options.get("mode") == "auto" else ""))
     model.to(device)
-    timings["build_s"] = time.time() - t0
+    return model, report, text_mode
 
-    out_dir = Path(opts.out_dir) if opts.out_dir else default_out_dir(spec)
-    results_path = out_dir / RESULTS_FILE
-    ckpt_dir = out_dir / CHECKPOINT_DIR
+
+def _open_run_folder(spec: CompositionSpec, opts: RunOptions, data, is_main: bool, log: Callable[[str], None],
+                     undo: list[Callable[[], None]]) -> Path:
+    """The run folder (``--out``, else :func:`zoo.runs.default_out_dir`): refused when it is not a folder,
+    holds a finished run (unless ``--fresh``) or a checkpoint made on other data. On rank 0, ``undo`` gets
+    the remover of what a run failing before its first checkpoint wrote."""
+    from zoo.cache import folder_problem
+
+    out_dir = Path(opts.out_dir) if opts.out_dir else runs.default_out_dir(spec)
+    results_path = runs.results_path(out_dir)
     problem = folder_problem(out_dir)
     if problem:
         raise RunError(f"run folder {out_dir}: {problem}; give --out a folder path (new, or a run to resume)")
     if results_path.exists() and not opts.fresh:
         raise RunError(f"{results_path} exists: this run is finished. Use --out for a new run or --fresh to redo it.")
-    last_path, best_path = ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
+    last_path = runs.last_checkpoint(out_dir)
     if last_path.exists() and not opts.fresh:  # before anything is fitted or trained on the new data
         check_resume_data(last_path, data, out_dir)
-    if dctx.is_main:  # a run that fails before its first checkpoint leaves nothing behind
+    if is_main:  # a run that fails before its first checkpoint leaves nothing behind
         undo.append(_new_files_remover(out_dir, last_path, log))
+    return out_dir
+
+
+def _write_results(results_path: Path, spec: CompositionSpec, report, requested_hash: str, task, data, fit_notes: list[str],
+                   scores: dict, galleries: dict, timings: dict[str, float], *, training: dict[str, Any], checkpoint: Path,
+                   log: Callable[[str], None]) -> None:
+    """Write ``results.json`` (:mod:`zoo.evals.results`): the spec that ran, the task and its data, the
+    scores per gallery, timings, notes (protocol, substitutions, fitting) and the ``training`` record."""
+    from zoo.evals.ranking import TIE_POLICY
+    from zoo.evals.results import build_results, write_results
+
+    cfg, spec_hash = spec.train, spec.hash()
+    notes = [task.protocol_note(data.protocol)]
+    notes += [f"substituted {s['used']!r} for {s['requested']!r}: {s['reason']}" for s in report.substitutions]
+    notes += fit_notes
+    results = build_results(
+        spec=spec.to_dict(), spec_hash=spec_hash,
+        components=report.components,
+        task={"name": spec.eval.task, "protocol": data.protocol, "split": "test", "galleries": galleries,
+              "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
+              "skipped_rows": data.skipped,
+              "tie_policy": TIE_POLICY},
+        scores=scores, timings=timings, seeds={"seed": cfg.seed, "holdout_seed": 0},
+        notes=notes,
+        extra={"requested_spec_hash": requested_hash, "substitutions": report.substitutions,
+               "training": training, "checkpoint": str(checkpoint)},
+    )
+    write_results(results_path, results)
+    log(f"results: {results_path} (spec hash {spec_hash}, {timings['total_s'] / 60:.1f} min)")
+
+
+def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]) -> Path:
+    from zoo import distributed
+    from zoo.cache import atomic_write_text
+    from zoo.fitting import fit_or_load
+    from zoo.gallery import prepare_gallery
+    from zoo.evals.ranking import rank_of_true, retrieval_metrics
+    from zoo.evaluate import autocast, embed_molecules, embed_texts, evaluate_pairs
+
+    started = time.time()
+    timings: dict[str, float] = {}
+    requested = spec.resolve()
+    requested_hash = requested.hash()
+    cfg = requested.train
+    task, device, dctx, opts, log = _start(requested, opts)
+
+    # 1. data (bad input fails here, before anything slow)
+    t0 = time.time()
+    data = task.load(opts.data_dir, holdout_fraction=cfg.holdout_fraction, holdout_seed=0, download=opts.download)
+    log(f"data: {data.data_dir} protocol={data.protocol} train={len(data.train)} select={len(data.select)} "
+        f"test={len(data.test)} gallery(all)={len(data.gallery)}")
+    timings["load_data_s"] = time.time() - t0
+
+    # 2. components (a substitution is announced before anything slow happens)
+    t0 = time.time()
+    model, report, text_mode = _build_model(requested, opts, device, log)
+    spec = report.spec
+    spec_hash = spec.hash()
+    text_encoder = model.text_encoder
+    timings["build_s"] = time.time() - t0
+
+    out_dir = _open_run_folder(spec, opts, data, dctx.is_main, log, undo)
+    results_path, ckpt_dir = runs.results_path(out_dir), runs.checkpoint_dir(out_dir)
+    last_path, best_path = runs.last_checkpoint(out_dir), runs.best_checkpoint(out_dir)
 
     with distributed.main_process_first(dctx):  # rank 0 fills the on-disk caches, the other ranks then read them
         t0 = time.time()
-        graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
-                                     model.molecule_encoder.featurizer, progress=opts.progress, desc="featurizing molecules")
-        mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
-        timings["featurize_s"] = time.time() - t0
-
-        t0 = time.time()
-        described = data.descriptions
-        fit_notes = fit_or_load(text_encoder, [p.description for p in data.train], out_dir, spec_hash=spec_hash,
+        fit_notes = fit_or_load(text_encoder, [p.description for p in data.train], runs.fitted_path(out_dir), spec_hash=spec_hash,
                                 seed=cfg.seed, refit=opts.fresh and dctx.is_main, log=log,
-                                data_checksums=data.checksums)  # training descriptions only
-        text_items = text_encoder.prepare([p.description for p in described], progress=opts.progress, device=device)
-        text_index = {p.cid: i for i, p in enumerate(described)}
-        timings["text_features_s"] = time.time() - t0
-
-    def items_for(pairs):
-        return [text_items[text_index[p.cid]] for p in pairs]
+                                data_checksums=data.checksums)  # training descriptions only, before texts are prepared
+        fit_s = time.time() - t0
+        prepared = prepare_gallery(model, data, device, progress=opts.progress, timings=timings)
+        timings["text_features_s"] += fit_s
+    graphs = prepared.graphs
 
     train_pairs, select_pairs = data.train, data.select
-    train_text, select_text = items_for(train_pairs), items_for(select_pairs)
-    train_mols = [mol_index[p.cid] for p in train_pairs]
-    select_mols = [mol_index[p.cid] for p in select_pairs]
+    train_text, select_text = prepared.texts_of(train_pairs), prepared.texts_of(select_pairs)
+    train_mols, select_mols = prepared.molecules_of(train_pairs), prepared.molecules_of(select_pairs)
 
     # 3. optimizer & scheduler (timm factories)
     from timm.optim import create_optimizer_v2
@@ -366,7 +266,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
         log(f"resuming from {ckpt_dir} after epoch {state.epoch} (best held-out MRR {state.best_mrr:.4f} at epoch {state.best_epoch})")
     if dctx.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "spec.toml", spec.to_toml())
+        atomic_write_text(runs.spec_path(out_dir), spec.to_toml())
 
     # 5. train
     collate_text = text_encoder.collate
@@ -459,37 +359,18 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     # 6. evaluate the best weights on test
     t0 = time.time()
     load_weights(model, best_path, "rerun with --fresh to retrain")
-    scores, galleries, _ = evaluate_pairs(model, data.test, data, graphs, mol_index, text_items, text_index,
-                                          spec.eval.galleries, cfg.eval_batch_size, spec.eval.chunk_size, device,
+    scores, galleries, _ = evaluate_pairs(model, data.test, data, graphs, prepared.mol_index, prepared.text_items,
+                                          prepared.text_index, spec.eval.galleries, cfg.eval_batch_size, spec.eval.chunk_size, device,
                                           progress=opts.progress, log=log)
     timings["eval_s"] = time.time() - t0
     timings["total_s"] = time.time() - started
 
     # 7. results
-    from zoo.evals.ranking import TIE_POLICY
-    from zoo.evals.results import build_results, write_results
-
-    notes = [f"protocol: {data.protocol}" + (": trained on the validation pairs minus a hold-out; test never used for training or selection"
-                                              if data.protocol == "offline-low-data" else "")]
-    notes += [f"substituted {s['used']!r} for {s['requested']!r}: {s['reason']}" for s in report.substitutions]
-    notes += fit_notes
-    results = build_results(
-        spec=spec.to_dict(), spec_hash=spec_hash,
-        components=report.components,
-        task={"name": task, "protocol": data.protocol, "split": "test", "galleries": galleries,
-              "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
-              "skipped_rows": data.skipped,
-              "tie_policy": TIE_POLICY},
-        scores=scores, timings=timings, seeds={"seed": cfg.seed, "holdout_seed": 0},
-        notes=notes,
-        extra={"requested_spec_hash": requested_hash, "substitutions": report.substitutions,
-               "training": {"device": str(device), "text_mode": text_mode, "epochs_run": state.epoch,
-                            "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
-                            "stop_reason": state.stop_reason, "history": state.history,
-                            "bf16_autocast": device.type == "cuda", "world_size": dctx.world_size,
-                            "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size)},
-               "checkpoint": str(best_path)},
-    )
-    write_results(results_path, results)
-    log(f"results: {results_path} (spec hash {spec_hash}, {timings['total_s'] / 60:.1f} min)")
+    _write_results(results_path, spec, report, requested_hash, task, data, fit_notes, scores, galleries, timings,
+                   training={"device": str(device), "text_mode": text_mode, "epochs_run": state.epoch,
+                             "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
+                             "stop_reason": state.stop_reason, "history": state.history,
+                             "bf16_autocast": device.type == "cuda", "world_size": dctx.world_size,
+                             "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size)},
+                   checkpoint=best_path, log=log)
     return results_path

@@ -7,7 +7,7 @@ from zoo.registry import hookimpl
 def register_tasks(register):
     register(
         "chebi20",
-        "zoo.data:load_chebi20",
+        "zoo.data:ChEBI20Task",
         description="ChEBI-20 text<->molecule retrieval (Text2Mol protocol; galleries all/test)",
         config={"holdout_fraction": 0.1, "holdout_seed": 0},
     )
