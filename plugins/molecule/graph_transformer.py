@@ -41,7 +41,7 @@ class _Block(nn.Module):
             nn.Linear(ffn_mult * hidden_dim, hidden_dim),
         )
         self.norm2 = nn.LayerNorm(hidden_dim)
-        self.drop = Dropout(dropout)  # per atom: the cheaper CPU mask (zoo.plugins.layers)
+        self.drop = Dropout(dropout)  # per atom: the cheaper CPU mask (zoo.layers)
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         h = self.norm1(h + self.drop(self.attn(h, edge_index, edge_attr)))
