@@ -36,6 +36,7 @@ class RunOptions:
     fresh: bool = False  # ignore an existing checkpoint in out_dir
     progress: bool = True
     download: bool = False
+    bf16: bool = False  # train under bf16 autocast on the CPU too (always on CUDA)
     log: Callable[[str], None] = print
 
 
@@ -47,14 +48,14 @@ def seed_everything(seed: int) -> None:
 
 # -- one step ---------------------------------------------------------------------------------
 def train_step(train_model: torch.nn.Module, optimizer, text_batch: Any, mol_batch: Any, grad_clip: float,
-               device: torch.device, where: str = "") -> dict[str, float]:
-    """One optimizer step on one batch: forward (bf16 autocast on CUDA), backward, gradient clipping to
-    ``grad_clip`` (when > 0), update. Returns the model's logged values; a non-finite loss is a
-    :class:`RunError` (naming ``where``) before anything is updated."""
+               device: torch.device, cpu_bf16: bool = False, where: str = "") -> dict[str, float]:
+    """One optimizer step on one batch: forward (bf16 autocast on CUDA, and on the CPU with ``cpu_bf16``),
+    backward, gradient clipping to ``grad_clip`` (when > 0), update. Returns the model's logged values;
+    a non-finite loss is a :class:`RunError` (naming ``where``) before anything is updated."""
     from zoo.evaluate import autocast
     from zoo.optim import clip_grad_norm_
 
-    with autocast(device):
+    with autocast(device, cpu_bf16=cpu_bf16):
         loss, logs = train_model(text_batch, mol_batch)
     if not torch.isfinite(loss):
         raise RunError(f"loss became {float(loss.detach())}{f' at {where}' if where else ''}; lower train.lr")
@@ -321,7 +322,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
             idx = distributed.shard(idx, dctx)  # this rank's slice of the global batch
             text_batch = collate_text([train_text[i] for i in idx]).to(device)
             mol_batch = graphs.batch([train_mols[i] for i in idx]).to(device)
-            logs = train_step(train_model, optimizer, text_batch, mol_batch, cfg.grad_clip, device,
+            logs = train_step(train_model, optimizer, text_batch, mol_batch, cfg.grad_clip, device, cpu_bf16=opts.bf16,
                               where=f"epoch {epoch + 1} step {step + 1}")
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -382,7 +383,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
                    training={"device": str(device), "text_mode": text_mode, "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
                              "stop_reason": state.stop_reason, "history": state.history,
-                             "bf16_autocast": device.type == "cuda", "world_size": dctx.world_size,
+                             "bf16_autocast": device.type == "cuda" or opts.bf16, "world_size": dctx.world_size,
                              "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size)},
                    checkpoint=best_path, log=log)
     return results_path
