@@ -103,7 +103,7 @@ def test_registered():
 
 
 def test_cpu_dropout_drops_at_the_rate_and_keeps_the_expectation():
-    from zoo.plugins.layers import Dropout
+    from zoo.layers import Dropout
 
     drop = Dropout(0.1)
     x = torch.ones(400, 500, requires_grad=True)
@@ -117,6 +117,10 @@ def test_cpu_dropout_drops_at_the_rate_and_keeps_the_expectation():
     torch.testing.assert_close(kept, torch.full_like(kept, 65536 / (65536 - round(0.1 * 65536))))
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # the gradient passes through the kept elements, scaled alike
+    half = torch.ones(64, 33, dtype=torch.bfloat16, requires_grad=True)  # under CPU bf16 autocast
+    out = drop(half)
+    out.float().sum().backward()
+    assert out.dtype == half.grad.dtype == torch.bfloat16 and torch.equal(half.grad, out.detach())
     odd = torch.randn(7, 3)  # a size that is not a multiple of 4 (16 random bits of a 64-bit word each)
     assert drop(odd).shape == (7, 3)
     drop.eval()

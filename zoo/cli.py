@@ -49,8 +49,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component (e.g. SciBERT offline)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint/results in the run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--bf16", action="store_true",
-                   help="train under bf16 autocast on the CPU too (~1.5x faster steps with AVX512-BF16/AMX; always on CUDA)")
 
     p = sub.add_parser("eval", help="evaluate a finished run's best checkpoint without retraining")
     p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
@@ -204,7 +202,7 @@ def cmd_run(args) -> int:
     from zoo.train import RunOptions, run
 
     opts = RunOptions(data_dir=args.data_dir, out_dir=args.out, strict=args.strict, fresh=args.fresh,
-                      progress=not args.no_progress, download=args.download, bf16=args.bf16,
+                      progress=not args.no_progress, download=args.download,
                       log=lambda m: print(m, flush=True))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone prints
         print(f"zoo run {spec.name} (spec hash {spec.hash()})", flush=True)

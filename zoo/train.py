@@ -36,7 +36,6 @@ class RunOptions:
     fresh: bool = False  # ignore an existing checkpoint in out_dir
     progress: bool = True
     download: bool = False
-    bf16: bool = False  # train under bf16 autocast on the CPU too (always on CUDA)
     log: Callable[[str], None] = print
 
 
@@ -322,7 +321,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
             idx = distributed.shard(idx, dctx)  # this rank's slice of the global batch
             text_batch = collate_text([train_text[i] for i in idx]).to(device)
             mol_batch = graphs.batch([train_mols[i] for i in idx]).to(device)
-            logs = train_step(train_model, optimizer, text_batch, mol_batch, cfg.grad_clip, device, cpu_bf16=opts.bf16,
+            logs = train_step(train_model, optimizer, text_batch, mol_batch, cfg.grad_clip, device, cpu_bf16=cfg.cpu_bf16,
                               where=f"epoch {epoch + 1} step {step + 1}")
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -383,7 +382,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
                    training={"device": str(device), "text_mode": text_mode, "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
                              "stop_reason": state.stop_reason, "history": state.history,
-                             "bf16_autocast": device.type == "cuda" or opts.bf16, "world_size": dctx.world_size,
+                             "bf16_autocast": device.type == "cuda" or cfg.cpu_bf16, "world_size": dctx.world_size,
                              "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size)},
                    checkpoint=best_path, log=log)
     return results_path
