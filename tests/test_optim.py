@@ -88,7 +88,7 @@ def test_lazy_adamw_defers_untouched_rows_until_flushed():
 
 
 def test_lazy_adamw_state_round_trips_through_a_checkpoint(tmp_path):
-    from zoo.train import TrainerState, load_checkpoint, save_checkpoint
+    from zoo.checkpoints import TrainerState, load_checkpoint, save_checkpoint
 
     model = _Model()
     optimizer = _lazy(model, fused=True)
