@@ -100,3 +100,29 @@ def test_registered():
     assert isinstance(model, GraphTransformer)
     assert set(component.config) == {"hidden_dim", "layers", "heads", "dropout", "readout", "ffn_mult"}
     reset_registry()
+
+
+def test_cpu_dropout_drops_at_the_rate_and_keeps_the_expectation():
+    from zoo.layers import Dropout
+
+    drop = Dropout(0.1)
+    x = torch.ones(400, 500, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # seeded like torch's dropout
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.005  # 200,000 draws: ~7 standard deviations
+    kept = y[y != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 65536 / (65536 - round(0.1 * 65536))))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient passes through the kept elements, scaled alike
+    half = torch.ones(64, 33, dtype=torch.bfloat16, requires_grad=True)  # under CPU bf16 autocast
+    out = drop(half)
+    out.float().sum().backward()
+    assert out.dtype == half.grad.dtype == torch.bfloat16 and torch.equal(half.grad, out.detach())
+    odd = torch.randn(7, 3)  # a size that is not a multiple of 4 (16 random bits of a 64-bit word each)
+    assert drop(odd).shape == (7, 3)
+    drop.eval()
+    assert torch.equal(drop(odd), odd)
+    assert torch.equal(Dropout(0.0)(odd), odd)

@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+import torch.nn.functional as F  # noqa: E402
 
 from zoo.plugins.text import hf_text  # noqa: E402
 from zoo.errors import TextEncoderUnavailable  # noqa: E402
@@ -136,6 +137,35 @@ def test_lexical_channel_is_trained_and_changes_the_embedding(items):
     torch.testing.assert_close(batch[1], alone[0], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="lexical_dim"):
         make(lexical_dim=-1)
+
+
+def test_lexical_channel_is_the_masked_mean_with_sparse_gradients(items):
+    """One embedding_bag per table (no [B, L, dim] intermediate) equals the masked mean of the rows,
+    and the tables (declared sparse) get sparse gradients holding the same values as dense ones."""
+    torch.manual_seed(0)
+    enc = make(lexical_dim=16, lexical_buckets=64)
+    assert enc.unigrams.sparse and enc.bigrams.sparse
+    batch = enc.collate(items)
+    ids, mask = batch["input_ids"], batch["mask"]
+    ids[2, 0] = ids[2, 1] = 0  # a text with one real token ...
+    mask[2, 1:] = False
+    mask[1, :] = False  # ... and one with none: no bigram, zero vector
+
+    def reference(table, rows, m):
+        m = m.unsqueeze(-1).float()
+        return (F.embedding(rows, table.weight) * m).sum(1) / m.sum(1).clamp(min=1.0)  # dense gradient
+
+    pair = (ids[:, :-1] * 1_000_003 + ids[:, 1:]) % 64
+    expected = reference(enc.unigrams, ids, mask) + reference(enc.bigrams, pair, mask[:, :-1] & mask[:, 1:])
+    got = enc.lexical(ids, mask)
+    torch.testing.assert_close(got, expected)
+    assert torch.equal(got[1], torch.zeros(16))
+    got.pow(2).sum().backward()
+    sparse = enc.unigrams.weight.grad
+    enc.zero_grad()
+    expected.pow(2).sum().backward()
+    assert sparse.is_sparse and not enc.unigrams.weight.grad.is_sparse
+    torch.testing.assert_close(sparse.to_dense(), enc.unigrams.weight.grad)
 
 
 def test_gradients_reach_head_not_backbone(items):

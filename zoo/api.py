@@ -68,12 +68,12 @@ if TYPE_CHECKING:
     from zoo.featurize import (ATOM_FEATURE_DIM, ATOM_STEREO_COLUMNS, BOND_FEATURE_DIM, BOND_STEREO_COLUMNS,
                                FEATURIZER_NAME, FEATURIZER_VERSION, clean_smiles, featurize, parse_smiles)
     from zoo.chemnames import description_structures, morgan_count_matrix, structure_match_scores
-    from zoo.layers import mlp_blocks, with_single_state
+    from zoo.layers import Dropout, mlp_blocks, with_single_state
 
 #: Loaded on first access (numpy + RDKit, torch): ``from zoo.api import parse_smiles`` works as usual.
 _FEATURIZE = ("ATOM_FEATURE_DIM", "BOND_FEATURE_DIM", "ATOM_STEREO_COLUMNS", "BOND_STEREO_COLUMNS",
               "FEATURIZER_NAME", "FEATURIZER_VERSION", "clean_smiles", "featurize", "parse_smiles")
-_LAYERS = ("mlp_blocks", "with_single_state")
+_LAYERS = ("Dropout", "mlp_blocks", "with_single_state")
 #: chemical names in descriptions, parsed by OPSIN (see zoo.chemnames)
 _CHEMNAMES = ("description_structures", "morgan_count_matrix", "structure_match_scores")
 

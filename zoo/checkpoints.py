@@ -93,8 +93,9 @@ def check_resume_data(path: Path, data: "ChEBI20", out_dir: Path) -> None:
 def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
     """Load weights; only frozen backbone weights (not stored, see :func:`_model_state`) may be missing.
     Weights trained on other molecule features (another featurizer key, see ``MoleculeEncoder``) are refused."""
-    trained_on, featurizer = meta.get("molecule_featurizer"), model.molecule_encoder.featurizer
-    if trained_on and trained_on != featurizer:
+    trained_on = meta.get("molecule_featurizer")
+    featurizer = getattr(getattr(model, "molecule_encoder", None), "featurizer", None)
+    if trained_on and featurizer and trained_on != featurizer:
         raise RunError(f"checkpoint {path} was trained on molecule features {trained_on!r}, but this molzoo makes "
                        f"{featurizer!r}; retrain it (zoo run ... --fresh)")
     try:

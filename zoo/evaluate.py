@@ -38,14 +38,14 @@ def embed_molecules(model, graphs, indices: Sequence[int], batch_size: int, devi
     out = []
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
         batch = graphs.batch(order[start : start + batch_size]).to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or cpu_bf16):
+        with autocast(device, cpu_bf16):
             out.append(model.embed_molecules(batch).float().cpu())
     return torch.cat(out)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, a no-op elsewhere."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, cpu_bf16: bool = False):
+    """bf16 autocast on CUDA, and on the CPU too with ``cpu_bf16``; a no-op elsewhere."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or cpu_bf16)
 
 
 def score_both_directions(text_emb: torch.Tensor, mol_emb: torch.Tensor, text_to_mol_true: torch.Tensor,

@@ -188,6 +188,7 @@ class TrainConfig:
     holdout_fraction: float = 0.1
     max_minutes: float = 0.0
     eval_batch_size: int = 256
+    cpu_bf16: bool = False  # bf16 autocast while training on a CPU too (always on CUDA)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# -- one step ---------------------------------------------------------------------------------
+def train_step(train_model: torch.nn.Module, optimizer, text_batch: Any, mol_batch: Any, grad_clip: float,
+               device: torch.device, cpu_bf16: bool = False, where: str = "") -> dict[str, float]:
+    """One optimizer step on one batch: forward (bf16 autocast on CUDA, and on the CPU with ``cpu_bf16``),
+    backward, gradient clipping to ``grad_clip`` (when > 0), update. Returns the model's logged values;
+    a non-finite loss is a :class:`RunError` (naming ``where``) before anything is updated."""
+    from zoo.evaluate import autocast
+    from zoo.optim import clip_grad_norm_
+
+    with autocast(device, cpu_bf16=cpu_bf16):
+        loss, logs = train_model(text_batch, mol_batch)
+    if not torch.isfinite(loss):
+        raise RunError(f"loss became {float(loss.detach())}{f' at {where}' if where else ''}; lower train.lr")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        clip_grad_norm_(train_model.parameters(), grad_clip)
+    optimizer.step()
+    return logs
+
+
 # -- the run ----------------------------------------------------------------------------------
 def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     """Train and evaluate ``spec``; returns the results JSON path.
@@ -235,19 +256,15 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     train_text, select_text = prepared.texts_of(train_pairs), prepared.texts_of(select_pairs)
     train_mols, select_mols = prepared.molecules_of(train_pairs), prepared.molecules_of(select_pairs)
 
-    # 3. optimizer & scheduler (timm factories)
-    from timm.optim import create_optimizer_v2
+    # 3. optimizer & scheduler (timm factories; lazy AdamW for sparse embedding tables on CPU)
     from timm.scheduler import create_scheduler_v2
 
-    backbone = getattr(text_encoder, "backbone", None)
-    if backbone is not None and text_mode == "finetune":
-        backbone_ids = {id(p) for p in backbone.parameters()}
-        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
-        params: Any = [{"params": rest, "lr": cfg.lr}, {"params": list(backbone.parameters()), "lr": cfg.backbone_lr}]
-    else:
-        params = model
+    from zoo.optim import build_optimizer
+
+    backbone = getattr(text_encoder, "backbone", None) if text_mode == "finetune" else None
     try:
-        optimizer = create_optimizer_v2(params, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, device, backbone=backbone,
+                                    backbone_lr=cfg.backbone_lr)
         scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs,
                                            warmup_epochs=cfg.warmup_epochs, min_lr=cfg.lr * 0.01, warmup_lr=cfg.lr * 0.1)
     except (ValueError, AssertionError, KeyError) as exc:
@@ -304,17 +321,12 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
             idx = distributed.shard(idx, dctx)  # this rank's slice of the global batch
             text_batch = collate_text([train_text[i] for i in idx]).to(device)
             mol_batch = graphs.batch([train_mols[i] for i in idx]).to(device)
-            with autocast(device):
-                loss, logs = train_model(text_batch, mol_batch)
-            if not torch.isfinite(loss):
-                raise RunError(f"loss became {float(loss.detach())} at epoch {epoch + 1} step {step + 1}; lower train.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            logs = train_step(train_model, optimizer, text_batch, mol_batch, cfg.grad_clip, device, cpu_bf16=cfg.cpu_bf16,
+                              where=f"epoch {epoch + 1} step {step + 1}")
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
+        if hasattr(optimizer, "flush"):  # LazyAdamW: its deferred row updates land before the weights are read
+            optimizer.flush()
         scheduler.step(epoch + 1)
         sums = distributed.mean_across_ranks(sums, dctx, device)  # auxiliary losses differ per rank
         if dctx.is_main:  # rank 0 selects, logs and checkpoints; the other ranks receive its decision
@@ -370,7 +382,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
                    training={"device": str(device), "text_mode": text_mode, "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
                              "stop_reason": state.stop_reason, "history": state.history,
-                             "bf16_autocast": device.type == "cuda", "world_size": dctx.world_size,
+                             "bf16_autocast": device.type == "cuda" or cfg.cpu_bf16, "world_size": dctx.world_size,
                              "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size)},
                    checkpoint=best_path, log=log)
     return results_path

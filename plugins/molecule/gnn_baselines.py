@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, GINEConv
 from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
 
-from zoo.api import ATOM_FEATURE_DIM, BOND_FEATURE_DIM, Encoded
+from zoo.api import ATOM_FEATURE_DIM, BOND_FEATURE_DIM, Dropout, Encoded
 from zoo.plugins.molecule.graph_base import GraphEncoderBase, check_graph_options
 
 
@@ -48,7 +48,7 @@ class GCN(GraphEncoderBase):
         self.convs = nn.ModuleList(
             GCNConv(ATOM_FEATURE_DIM if i == 0 else hidden_dim, hidden_dim) for i in range(layers)
         )
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)  # per atom: the cheaper CPU mask (zoo.layers)
         self.project = _projection(2 * hidden_dim, hidden_dim, embed_dim, dropout)  # mean + max
 
     def forward(self, batch: Any) -> Encoded:
@@ -80,7 +80,7 @@ class GINE(GraphEncoderBase):
             for _ in range(layers)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_dim) for _ in range(layers))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)  # per atom: the cheaper CPU mask (zoo.layers)
         self.project = _projection(2 * hidden_dim, hidden_dim, embed_dim, dropout)  # sum + mean
 
     def forward(self, batch: Any) -> Encoded:

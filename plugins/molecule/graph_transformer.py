@@ -19,7 +19,7 @@ from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.nn.pool import global_mean_pool
 from torch_geometric.utils import softmax
 
-from zoo.api import ATOM_FEATURE_DIM, BOND_FEATURE_DIM, Encoded
+from zoo.api import ATOM_FEATURE_DIM, BOND_FEATURE_DIM, Dropout, Encoded
 from zoo.plugins.molecule.graph_base import GraphEncoderBase, check_graph_options
 
 READOUTS = ("attention", "mean", "attention+mean")
@@ -37,11 +37,11 @@ class _Block(nn.Module):
         self.ffn = nn.Sequential(
             nn.Linear(hidden_dim, ffn_mult * hidden_dim),
             nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(ffn_mult * hidden_dim, hidden_dim),
         )
         self.norm2 = nn.LayerNorm(hidden_dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)  # per atom: the cheaper CPU mask (zoo.layers)
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         h = self.norm1(h + self.drop(self.attn(h, edge_index, edge_attr)))

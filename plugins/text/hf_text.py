@@ -227,9 +227,10 @@ class HFTextEncoder(nn.Module):
         if lexical_dim:
             # a trainable lexical channel beside the backbone: embeddings of the word pieces and of
             # hashed word-piece bigrams (chemical names split into many pieces whose meaning a
-            # general-domain backbone does not know), mean-pooled
-            self.unigrams = nn.Embedding(len(self.tokenizer), lexical_dim)
-            self.bigrams = nn.Embedding(lexical_buckets, lexical_dim)
+            # general-domain backbone does not know), mean-pooled. A batch touches a few thousand of
+            # their rows: sparse gradients, updated lazily on CPU (zoo.optim; dense elsewhere)
+            self.unigrams = nn.EmbeddingBag(len(self.tokenizer), lexical_dim, mode="mean", sparse=True)
+            self.bigrams = nn.EmbeddingBag(lexical_buckets, lexical_dim, mode="mean", sparse=True)
             nn.init.normal_(self.unigrams.weight, std=0.02)
             nn.init.normal_(self.bigrams.weight, std=0.02)
         head_in = self.hidden + lexical_dim
@@ -317,24 +318,32 @@ class HFTextEncoder(nn.Module):
         return Encoded(self.head(pooled), states if self.return_states else None, mask if self.return_states else None)
 
     def lexical(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean of word-piece and hashed word-piece-bigram embeddings over the real tokens."""
-        m = mask.unsqueeze(-1).float()
-        uni = (self.unigrams(ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
+        """Mean of word-piece and hashed word-piece-bigram embeddings over the real tokens (zero
+        for a text without any)."""
         pair = (ids[:, :-1] * 1_000_003 + ids[:, 1:]) % self.lexical_buckets
-        pm = (mask[:, :-1] & mask[:, 1:]).unsqueeze(-1).float()
-        bi = (self.bigrams(pair) * pm).sum(1) / pm.sum(1).clamp(min=1.0)
-        return uni + bi
+        return _bag_mean(self.unigrams, ids, mask) + _bag_mean(self.bigrams, pair, mask[:, :-1] & mask[:, 1:])
 
     def pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.unsqueeze(-1).to(states.dtype)
         if self.pooling == "cls":
             return states[:, 0]
         if self.pooling == "max":
             return states.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
         if self.pooling == "attention":
-            logits = self.attention_gate(states).squeeze(-1).masked_fill(~mask, float("-inf"))
-            return (logits.softmax(-1).unsqueeze(-1) * states).sum(1)
-        return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+            weights = self.attention_gate(states).squeeze(-1).masked_fill(~mask, float("-inf")).softmax(-1)
+        else:
+            m = mask.to(states.dtype)
+            weights = m / m.sum(1, keepdim=True).clamp(min=1.0)
+        # weighted sum over positions as one batched matrix product (no [B, L, hidden] product tensor),
+        # in float32 as the elementwise sum it replaces (autocast would run bmm in bf16)
+        with torch.autocast(states.device.type, enabled=False):
+            return torch.bmm(weights.float().unsqueeze(1), states.float()).squeeze(1)
+
+
+def _bag_mean(table: nn.EmbeddingBag, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, dim]``: the mean of ``table``'s rows for the ``ids [B, L]`` where ``mask`` is True (zero
+    where none is): one bag per text, no ``[B, L, dim]`` intermediate."""
+    counts = mask.sum(1)
+    return table(ids[mask], counts.cumsum(0) - counts)
 
 
 #: Fewer texts than this are encoded without the on-disk cache (queries of ``zoo search``).

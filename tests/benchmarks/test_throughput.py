@@ -1,8 +1,10 @@
-"""Throughput of the pieces of an evaluation: text encoding, molecule encoding, featurization, ranking.
+"""Throughput of the pieces of an evaluation (text encoding, molecule encoding, featurization,
+ranking) and of training (optimizer steps of each shipped composition).
 
 Run with ``python -m pytest tests/benchmarks/test_throughput.py --benchmark-only`` (the default
-suite skips benchmarks). Each benchmark stores its rate in ``extra_info`` (shown with
-``--benchmark-columns=mean,ops`` or in ``--benchmark-json``) and runs on CUDA too when present.
+suite skips benchmarks; ``-k training`` runs the training ones alone, a few minutes on 2 cores).
+Each benchmark stores its rate in ``extra_info`` (shown with ``--benchmark-columns=mean,ops`` or
+in ``--benchmark-json``) and runs on CUDA too when present.
 Inputs are the real ChEBI-20 test rows when ``$ZOO_DATA_DIR`` (or the shared data folder) has
 them, else synthetic molecules and descriptions from ``tests/tiny.py``.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import os
 from pathlib import Path
 
@@ -173,3 +176,121 @@ def test_rank_of_true(benchmark, device):
     ranks = benchmark.pedantic(rank, rounds=5, iterations=1, warmup_rounds=1)
     assert ranks.greater.shape == (1024,) and int(ranks.greater.min()) >= 0 and int(ranks.tied.min()) >= 0
     _rate(benchmark, 1024 * 33_008, "scores_per_s")
+
+
+# -- training steps -----------------------------------------------------------------------------------
+COMPOSITIONS = ["aman", "gt_infonce", "text2mol_mlp", "text2mol_gcn", "text2mol_attention", "tfidf_fp"]
+N_TRAIN = 256  # 4 optimizer steps of the shipped batch size (64) per round
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory):
+    """A private molzoo cache (frozen text states are computed once per module) and an offline hub."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.mktemp("zoo-cache")))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
+def _training_epoch(name: str, device: str, pairs, reference: bool = False):
+    """``(epoch, optimizer)``: ``epoch()`` runs the optimizer steps of ``N_TRAIN`` pairs as ``zoo run``
+    does per step (collate, forward, backward, clipping, optimizer step via ``zoo.train.train_step``),
+    the text backbone frozen over cached states on CPU and fine-tuned on CUDA (``mode = "auto"``).
+
+    ``reference=True`` trains as commit ea00f38 did, same model: dense gradients for the embedding
+    tables and timm's AdamW, torch's dropout, no CPU bf16 autocast."""
+    from zoo.cache import PackedGraphs
+    from zoo.evaluate import autocast
+    from zoo.fitting import is_fittable
+    from zoo.model import build_model
+    from zoo.optim import build_optimizer, sparse_tables
+    from zoo.spec import load_spec
+    from zoo.train import seed_everything, train_step
+
+    dev = torch.device(device)
+    seed_everything(0)
+    model, report = build_model(load_spec(name), on_substitute=lambda _message: None)  # SciBERT offline: MiniLM
+    cfg, text = report.spec.train, model.text_encoder
+    cpu_bf16 = cfg.cpu_bf16 and not reference
+    if reference:
+        from timm.optim import create_optimizer_v2
+        from zoo.layers import Dropout
+
+        for table in sparse_tables(model):
+            table.sparse = False
+        for module in model.modules():
+            if isinstance(module, Dropout):
+                module.forward = torch.nn.Dropout.forward.__get__(module)
+    finetune = device == "cuda" and report.spec.text_encoder.options.get("mode", "auto") in ("auto", "finetune")
+    if hasattr(text, "set_mode"):
+        text.set_mode("finetune" if finetune else "frozen")
+    descriptions = [d for _, d in pairs[:N_TRAIN]]
+    if is_fittable(text):  # tfidf's SVD (512 dims) needs more distinct texts than a few batches or the synthetic set
+        fit_texts = [d for _, d in pairs]
+        text.fit(fit_texts if len(set(fit_texts)) == len(fit_texts) else [f"{d} {i}" for i, d in enumerate(fit_texts)], seed=0)
+    items = text.prepare(descriptions, progress=False, device=dev)
+    graphs = PackedGraphs.pack([model.molecule_encoder.featurize(s) for s, _ in pairs[:N_TRAIN]])
+    model.to(dev).train()
+    if reference:
+        optimizer = create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, dev,
+                                    backbone=text.backbone if finetune else None, backbone_lr=cfg.backbone_lr)
+    bs = cfg.batch_size
+    with torch.no_grad(), autocast(dev):  # materialises lazy modules (the cross-attention aligner), as zoo run does
+        model(text.collate(items[:bs]).to(dev), graphs.batch(list(range(bs))).to(dev))
+
+    def epoch() -> dict[str, float]:
+        for start in range(0, N_TRAIN, bs):
+            logs = train_step(model, optimizer, text.collate(items[start : start + bs]).to(dev),
+                              graphs.batch(list(range(start, start + bs))).to(dev), cfg.grad_clip, dev, cpu_bf16=cpu_bf16)
+        _sync(device)
+        return logs
+
+    return epoch, optimizer
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", COMPOSITIONS)
+def test_training(benchmark, pairs, private_cache, name, device):
+    """Training pairs per second of a shipped composition at its shipped size (see :func:`_training_epoch`)."""
+    epoch, optimizer = _training_epoch(name, device, pairs)
+    logs = benchmark.pedantic(epoch, rounds=3, iterations=1, warmup_rounds=1)
+    assert all(math.isfinite(v) for v in logs.values())
+    benchmark.extra_info["optimizer"] = type(optimizer).__name__
+    _rate(benchmark, N_TRAIN, "pairs_per_s")
+
+
+#: A regression floor, below the measured ~2.1x: the reference emulates ea00f38's optimizer, dropout and
+#: precision but runs today's lexical pooling (one bmm), so it is faster than ea00f38 itself; the epoch
+#: times of the two commits, back to back, are in docs/benchmarks.md.
+AMAN_SPEEDUP_FLOOR = 1.8
+
+
+def test_aman_training_speedup_over_ea00f38(benchmark, pairs, private_cache):
+    """``aman``'s CPU training steps against the same model trained as commit ea00f38 did (dense
+    embedding-table gradients and AdamW, torch's dropout, fp32), one thread each, rounds interleaved;
+    the ratio of process CPU seconds is the speed-up (``extra_info["speedup"]``)."""
+    import time
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # CPU seconds of one thread: the ratio does not depend on the machine's load
+    try:
+        shipped, _ = _training_epoch("aman", "cpu", pairs)
+        reference, _ = _training_epoch("aman", "cpu", pairs, reference=True)
+        shipped(), reference()  # warm-up
+        seconds = {"shipped": 0.0, "reference": 0.0}
+
+        def both() -> None:
+            for label, epoch in (("reference", reference), ("shipped", shipped)):
+                start = time.process_time()
+                epoch()
+                seconds[label] += time.process_time() - start
+
+        benchmark.pedantic(both, rounds=3, iterations=1)
+    finally:
+        torch.set_num_threads(threads)
+    ratio = seconds["reference"] / seconds["shipped"]
+    benchmark.extra_info.update({"speedup": round(ratio, 2), "shipped_pairs_per_s_1thread": round(3 * N_TRAIN / seconds["shipped"], 1),
+                                 "reference_pairs_per_s_1thread": round(3 * N_TRAIN / seconds["reference"], 1)})
+    assert ratio >= AMAN_SPEEDUP_FLOOR, f"aman training is {ratio:.2f}x the ea00f38 way, below the {AMAN_SPEEDUP_FLOOR}x floor"
