@@ -32,6 +32,7 @@ from zoo.tasks import get_task
 if TYPE_CHECKING:
     import numpy as np
 
+    from zoo.data import ChEBI20
     from zoo.runs import TrainedRun
 
 GALLERY_FORMAT = "molzoo.search_gallery/2"
@@ -77,9 +78,10 @@ def gallery_key(checkpoint_sha256: str, checksums: dict[str, str]) -> str:
 
 
 def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | None = None, progress: bool = True,
-                log: Callable[[str], None] = print) -> Gallery:
+                log: Callable[[str], None] = print, data: "ChEBI20 | None" = None) -> Gallery:
     """The run's embedded gallery: from ``RUN/search/gallery.npz`` when it was embedded with this
-    checkpoint from the run's training data, else embedded and cached. Other data is refused."""
+    checkpoint from the run's training data, else embedded and cached. Other data is refused.
+    ``data``: the task's data, loaded already (else loaded from ``data_dir`` when the cache misses)."""
     import numpy as np
 
     from zoo.gallery import prepare_gallery
@@ -88,15 +90,18 @@ def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | N
     task = get_task(trained.spec.eval.task)
     trained_on, trained_dir = training_data(trained.results)
     subject, fix = f"run {trained.run_dir}", "pass the run's data folder with --data-dir"
-    if data_dir is not None:  # checked even when the cache answers: the data given must be the run's
+    if data is not None:
+        check_same_data(trained_on, trained_dir, data, subject, fix)
+    elif data_dir is not None:  # checked even when the cache answers: the data given must be the run's
         check_same_data(trained_on, trained_dir, task.data_checksums(data_dir), subject, fix, data_dir)
     cached = Gallery.load(path, gallery_key(checkpoint_sha256, trained_on)) if trained_on else None
     if cached is not None:
         return cached
     model, spec, dev = trained.model, trained.spec, trained.device
-    data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction,
-                        holdout_seed=trained.results.get("seeds", {}).get("holdout_seed", 0))
-    check_same_data(trained_on, trained_dir, data, subject, fix)
+    if data is None:
+        data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction,
+                         holdout_seed=trained.results.get("seeds", {}).get("holdout_seed", 0))
+        check_same_data(trained_on, trained_dir, data, subject, fix)
     key = gallery_key(checkpoint_sha256, data.checksums)
     log(f"embedding the gallery of {trained.run_dir} once: {len(data.gallery):,} molecules, "
         f"{len(data.descriptions):,} descriptions (cached in {path})")
@@ -142,12 +147,20 @@ class Searcher:
     def __init__(self, run_dir: str | Path, *, index: str | Path | None = None, data_dir: str | None = None,
                  device: str = "auto", nprobe: int | None = None, progress: bool = True,
                  log: Callable[[str], None] = print) -> None:
-        from zoo.runs import load_trained_run
+        from zoo.fusion import is_fused, load_fused
+        from zoo.runs import load_run, load_trained_run
 
         run_dir = Path(run_dir)
-        key = sha256_file(run_checkpoint(run_dir))  # an unknown/unfinished run fails here, before loading a model
+        self.fused = None
         self.library: LibraryIndex | None = None
         self.gallery: Gallery | None = None
+        if is_fused(load_run(run_dir)):  # scorers or an ensemble: fused scores over the task's gallery
+            if index is not None:
+                raise RunError(f"--index: {run_dir} fuses several scorers; library indexes hold one run's embeddings "
+                               "(search a member run's index instead)")
+            self.fused = load_fused(run_dir, data_dir, device, log)
+            return
+        key = sha256_file(run_checkpoint(run_dir))  # an unknown/unfinished run fails here, before loading a model
         folder = resolve_index(run_dir, index) if index is not None else None
         self.trained = load_trained_run(run_dir, device)  # a corrupt checkpoint is named before an index is compared with it
         if folder is not None:
@@ -159,6 +172,10 @@ class Searcher:
     @property
     def searched(self) -> str:
         """What the queries run against, in words."""
+        if self.fused is not None:
+            data = self.fused.gallery.data
+            return (f"ChEBI-20 gallery of {self.fused.run_dir} ({len(data.gallery):,} molecules, {len(data.descriptions):,} "
+                    f"descriptions; fused: {', '.join(f'{label} x{w:g}' for label, w in zip(self.fused.labels, self.fused.weights))})")
         if self.library is not None:
             return f"library index {self.library.folder} ({len(self.library):,} molecules)"
         g = self.gallery
@@ -182,6 +199,14 @@ class Searcher:
         """The ``k`` molecules closest to a description."""
         check_query(query, "query")
         started, cpu = time.perf_counter(), time.process_time()
+        if self.fused is not None:
+            from zoo.fusion import fused_query
+
+            scores = fused_query(self.fused, "text_to_molecule", lambda scorer: scorer.prepare_texts([query]))
+            encoded, gallery = time.perf_counter(), self.fused.gallery.data.gallery
+            hits = [{"cid": gallery[i].cid, "smiles": clean_smiles(gallery[i].smiles), "score": float(scores[i])}
+                    for i in top_k(scores, k)]
+            return _result("text", "molecules", self.searched, query, hits, started, encoded, cpu)
         vector = self.embed_texts([query])
         encoded = time.perf_counter()
         if self.library is not None:
@@ -197,6 +222,13 @@ class Searcher:
         """The ``k`` descriptions closest to a molecule (library molecules with a library index)."""
         check_query(smiles, "--smiles")
         started, cpu = time.perf_counter(), time.process_time()
+        if self.fused is not None:
+            from zoo.fusion import fused_query
+
+            scores = fused_query(self.fused, "molecule_to_text", lambda scorer: scorer.prepare_molecules([smiles]))
+            encoded, texts = time.perf_counter(), self.fused.gallery.data.descriptions
+            hits = [{"cid": texts[i].cid, "description": texts[i].description, "score": float(scores[i])} for i in top_k(scores, k)]
+            return _result("smiles", "descriptions", self.searched, smiles, hits, started, encoded, cpu)
         vector = self.embed_molecule(smiles)
         encoded = time.perf_counter()
         if self.library is not None:
