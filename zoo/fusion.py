@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from zoo.errors import RunError
+from zoo.evals.results import ENSEMBLE_SPEC_FORMAT, is_ensemble
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +51,6 @@ LEARNED = "learned"
 METHOD = "per-query z-score over the gallery, weighted sum"
 FITTED_ON = ("held-out (select) pairs only: their descriptions ranked against the 'all' gallery, "
              "text->molecule expected-rank MRR; test pairs never scored while fitting")
-ENSEMBLE_SPEC_FORMAT = "molzoo.ensemble/1"
 
 
 # -- the math ------------------------------------------------------------------------------------
@@ -356,12 +356,6 @@ def fuse_composition(model, prepared: "PreparedGallery", scorers: Sequence[Membe
 def is_fused(results: dict) -> bool:
     """Whether a results file records fusion (its scores are fused scores)."""
     return isinstance(results.get("fusion"), dict)
-
-
-def is_ensemble(results: dict) -> bool:
-    """Whether a results file was written by ``zoo ensemble`` (no checkpoint of its own)."""
-    spec = results.get("spec")
-    return isinstance(spec, dict) and spec.get("format") == ENSEMBLE_SPEC_FORMAT
 
 
 def recorded_members(run_dir: str | Path, results: dict, device: str = "auto", learned: Member | None = None) -> tuple[list[Member], list[float]]:
