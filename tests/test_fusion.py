@@ -265,3 +265,20 @@ def test_zoo_list_shows_scorers(capsys):
     assert main(["list", "scorer"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("scorer:") and "structure_match" in out and "run " in out
+
+
+def test_report_of_an_ensemble_uses_fused_scores(env, tmp_path):
+    root, data = env
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(root / "a"), "--scorer", "structure_match", "--data-dir", str(data), "--out", str(out)]) == 0
+    page = tmp_path / "report.html"
+    assert main(["report", str(out), str(root / "a"), "--data-dir", str(data), "--out", str(page), "--samples", "2",
+                 "--no-progress"]) == 0
+    html = page.read_text()
+    assert "ensemble(tfidf_fp+structure_match)" in html and "fused score" in html
+    from zoo.data import load_chebi20
+    from zoo.report import retrieve_fused
+
+    results = read_results(out / "results.json")
+    fused = retrieve_fused(out, "e", results, load_chebi20(data, holdout_fraction=0.15), [0], "all", "cpu")
+    assert fused.metrics()["mrr"] == pytest.approx(results["scores"]["all"]["text_to_molecule"]["mrr"])

@@ -387,8 +387,9 @@ class FusedRun:
 
 
 def load_fused(run_dir: str | Path, data_dir: str | None = None, device: str = "auto",
-               log: Callable[[str], None] = print) -> FusedRun:
-    """A fused folder's members rebuilt on its task's data (checked against the data it was made on)."""
+               log: Callable[[str], None] = print, data: "ChEBI20 | None" = None) -> FusedRun:
+    """A fused folder's members rebuilt on its task's data (``data``, else loaded from ``data_dir``; checked
+    against the data it was made on)."""
     from zoo.data import check_same_data
     from zoo.runs import load_run, training_data
     from zoo.tasks import get_task
@@ -400,8 +401,9 @@ def load_fused(run_dir: str | Path, data_dir: str | None = None, device: str = "
     spec = results["spec"]
     task = get_task(spec.get("eval", {}).get("task", "chebi20"))
     train = spec.get("train", {})
-    data = task.load(data_dir, holdout_fraction=train.get("holdout_fraction", 0.1),
-                     holdout_seed=results.get("seeds", {}).get("holdout_seed", 0))
+    if data is None:
+        data = task.load(data_dir, holdout_fraction=train.get("holdout_fraction", 0.1),
+                         holdout_seed=results.get("seeds", {}).get("holdout_seed", 0))
     check_same_data(*training_data(results), data, f"{run_dir}", "pass its data folder with --data-dir")
     members, weights = recorded_members(run_dir, results, device)
     return FusedRun(run_dir, results, GalleryScores(members, data, log), weights, [m.label for m in members])
