@@ -330,7 +330,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from zoo.search import Searcher, check_query, format_result, latency_summary, read_queries
+    from zoo.fusion import open_searcher
+    from zoo.search import check_query, format_result, latency_summary, read_queries
 
     given = [x for x in (args.query, args.smiles, args.queries) if x is not None]
     if len(given) != 1:
@@ -342,7 +343,7 @@ def cmd_search(args) -> int:
     if args.nprobe is not None and args.nprobe < 1:
         raise RunError(f"--nprobe must be at least 1 (got {args.nprobe})")
     queries = read_queries(args.queries) if args.queries else None
-    searcher = Searcher(args.run, index=args.index, data_dir=args.data_dir, device=args.device, nprobe=args.nprobe,
+    searcher = open_searcher(args.run, index=args.index, data_dir=args.data_dir, device=args.device, nprobe=args.nprobe,
                         progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr, flush=True))
     if queries is None:
         result = searcher.smiles(args.smiles, args.k) if args.smiles is not None else searcher.text(args.query, args.k)

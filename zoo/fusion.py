@@ -424,6 +424,59 @@ def fused_query(fused: FusedRun, direction: str, prepare: Callable[[Any], Any]) 
     return out
 
 
+class FusedSearcher:
+    """``zoo search`` of a fused folder (a run with scorers, an ensemble): a query's fused scores over the
+    task's gallery, with the recorded weights (the same interface as :class:`zoo.search.Searcher`)."""
+
+    def __init__(self, run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto",
+                 log: Callable[[str], None] = print) -> None:
+        self.fused = load_fused(run_dir, data_dir, device, log)
+
+    @property
+    def searched(self) -> str:
+        data = self.fused.gallery.data
+        return (f"ChEBI-20 gallery of {self.fused.run_dir} ({len(data.gallery):,} molecules, {len(data.descriptions):,} "
+                f"descriptions; fused: {', '.join(f'{label} x{w:g}' for label, w in zip(self.fused.labels, self.fused.weights))})")
+
+    def text(self, query: str, k: int) -> dict:
+        """The ``k`` gallery molecules with the highest fused scores for a description."""
+        from zoo.featurize import clean_smiles
+        from zoo.search import _result, check_query, top_k
+
+        check_query(query, "query")
+        started, cpu = time.perf_counter(), time.process_time()
+        scores = fused_query(self.fused, "text_to_molecule", lambda scorer: scorer.prepare_texts([query]))
+        encoded, gallery = time.perf_counter(), self.fused.gallery.data.gallery
+        hits = [{"cid": gallery[i].cid, "smiles": clean_smiles(gallery[i].smiles), "score": float(scores[i])}
+                for i in top_k(scores, k)]
+        return _result("text", "molecules", self.searched, query, hits, started, encoded, cpu)
+
+    def smiles(self, smiles: str, k: int) -> dict:
+        """The ``k`` gallery descriptions with the highest fused scores for a molecule."""
+        from zoo.search import _result, check_query, top_k
+
+        check_query(smiles, "--smiles")
+        started, cpu = time.perf_counter(), time.process_time()
+        scores = fused_query(self.fused, "molecule_to_text", lambda scorer: scorer.prepare_molecules([smiles]))
+        encoded, texts = time.perf_counter(), self.fused.gallery.data.descriptions
+        hits = [{"cid": texts[i].cid, "description": texts[i].description, "score": float(scores[i])} for i in top_k(scores, k)]
+        return _result("smiles", "descriptions", self.searched, smiles, hits, started, encoded, cpu)
+
+
+def open_searcher(run_dir: str | Path, *, index: str | Path | None = None, data_dir: str | None = None, device: str = "auto",
+                  nprobe: int | None = None, progress: bool = True, log: Callable[[str], None] = print):
+    """``zoo search``'s searcher: :class:`FusedSearcher` for a fused folder, else :class:`zoo.search.Searcher`."""
+    from zoo.runs import load_run
+    from zoo.search import Searcher
+
+    if is_fused(load_run(run_dir)):  # a missing or unfinished run fails here with one line
+        if index is not None:
+            raise RunError(f"--index: {run_dir} fuses several scorers; a library index holds one run's embeddings "
+                           "(search a member run's index instead)")
+        return FusedSearcher(run_dir, data_dir=data_dir, device=device, log=log)
+    return Searcher(run_dir, index=index, data_dir=data_dir, device=device, nprobe=nprobe, progress=progress, log=log)
+
+
 # -- zoo ensemble ----------------------------------------------------------------------------------
 def _member_entry(run_dir: Path, results: dict) -> dict[str, Any]:
     spec = results.get("spec", {})

@@ -147,20 +147,12 @@ class Searcher:
     def __init__(self, run_dir: str | Path, *, index: str | Path | None = None, data_dir: str | None = None,
                  device: str = "auto", nprobe: int | None = None, progress: bool = True,
                  log: Callable[[str], None] = print) -> None:
-        from zoo.fusion import is_fused, load_fused
-        from zoo.runs import load_run, load_trained_run
+        from zoo.runs import load_trained_run
 
         run_dir = Path(run_dir)
-        self.fused = None
+        key = sha256_file(run_checkpoint(run_dir))  # an unknown/unfinished run fails here, before loading a model
         self.library: LibraryIndex | None = None
         self.gallery: Gallery | None = None
-        if is_fused(load_run(run_dir)):  # scorers or an ensemble: fused scores over the task's gallery
-            if index is not None:
-                raise RunError(f"--index: {run_dir} fuses several scorers; library indexes hold one run's embeddings "
-                               "(search a member run's index instead)")
-            self.fused = load_fused(run_dir, data_dir, device, log)
-            return
-        key = sha256_file(run_checkpoint(run_dir))  # an unknown/unfinished run fails here, before loading a model
         folder = resolve_index(run_dir, index) if index is not None else None
         self.trained = load_trained_run(run_dir, device)  # a corrupt checkpoint is named before an index is compared with it
         if folder is not None:
@@ -172,10 +164,6 @@ class Searcher:
     @property
     def searched(self) -> str:
         """What the queries run against, in words."""
-        if self.fused is not None:
-            data = self.fused.gallery.data
-            return (f"ChEBI-20 gallery of {self.fused.run_dir} ({len(data.gallery):,} molecules, {len(data.descriptions):,} "
-                    f"descriptions; fused: {', '.join(f'{label} x{w:g}' for label, w in zip(self.fused.labels, self.fused.weights))})")
         if self.library is not None:
             return f"library index {self.library.folder} ({len(self.library):,} molecules)"
         g = self.gallery
@@ -199,14 +187,6 @@ class Searcher:
         """The ``k`` molecules closest to a description."""
         check_query(query, "query")
         started, cpu = time.perf_counter(), time.process_time()
-        if self.fused is not None:
-            from zoo.fusion import fused_query
-
-            scores = fused_query(self.fused, "text_to_molecule", lambda scorer: scorer.prepare_texts([query]))
-            encoded, gallery = time.perf_counter(), self.fused.gallery.data.gallery
-            hits = [{"cid": gallery[i].cid, "smiles": clean_smiles(gallery[i].smiles), "score": float(scores[i])}
-                    for i in top_k(scores, k)]
-            return _result("text", "molecules", self.searched, query, hits, started, encoded, cpu)
         vector = self.embed_texts([query])
         encoded = time.perf_counter()
         if self.library is not None:
@@ -222,13 +202,6 @@ class Searcher:
         """The ``k`` descriptions closest to a molecule (library molecules with a library index)."""
         check_query(smiles, "--smiles")
         started, cpu = time.perf_counter(), time.process_time()
-        if self.fused is not None:
-            from zoo.fusion import fused_query
-
-            scores = fused_query(self.fused, "molecule_to_text", lambda scorer: scorer.prepare_molecules([smiles]))
-            encoded, texts = time.perf_counter(), self.fused.gallery.data.descriptions
-            hits = [{"cid": texts[i].cid, "description": texts[i].description, "score": float(scores[i])} for i in top_k(scores, k)]
-            return _result("smiles", "descriptions", self.searched, smiles, hits, started, encoded, cpu)
         vector = self.embed_molecule(smiles)
         encoded = time.perf_counter()
         if self.library is not None:
