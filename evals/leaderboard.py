@@ -115,7 +115,11 @@ def flatten_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """``{"loss": {"name": "triplet", "margin": 0.2}, "train": {...}}`` -> ``{"loss": "triplet", "loss.margin": 0.2, "train.epochs": ...}``."""
     flat: dict[str, Any] = {}
     for key, value in spec.items():
-        if isinstance(value, Mapping):
+        if key == "scorers" and isinstance(value, list):  # fused scorers: their names, and options per scorer
+            scorers = [s for s in value if isinstance(s, Mapping)]
+            flat[key] = [str(s.get("name")) for s in scorers]
+            flat.update({f"{key}.{s.get('name')}.{k}": v for s in scorers for k, v in s.items() if k != "name"})
+        elif isinstance(value, Mapping):
             for sub, item in value.items():
                 flat[key if sub == "name" and key in SLOTS else f"{key}.{sub}"] = item
         else:

@@ -170,9 +170,10 @@ def test_ensemble_results_leaderboard_search_eval_and_reuse(env, tmp_path, capsy
     assert fusion["heldout_queries"] == 10  # 15% of the 64 validation pairs
     assert [m["composition"] for m in results["spec"]["members"]] == ["tfidf_fp", "tfidf_fp"]
     assert [m["seed"] for m in results["spec"]["members"]] == [0, 1]
-    assert set(results["member_scores"]) == {str(root / "a"), str(root / "b"), "structure_match"}
+    assert set(results["member_scores"]) == {"a", "b", "structure_match"}
+    assert fusion["members"][0]["options"]["run"] == str((root / "a").resolve())
     # a member alone scores what its run scored (z-scoring keeps each query's ranking)
-    alone = results["member_scores"][str(root / "a")]["all"]["text_to_molecule"]["mrr"]
+    alone = results["member_scores"]["a"]["all"]["text_to_molecule"]["mrr"]
     assert alone == pytest.approx(json.loads((root / "a" / "results.json").read_text())["scores"]["all"]["text_to_molecule"]["mrr"], abs=1e-3)
 
     capsys.readouterr()
@@ -213,6 +214,8 @@ def test_ensemble_bad_input_is_one_line(env, tmp_path, capsys):
         ([str(root / "a"), "--scorer", "structure_mach"], ["unknown scorer 'structure_mach'", "Did you mean: structure_match"]),
         ([str(root / "a")], ["not an ensemble"]),
     ]
+    assert main(["ensemble", str(root / "a"), "--scorer", "structure_match", "--out", str(other), "--fresh"]) == 2
+    assert "holds the results of a run" in capsys.readouterr().err  # never replaces a run's results
     for argv, expected in cases:
         capsys.readouterr()
         assert main(["ensemble", *argv, "--data-dir", str(data), "--out", str(tmp_path / "ens")]) == 2
@@ -245,6 +248,9 @@ def test_composition_with_scorers_fits_on_heldout_and_eval_search_use_fused_scor
     capsys.readouterr()
     assert main(["search", str(out), QUERY, "-k", "3", "--json", "--data-dir", str(data), "--no-progress"]) == 0
     assert "learned x1" in json.loads(capsys.readouterr().out)["searched"]
+
+    assert main(["leaderboard", str(out), str(root / "a"), "--gallery", "all"]) == 0
+    assert "scorers=structure_match" in capsys.readouterr().out  # the fused run is its own row, labelled by its scorers
 
 
 def test_unknown_scorer_in_a_composition_fails_before_training(env, tmp_path, capsys):

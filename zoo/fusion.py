@@ -555,16 +555,21 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] =
     path = results_path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"--out {out_dir} is a file: give a folder")
-    if path.exists() and not fresh:
+    if path.exists():
         try:
             previous = read_results(path)
         except ValueError as exc:
-            raise RunError(f"{exc}; rerun with --fresh") from None
-        if previous.get("spec_hash") == spec_hash:
-            log(f"ensemble {out_dir} is finished with these members (spec hash {spec_hash}): reused (--fresh to redo it)")
-            return path
-        raise RunError(f"{path} holds another ensemble (spec hash {previous.get('spec_hash')}, this one {spec_hash}); "
-                       "use another --out or --fresh to replace it")
+            previous = None
+            if not fresh:
+                raise RunError(f"{exc}; rerun with --fresh") from None
+        if previous is not None and not is_ensemble(previous):
+            raise RunError(f"{path} holds the results of a run, not of an ensemble: give --out a new folder")
+        if previous is not None and not fresh:
+            if previous.get("spec_hash") == spec_hash:
+                log(f"ensemble {out_dir} is finished with these members (spec hash {spec_hash}): reused (--fresh to redo it)")
+                return path
+            raise RunError(f"{path} holds another ensemble (spec hash {previous.get('spec_hash')}, this one {spec_hash}); "
+                           "use another --out or --fresh to replace it")
 
     trained_on, trained_dir = training_data(member_results[0])
     task = get_task(spec["eval"]["task"])
@@ -574,7 +579,10 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] =
         check_same_data(*training_data(r), data, f"run {d}", "pass the runs' data folder with --data-dir")
     log(f"ensemble of {', '.join(map(str, dirs))}" + (f" + {', '.join(m.label for m in scorers)}" if scorers else "")
         + f": {len(data.select)} held-out pairs fit the weights, {len(data.test)} test pairs are scored")
-    members = [Member(str(d), "run", {"run": str(d)}, RunScorer(str(d), device)) for d in dirs] + scorers
+    names = [d.name for d in dirs]  # labels: folder names, or full paths where two folders share a name
+    labels = [d.name if names.count(d.name) == 1 else str(d) for d in dirs]
+    members = [Member(label, "run", {"run": str(d.resolve())}, RunScorer(str(d), device)) for label, d in zip(labels, dirs)]
+    members += scorers
     gallery = GalleryScores(members, data, log)
     fit = fit_weights(gallery, data.select, log=log)
     galleries = spec["eval"]["galleries"]
