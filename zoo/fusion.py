@@ -182,8 +182,8 @@ class RunScorer(ModelScorer):
 
 # -- members on a gallery --------------------------------------------------------------------------
 class GalleryScores:
-    """Fusion members prepared on a task's gallery (every description, every gallery molecule, each
-    side prepared once, lazily) and scored per direction, z-scored per query row."""
+    """Fusion members prepared on a task's gallery (every description, every gallery molecule; each
+    side prepared once, when first needed) and scored per direction, z-scored per query row."""
 
     def __init__(self, members: Sequence[Member], data: "ChEBI20", log: Callable[[str], None] = lambda _m: None) -> None:
         self.members, self.data, self.log = list(members), data, log
@@ -192,24 +192,28 @@ class GalleryScores:
         self._texts: dict[int, Any] = {}
         self._molecules: dict[int, Any] = {}
 
-    def _prepare(self, i: int) -> None:
+    def _prepare(self, i: int, side: str) -> None:
+        """Prepare member ``i``'s ``side`` (``texts`` or ``molecules``; both at once through ``prepare_gallery``)."""
         scorer = self.members[i].scorer
         t0 = time.time()
         if hasattr(scorer, "prepare_gallery"):
             self._texts[i], self._molecules[i] = scorer.prepare_gallery(self.data)
-        else:
+        elif side == "texts":
             self._texts[i] = scorer.prepare_texts([p.description for p in self.data.descriptions])
+        else:
             self._molecules[i] = scorer.prepare_molecules([m.smiles for m in self.data.gallery])
         self.log(f"fusion: prepared {self.members[i].label} on the gallery ({time.time() - t0:.1f}s)")
 
     def texts(self, i: int) -> Any:
+        """Member ``i``'s rows of every description (``data.descriptions``)."""
         if i not in self._texts:
-            self._prepare(i)
+            self._prepare(i, "texts")
         return self._texts[i]
 
     def molecules(self, i: int) -> Any:
+        """Member ``i``'s rows of every gallery molecule (``data.gallery``)."""
         if i not in self._molecules:
-            self._prepare(i)
+            self._prepare(i, "molecules")
         return self._molecules[i]
 
     def member_scores(self, i: int, direction: str, query_rows: Sequence[int], candidate_rows: Sequence[int] | None) -> np.ndarray:
