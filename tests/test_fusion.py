@@ -179,7 +179,7 @@ def test_ensemble_results_leaderboard_search_eval_and_reuse(env, tmp_path, capsy
     capsys.readouterr()
     assert main(["leaderboard", str(out), str(root / "a"), "--gallery", "all", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)["tables"][0]["rows"]
-    assert {r["composition"] for r in rows} == {"ensemble(tfidf_fp+tfidf_fp+structure_match)", "tfidf_fp"}
+    assert {r["composition"] for r in rows} == {"ensemble(tfidf_fp/s0+tfidf_fp/s1+structure_match)", "tfidf_fp"}
     assert all(not r["varies"] for r in rows)  # an ensemble and a run are not compared key by key
 
     assert main(["search", str(out), QUERY, "-k", "3", "--json", "--data-dir", str(data), "--no-progress"]) == 0

@@ -198,11 +198,13 @@ class GalleryScores:
         t0 = time.time()
         if hasattr(scorer, "prepare_gallery"):
             self._texts[i], self._molecules[i] = scorer.prepare_gallery(self.data)
+            side = "descriptions and molecules"
         elif side == "texts":
             self._texts[i] = scorer.prepare_texts([p.description for p in self.data.descriptions])
         else:
             self._molecules[i] = scorer.prepare_molecules([m.smiles for m in self.data.gallery])
-        self.log(f"fusion: prepared {self.members[i].label} on the gallery ({time.time() - t0:.1f}s)")
+        self.log(f"fusion: {self.members[i].label} prepared the gallery's {side.replace('texts', 'descriptions')} "
+                 f"({time.time() - t0:.1f}s)")
 
     def texts(self, i: int) -> Any:
         """Member ``i``'s rows of every description (``data.descriptions``)."""
@@ -483,16 +485,33 @@ def open_searcher(run_dir: str | Path, *, index: str | Path | None = None, data_
 
 # -- zoo ensemble ----------------------------------------------------------------------------------
 def _member_entry(run_dir: Path, results: dict) -> dict[str, Any]:
+    from zoo.evals.leaderboard import seedless_spec_hash
+
     spec = results.get("spec", {})
     return {"run": str(run_dir), "composition": spec.get("name", "?"), "spec_hash": results.get("spec_hash"),
-            "seed": results.get("seeds", {}).get("seed")}
+            "config_hash": seedless_spec_hash(spec), "seed": results.get("seeds", {}).get("seed")}
+
+
+def _member_names(entries: Sequence[dict[str, Any]]) -> list[str]:
+    """Members by composition; where several share one, with their configuration (seedless spec hash) and/or
+    seed where those differ: ``tfidf_fp/s0+tfidf_fp/s1``, ``tfidf_fp@1a2b3c4d5e6f+tfidf_fp@…``."""
+    names = []
+    for e in entries:
+        same = [o for o in entries if o["composition"] == e["composition"]]
+        name = e["composition"]
+        if len({o["config_hash"] for o in same}) > 1:
+            name += f"@{e['config_hash']}"
+        if len({o["seed"] for o in same}) > 1:
+            name += f"/s{e['seed']}"
+        names.append(name)
+    return names
 
 
 def ensemble_spec(run_dirs: Sequence[Path], member_results: Sequence[dict], scorers: Sequence[Member]) -> dict[str, Any]:
     """The spec an ensemble is made from: member runs (composition, spec hash, seed), scorers, task settings."""
     first = member_results[0]["spec"]
     entries = [_member_entry(d, r) for d, r in zip(run_dirs, member_results)]
-    name = "ensemble(" + "+".join([e["composition"] for e in entries] + [m.label for m in scorers]) + ")"
+    name = "ensemble(" + "+".join([*_member_names(entries), *(m.label for m in scorers)]) + ")"
     return {"format": ENSEMBLE_SPEC_FORMAT, "name": name,
             "description": "fused " + ", ".join(f"{e['composition']} ({e['run']})" for e in entries)
                            + "".join(f" + scorer {m.label}" for m in scorers),
