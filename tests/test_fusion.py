@@ -288,3 +288,13 @@ def test_report_of_an_ensemble_uses_fused_scores(env, tmp_path):
     results = read_results(out / "results.json")
     fused = retrieve_fused(out, "e", results, load_chebi20(data, holdout_fraction=0.15), [0], "all", "cpu")
     assert fused.metrics()["mrr"] == pytest.approx(results["scores"]["all"]["text_to_molecule"]["mrr"])
+
+
+def test_a_harmful_scorer_gets_weight_zero_and_the_fit_never_falls_below_the_first_member():
+    data = toy_data()
+    members = [Member("learned", "toy", {}, Toy(noisy(0, 1.5))),
+               Member("liar", "toy", {}, Toy(lambda t, m: -5.0 if t == m else 0.0)),  # buries the true molecule
+               Member("noise", "toy", {}, Toy(noisy(2, 0.0)))]
+    fit = fit_weights(GalleryScores(members, data), data.select)
+    assert fit.weights[1] == 0.0
+    assert fit.fused_mrr >= fit.member_mrr[0]

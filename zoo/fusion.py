@@ -12,8 +12,9 @@ Members are :class:`zoo.api.Scorer` objects (``register_scorers``; a trained mod
 Weights are fitted on the **held-out (select) pairs only**: their descriptions ranked against the
 task's ``all`` gallery (the candidates the test uses), maximising the held-out text->molecule
 expected-rank MRR by coordinate search over :data:`GRID` (the first member's weight fixed at 1,
-the others starting at 1, :data:`ROUNDS` passes; ties go to the smaller weight, so a member that
-changes nothing gets 0). Test pairs are never scored while fitting. The fit is deterministic.
+:data:`ROUNDS` passes, ties going to the smaller weight, so a member that changes nothing gets 0),
+once from equal weights and once from the first member alone (:data:`STARTS`), keeping the better
+end point. Test pairs are never scored while fitting. The fit is deterministic.
 
 ``zoo run`` fuses a composition's ``[[scorers]]`` with its learned similarity after training;
 ``zoo ensemble RUN RUN ... [--scorer NAME]`` fuses finished runs (:func:`build_ensemble`). Both
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 #: coordinate-search passes over the members
 ROUNDS = 2
+#: the weight every member but the first starts at, one search per start (all equal; the first member alone)
+STARTS: tuple[float, ...] = (1.0, 0.0)
 #: queries scored per block (bounds memory: block x candidates floats per member)
 CHUNK = 512
 #: the member label of a composition's own learned similarity
@@ -284,11 +287,17 @@ def fit_weights(gallery: GalleryScores, heldout: Sequence["Pair"], grid: Sequenc
         return retrieval_metrics(ranks_of(fuse(z, weights), true))["mrr"]
 
     member_mrr = [mrr([1.0 if j == i else 0.0 for j in range(n)]) for i in range(n)]
-    weights = [1.0] * n
-    for _ in range(rounds if n > 1 else 0):
-        for i in range(1, n):
-            tried = [(mrr([*weights[:i], g, *weights[i + 1:]]), -g) for g in sorted(grid)]
-            weights[i] = -max(tried)[1]
+    best: tuple[float, list[float]] | None = None
+    for start in STARTS:  # coordinate search from each start; the best end point wins (the earlier start on a tie)
+        weights = [1.0] + [start] * (n - 1)
+        for _ in range(rounds if n > 1 else 0):
+            for i in range(1, n):
+                tried = [(mrr([*weights[:i], g, *weights[i + 1:]]), -g) for g in sorted(grid)]
+                weights[i] = -max(tried)[1]
+        score = mrr(weights)
+        if best is None or score > best[0]:
+            best = (score, weights)
+    weights = best[1]
     fit = Fit([float(w) for w in weights], member_mrr, mrr(weights), len(heldout), tuple(grid), rounds)
     log("fusion: held-out MRR alone " + ", ".join(f"{m.label}={v:.4f}" for m, v in zip(gallery.members, member_mrr))
         + f"; fused {fit.fused_mrr:.4f} with weights " + ", ".join(f"{m.label}={w:g}" for m, w in zip(gallery.members, weights)))
