@@ -253,9 +253,10 @@ class RunRecord:
 
 
 def _ensemble_keys(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """What tells ensembles apart: their member runs (``composition@spechash/sSEED``) and scorers."""
-    members = [f"{m.get('composition')}@{m.get('spec_hash')}/s{m.get('seed')}" for m in spec.get("members", [])
-               if isinstance(m, Mapping)]
+    """What tells ensembles apart: their members (``composition@config``, ``/sSEED`` where members' seeds differ)
+    and scorers; an ensemble's common seed (``train.seed``) is a seed like a run's."""
+    members = [f"{m.get('composition')}@{m.get('config_hash')}" + (f"/s{m['seed']}" if "seed" in m else "")
+               for m in spec.get("members", []) if isinstance(m, Mapping)]
     scorers = [str(s.get("label", s.get("scorer"))) for s in spec.get("scorers", []) if isinstance(s, Mapping)]
     return {"ensemble.members": members, "ensemble.scorers": scorers}
 

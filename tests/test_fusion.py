@@ -169,7 +169,7 @@ def test_ensemble_results_leaderboard_search_eval_and_reuse(env, tmp_path, capsy
     assert all(0 < m["heldout_mrr"] <= 1 for m in fusion["members"]) and 0 < fusion["heldout_mrr"] <= 1
     assert fusion["heldout_queries"] == 10  # 15% of the 64 validation pairs
     assert [m["composition"] for m in results["spec"]["members"]] == ["tfidf_fp", "tfidf_fp"]
-    assert [m["seed"] for m in results["spec"]["members"]] == [0, 1]
+    assert [m["seed"] for m in results["spec"]["members"]] == [0, 1] and "seed" not in results["spec"]["train"]
     assert set(results["member_scores"]) == {"a", "b", "structure_match"}
     assert fusion["members"][0]["options"]["run"] == str((root / "a").resolve())
     # a member alone scores what its run scored (z-scoring keeps each query's ranking)
@@ -298,3 +298,17 @@ def test_a_harmful_scorer_gets_weight_zero_and_the_fit_never_falls_below_the_fir
     fit = fit_weights(GalleryScores(members, data), data.select)
     assert fit.weights[1] == 0.0
     assert fit.fused_mrr >= fit.member_mrr[0]
+
+
+
+def test_ensembles_of_one_configuration_over_seeds_make_one_leaderboard_row(env, tmp_path, capsys):
+    root, data = env
+    for seed, run in ((0, "a"), (1, "b")):
+        assert main(["ensemble", str(root / run), "--scorer", "structure_match", "--data-dir", str(data),
+                     "--out", str(tmp_path / f"ens{seed}")]) == 0
+        assert read_results(tmp_path / f"ens{seed}" / "results.json")["spec"]["train"]["seed"] == seed
+    capsys.readouterr()
+    assert main(["leaderboard", str(tmp_path), "--gallery", "all", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["tables"][0]["rows"]
+    assert len(rows) == 1 and rows[0]["seeds"] == [0, 1] and rows[0]["composition"] == "ensemble(tfidf_fp+structure_match)"
+    assert rows[0]["metrics"]["text_to_molecule"]["mrr"]["std"] is not None

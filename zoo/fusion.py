@@ -517,16 +517,22 @@ def _member_names(entries: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def ensemble_spec(run_dirs: Sequence[Path], member_results: Sequence[dict], scorers: Sequence[Member]) -> dict[str, Any]:
-    """The spec an ensemble is made from: member runs (composition, spec hash, seed), scorers, task settings."""
+    """The spec an ensemble is made from: member configurations (composition, seedless spec hash), scorers and
+    task settings. Where every member has one seed it is the ensemble's ``train.seed`` (so ensembles of the same
+    configurations over several seeds make one leaderboard row, mean ± std); else each member names its seed."""
     first = member_results[0]["spec"]
     entries = [_member_entry(d, r) for d, r in zip(run_dirs, member_results)]
+    seeds = {e["seed"] for e in entries}
+    common = next(iter(seeds)) if len(seeds) == 1 and isinstance(next(iter(seeds)), int) else None
     name = "ensemble(" + "+".join([*_member_names(entries), *(m.label for m in scorers)]) + ")"
+    train = {"holdout_fraction": first.get("train", {}).get("holdout_fraction", 0.1)}
     return {"format": ENSEMBLE_SPEC_FORMAT, "name": name,
             "description": "fused " + ", ".join(f"{e['composition']} ({e['run']})" for e in entries)
                            + "".join(f" + scorer {m.label}" for m in scorers),
-            "members": [{k: v for k, v in e.items() if k != "run"} for e in entries],
+            "members": [{"composition": e["composition"], "config_hash": e["config_hash"],
+                         **({} if common is not None else {"seed": e["seed"]})} for e in entries],
             "scorers": [m.record() for m in scorers],
-            "train": {"holdout_fraction": first.get("train", {}).get("holdout_fraction", 0.1)},
+            "train": {**train, **({"seed": common} if common is not None else {})},
             "eval": {"task": first.get("eval", {}).get("task", "chebi20"),
                      "galleries": list(first.get("eval", {}).get("galleries", ["all", "test"]))}}
 
@@ -582,7 +588,9 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] =
     _check_same_task_and_data(dirs, member_results)
     scorers = [scorer_member(name) for name in scorer_names]  # unknown scorer: close matches
     spec = ensemble_spec(dirs, member_results, scorers)
-    spec_hash = content_hash(ENSEMBLE_SPEC_FORMAT, [m for m in spec["members"]], spec["scorers"])[:12]
+    # the exact members (spec hash and seed of each) and scorers: an ensemble of other runs is another ensemble
+    entries = [_member_entry(d, r) for d, r in zip(dirs, member_results)]
+    spec_hash = content_hash(ENSEMBLE_SPEC_FORMAT, [[e["spec_hash"], e["seed"]] for e in entries], spec["scorers"])[:12]
     out_dir = Path(out) if out else default_ensemble_dir(spec_hash)
     path = results_path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -631,11 +639,13 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] =
               "skipped_rows": data.skipped, "tie_policy": TIE_POLICY,
               "fingerprint": data_fingerprint(data.checksums)},
         scores=scores, timings={"total_s": time.time() - started},
-        seeds={"holdout_seed": member_results[0].get("seeds", {}).get("holdout_seed", 0),
-               "members": [r.get("seeds", {}).get("seed") for r in member_results]},
+        seeds={**({"seed": spec["train"]["seed"]} if "seed" in spec["train"] else {}),
+               "holdout_seed": member_results[0].get("seeds", {}).get("holdout_seed", 0),
+               "members": [e["seed"] for e in entries]},
         notes=[task.protocol_note(data.protocol), f"ensemble: {METHOD}; weights fitted on {FITTED_ON}"],
         extra={"fusion": fusion_record(members, fit), "member_scores": member_scores,
-               "ensemble": {"runs": [str(d) for d in dirs], "training_data_dir": trained_dir}},
+               "ensemble": {"runs": [{"run": str(d.resolve()), "spec_hash": e["spec_hash"], "seed": e["seed"]}
+                                     for d, e in zip(dirs, entries)], "training_data_dir": trained_dir}},
     )
     write_results(path, results)
     log(f"results: {path} (ensemble {spec['name']}, spec hash {spec_hash})")

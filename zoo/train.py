@@ -194,7 +194,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     from zoo.gallery import prepare_gallery
     from zoo.evals.ranking import rank_of_true, retrieval_metrics
     from zoo.evaluate import autocast, embed_molecules, embed_texts, evaluate_pairs
-    from zoo.fusion import scorer_member
+    from zoo.fusion import fuse_composition, scorer_member
 
     started = time.time()
     timings: dict[str, float] = {}
@@ -368,10 +368,9 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     timings["eval_s"] = time.time() - t0
     fused: dict[str, Any] = {}
     if scorers:  # fuse the learned similarity with the spec's scorers, weights fitted on the held-out pairs
-        from zoo.fusion import fuse_composition
-
         t0 = time.time()
-        learned, scores, galleries, record = scores, *fuse_composition(model, prepared, scorers, data, spec, device, log)
+        learned = scores
+        scores, galleries, record = fuse_composition(model, prepared, scorers, data, spec, device, log)
         fused = {"fusion": record, "learned_scores": learned}
         timings["fusion_s"] = time.time() - t0
     timings["total_s"] = time.time() - started
