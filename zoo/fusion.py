@@ -306,7 +306,7 @@ def fit_weights(gallery: GalleryScores, heldout: Sequence["Pair"], grid: Sequenc
 
 def fusion_record(members: Sequence[Member], fit: Fit) -> dict[str, Any]:
     """The ``fusion`` entry of a results file."""
-    return {"method": METHOD, "fitted_on": FITTED_ON, "grid": list(fit.grid), "rounds": fit.rounds,
+    return {"method": METHOD, "fitted_on": FITTED_ON, "grid": list(fit.grid), "rounds": fit.rounds, "starts": list(STARTS),
             "heldout_queries": fit.n_queries, "heldout_mrr": fit.fused_mrr,
             "members": [{**m.record(), "weight": w, "heldout_mrr": mrr}
                         for m, w, mrr in zip(members, fit.weights, fit.member_mrr)]}
