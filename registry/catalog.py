@@ -20,6 +20,7 @@ KINDS: dict[str, str] = {
     "loss": "register_losses",
     "composition": "register_compositions",
     "task": "register_tasks",
+    "scorer": "register_scorers",
 }
 
 

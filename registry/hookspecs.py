@@ -16,7 +16,7 @@ entry point names) holding ``@hookimpl`` functions. Every hook receives one argu
 :param dict config: every option the factory accepts, with its default. Specs are validated
     against it (an unknown option is refused with close matches) before the factory runs.
 
-Component factories (every kind except compositions and tasks) are called as
+Component factories (every kind except compositions, tasks and scorers) are called as
 ``factory(embed_dim=<the spec's embed_dim>, **options)`` where ``options`` are ``config``
 overlaid with the spec's settings. A ``ValueError``/``TypeError`` raised there becomes a one-line
 error naming the slot and component: check options first (:func:`zoo.api.check_ints`,
@@ -161,4 +161,29 @@ def register_tasks(register):
         def register_tasks(register):
             register("chebi20", "zoo.data:ChEBI20Task", description="ChEBI-20 retrieval",
                      config={"holdout_fraction": 0.1, "holdout_seed": 0})
+    """
+
+
+@hookspec
+def register_scorers(register):
+    """Register scorers (``[[scorers]]`` of a composition; ``zoo ensemble --scorer NAME``).
+
+    A scorer scores descriptions against molecules beside a model's learned cosine similarity
+    (structure match, lexical match, another run). The factory is called as ``factory(**options)``
+    (``config`` overlaid with the spec's options; no ``embed_dim``) and returns an object
+    implementing :class:`zoo.api.Scorer`:
+
+    - ``prepare_texts(texts) -> rows`` and ``prepare_molecules(smiles) -> rows``: one row per input
+      (numpy array, tensor or list), computed once per gallery;
+    - ``score(text_rows, molecule_rows) -> np.ndarray [T, M]``: higher is a better match, any scale
+      (fusion z-scores each query's scores over the gallery, :mod:`zoo.fusion`).
+
+    Fusion weights are fitted on the held-out pairs only. Built-ins: ``structure_match`` (chemical
+    names in the description parsed by OPSIN, max Tanimoto to the candidate) and ``run`` (another
+    finished run's learned cosine similarity). Example::
+
+        @hookimpl
+        def register_scorers(register):
+            register("formula_match", "my_package.scorers:FormulaMatch",
+                     description="molecular formula named in the text vs the candidate's", config={"strict": False})
     """

@@ -182,7 +182,7 @@ def _open_run_folder(spec: CompositionSpec, opts: RunOptions, data, is_main: boo
 
 def _write_results(results_path: Path, spec: CompositionSpec, report, requested_hash: str, task, data, fit_notes: list[str],
                    scores: dict, galleries: dict, timings: dict[str, float], *, training: dict[str, Any], checkpoint: Path,
-                   log: Callable[[str], None]) -> None:
+                   log: Callable[[str], None], extra: dict[str, Any] | None = None) -> None:
     """Write ``results.json`` (:mod:`zoo.evals.results`): the spec that ran, the task and its data, the
     scores per gallery, timings, notes (protocol, substitutions, fitting) and the ``training`` record."""
     from zoo.evals.ranking import TIE_POLICY
@@ -202,7 +202,7 @@ def _write_results(results_path: Path, spec: CompositionSpec, report, requested_
         scores=scores, timings=timings, seeds={"seed": cfg.seed, "holdout_seed": 0},
         notes=notes,
         extra={"requested_spec_hash": requested_hash, "substitutions": report.substitutions,
-               "training": training, "checkpoint": str(checkpoint)},
+               "training": training, "checkpoint": str(checkpoint), **(extra or {})},
     )
     write_results(results_path, results)
     log(f"results: {results_path} (spec hash {spec_hash}, {timings['total_s'] / 60:.1f} min)")
@@ -215,6 +215,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     from zoo.gallery import prepare_gallery
     from zoo.evals.ranking import rank_of_true, retrieval_metrics
     from zoo.evaluate import autocast, embed_molecules, embed_texts, evaluate_pairs
+    from zoo.fusion import fuse_composition, scorer_member
 
     started = time.time()
     timings: dict[str, float] = {}
@@ -239,6 +240,8 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     timings["build_s"] = time.time() - t0
 
     out_dir = _open_run_folder(spec, opts, data, dctx.is_main, log, undo)
+    # scorers fused after training (zoo.fusion): built now, so a bad one fails before anything is trained
+    scorers = [scorer_member(s.name, dict(s.options)) for s in spec.scorers] if dctx.is_main else []
     results_path, ckpt_dir = runs.results_path(out_dir), runs.checkpoint_dir(out_dir)
     last_path, best_path = runs.last_checkpoint(out_dir), runs.best_checkpoint(out_dir)
 
@@ -375,6 +378,13 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
                                           prepared.text_index, spec.eval.galleries, cfg.eval_batch_size, spec.eval.chunk_size, device,
                                           progress=opts.progress, log=log)
     timings["eval_s"] = time.time() - t0
+    fused: dict[str, Any] = {}
+    if scorers:  # fuse the learned similarity with the spec's scorers, weights fitted on the held-out pairs
+        t0 = time.time()
+        learned = scores
+        scores, galleries, record = fuse_composition(model, prepared, scorers, data, spec, device, log)
+        fused = {"fusion": record, "learned_scores": learned}
+        timings["fusion_s"] = time.time() - t0
     timings["total_s"] = time.time() - started
 
     # 7. results
@@ -384,5 +394,5 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
                              "stop_reason": state.stop_reason, "history": state.history,
                              "bf16_autocast": device.type == "cuda" or cfg.cpu_bf16, "world_size": dctx.world_size,
                              "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size)},
-                   checkpoint=best_path, log=log)
+                   checkpoint=best_path, log=log, extra=fused)
     return results_path
