@@ -52,6 +52,6 @@ def register_compositions(register):
     register(
         "tfidf_names",
         _spec_file("tfidf_names"),
-        description="tfidf_fp + OPSIN-parsed chemical names (chem_names) + structure_match fusion",
+        description="tfidf_fp fused with the structure_match scorer (OPSIN-parsed names), weights fitted on held-out pairs",
     )
     register("best", _spec_file(BEST), description=f"alias of {BEST}: the strongest composition measured")
