@@ -39,18 +39,11 @@ class RetrievalModel(nn.Module):
         self.aligner = aligner
         self.loss = loss
 
-    def forward(self, text_batch: Any, molecule_batch: Any, negative_batch: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss of a batch of pairs (and its logs); ``negative_batch``: extra molecules
-        (no text) the loss sees as negatives of every text (the loss must ``accepts_negatives``)."""
+    def forward(self, text_batch: Any, molecule_batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         text = self.text_encoder(text_batch)
         molecule = self.molecule_encoder(molecule_batch)
         aligned: Aligned = self.aligner(text, molecule)
-        if negative_batch is not None:
-            negatives = self.molecule_encoder(negative_batch)
-            project = getattr(self.aligner, "embed_molecule", None)
-            retrieval = self.loss(aligned.text, aligned.molecule, negatives=project(negatives) if project else negatives.embedding)
-        else:
-            retrieval = self.loss(aligned.text, aligned.molecule)
+        retrieval = self.loss(aligned.text, aligned.molecule)
         total = retrieval + sum(aligned.losses.values(), torch.zeros((), device=retrieval.device))
         logs = {"loss": float(total.detach()), "retrieval_loss": float(retrieval.detach())}
         logs.update({k: float(v.detach()) for k, v in aligned.losses.items()})

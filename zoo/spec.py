@@ -108,7 +108,7 @@ RANGES: dict[str, Range] = {
     "epochs": Range(1, 100_000), "batch_size": Range(2, 2**20), "eval_batch_size": Range(1, 2**20),
     "chunk_size": Range(1, 2**24), "lr": Range(0, low_open=True), "backbone_lr": Range(0, low_open=True),
     "weight_decay": Range(0), "warmup_epochs": Range(0, 100_000), "patience": Range(1, 100_000), "grad_clip": Range(0),
-    "pretrain_epochs": Range(0, 100_000), "unlabeled_negatives": Range(0, 2**20),
+    "pretrain_epochs": Range(0, 100_000),
     "seed": Range(0, 2**32 - 1), "holdout_fraction": Range(0, 1, low_open=True, high_open=True), "max_minutes": Range(0),
 }
 
@@ -189,7 +189,6 @@ class TrainConfig:
     holdout_fraction: float = 0.1
     max_minutes: float = 0.0
     eval_batch_size: int = 256
-    unlabeled_negatives: int = 0  # per step, unlabeled training molecules as extra text->molecule negatives
 
 
 @dataclass(frozen=True)

@@ -179,27 +179,6 @@ def _pretrain_molecule_encoder(model, prepared, device: torch.device, seed: int,
         raise RunError(f"cannot pretrain the [molecule_encoder]: {exc}") from None
 
 
-def _negative_pool(model, prepared, count: int) -> list[int]:
-    """The gallery positions ``train.unlabeled_negatives`` draws from: the task's unlabeled training
-    molecules (no description, so no training text's own molecule; never a held-out or test one).
-    Empty when ``count`` is 0; a :class:`RunError` when the loss or aligner cannot use them or there are none."""
-    if count == 0:
-        return []
-    if not getattr(model.loss, "accepts_negatives", False):
-        raise RunError(f"train.unlabeled_negatives={count}: the loss {type(model.loss).__name__} takes no extra "
-                       "negatives; use loss=infonce or set train.unlabeled_negatives=0")
-    if getattr(model.aligner, "needs_states", False):
-        raise RunError(f"train.unlabeled_negatives={count}: the aligner {type(model.aligner).__name__} scores text-molecule "
-                       "pairs jointly and cannot take extra negatives; set train.unlabeled_negatives=0")
-    data = prepared.data
-    excluded = {p.cid for p in [*data.train, *data.select, *data.test]}
-    pool = [prepared.mol_index[m.cid] for m in data.unlabeled if m.cid not in excluded]
-    if not pool:
-        raise RunError(f"train.unlabeled_negatives={count}: the data has no unlabeled training molecules (only the "
-                       f"offline-low-data protocol has them, from train_molecules.tsv); set train.unlabeled_negatives=0")
-    return pool
-
-
 def _write_results(results_path: Path, spec: CompositionSpec, report, requested_hash: str, task, data, fit_notes: list[str],
                    scores: dict, galleries: dict, timings: dict[str, float], *, training: dict[str, Any], checkpoint: Path,
                    log: Callable[[str], None]) -> None:
@@ -338,7 +317,6 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
         rows, extra = divmod(min(n, cfg.batch_size), dctx.world_size)
         log(f"distributed: {dctx.world_size} processes ({dctx.backend}), global batch {min(n, cfg.batch_size)} "
             f"= {rows}{f'-{rows + 1}' if extra else ''} pairs per process")
-    negative_pool = _negative_pool(model, prepared, cfg.unlabeled_negatives)
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
     while state.epoch < cfg.epochs and not state.stop_reason:
         epoch = state.epoch
@@ -352,13 +330,8 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
             idx = distributed.shard(idx, dctx)  # this rank's slice of the global batch
             text_batch = collate_text([train_text[i] for i in idx]).to(device)
             mol_batch = graphs.batch([train_mols[i] for i in idx]).to(device)
-            negatives = None
-            if negative_pool:  # a fresh seeded draw of unlabeled molecules per step (the same after a resume)
-                draw = torch.randint(len(negative_pool), (cfg.unlabeled_negatives,),
-                                     generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 100_003 + step))
-                negatives = graphs.batch([negative_pool[i] for i in draw.tolist()]).to(device)
             with autocast(device):
-                loss, logs = train_model(text_batch, mol_batch, negatives) if negatives is not None else train_model(text_batch, mol_batch)
+                loss, logs = train_model(text_batch, mol_batch)
             if not torch.isfinite(loss):
                 raise RunError(f"loss became {float(loss.detach())} at epoch {epoch + 1} step {step + 1}; lower train.lr")
             optimizer.zero_grad(set_to_none=True)

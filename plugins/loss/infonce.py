@@ -71,19 +71,11 @@ class InfoNCELoss(nn.Module):
         with torch.autocast(text.device.type, enabled=False):  # fp32 logits: bf16 spacing is 0.5 near 100
             return self.scale * (F.normalize(text.float(), dim=-1) @ F.normalize(molecule.float(), dim=-1).T)
 
-    #: ``forward`` takes ``negatives`` (extra molecule embeddings) for ``train.unlabeled_negatives``
-    accepts_negatives = True
-
-    def forward(self, text: Tensor, molecule: Tensor, negatives: Tensor | None = None) -> Tensor:
+    def forward(self, text: Tensor, molecule: Tensor) -> Tensor:
         check_pair_batch("infonce", text, molecule)
         logits = self.logits(text, molecule).float()  # softmax in fp32 under autocast
         target = torch.arange(len(logits), device=logits.device)
-        if negatives is not None:
-            if negatives.dim() != 2 or negatives.shape[-1] != text.shape[-1]:
-                raise ValueError(f"infonce: negatives must be [K, {text.shape[-1]}], got {tuple(negatives.shape)}")
-            loss = F.cross_entropy(torch.cat([logits, self.logits(text, negatives).float()], dim=1), target)
-        else:
-            loss = F.cross_entropy(logits, target)
+        loss = F.cross_entropy(logits, target)
         if self.directions == "both":
             loss = 0.5 * (loss + F.cross_entropy(logits.T, target))
         return loss
