@@ -208,18 +208,19 @@ def test_tfidf_fp_composition():
     assert spec.train.epochs == 8 and spec.train.max_minutes == 0 and spec.text_encoder.options["svd_dim"] == 512
 
 
-# -- the unlabeled training molecules: pretraining and extra negatives --------------------------------
-def test_unlabeled_molecules_pretraining_and_negatives_resume_to_the_same_scores(tiny_env, tmp_path, monkeypatch, capsys):
-    """With molecule pretraining and unlabeled negatives on, an interrupted run resumes without pretraining
+# -- the unlabeled training molecules: pretraining ------------------------------------------------------
+def test_molecule_pretraining_is_recorded_and_a_resumed_run_does_not_repeat_it(tiny_env, tmp_path, monkeypatch, capsys):
+    """With molecule pretraining on, the results record it; an interrupted run resumes without pretraining
     again (the checkpoint holds the pretrained weights) and reaches the uninterrupted run's scores."""
     import zoo.train as train
 
-    settings = ("train.epochs=3", "molecule_encoder.pretrain_epochs=2", "train.unlabeled_negatives=4")
+    settings = ("train.epochs=3", "molecule_encoder.pretrain_epochs=2")
     plain = run_tfidf(tiny_env, tmp_path / "plain", "train.epochs=3")
     reference = run_tfidf(tiny_env, tmp_path / "straight", *settings)
     record = reference["training"]["molecule_pretraining"]
     assert record["epochs"] == 2 and record["molecules"] == 6 + reference["task"]["counts"]["counts"]["train"]
-    assert reference["scores"]["all"] != plain["scores"]["all"]  # the options change the model
+    assert reference["scores"]["all"] != plain["scores"]["all"]  # the pretraining changes the model
+    assert plain["training"]["molecule_pretraining"] is None
     real_save, calls = train.save_checkpoint, {"n": 0}
 
     def interrupt_after_one(*args, **kwargs):
@@ -240,30 +241,3 @@ def test_unlabeled_molecules_pretraining_and_negatives_resume_to_the_same_scores
     for gallery in ("all", "test"):
         for direction in ("text_to_molecule", "molecule_to_text"):
             assert resumed["scores"][gallery][direction] == pytest.approx(reference["scores"][gallery][direction], rel=1e-5)
-
-
-def test_unlabeled_negatives_need_a_loss_that_takes_them(tiny_env, tmp_path, capsys):
-    args = ["run", "tfidf_fp", "--data-dir", str(tiny_env), "--out", str(tmp_path / "run"), "--no-progress"]
-    for item in [*TINY_TFIDF, "train.epochs=1", "train.unlabeled_negatives=4", "loss=triplet"]:
-        args += ["--set", item]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "train.unlabeled_negatives=4: the loss TripletLoss takes no extra negatives; use loss=infonce" in err
-    assert "Traceback" not in err and not (tmp_path / "run").exists()
-
-
-def test_unlabeled_negatives_need_unlabeled_molecules(tiny_env, tmp_path, capsys):
-    """Under the canonical protocol (train.txt present) there are no description-less molecules to draw."""
-    import shutil
-
-    data = tmp_path / "canonical"
-    shutil.copytree(tiny_env, data)
-    lines = (data / "validation.txt").read_text().splitlines()
-    (data / "train.txt").write_text("\n".join(lines[:40]) + "\n")
-    (data / "validation.txt").write_text("\n".join([lines[0], *lines[40:]]) + "\n")
-    args = ["run", "tfidf_fp", "--data-dir", str(data), "--out", str(tmp_path / "run"), "--no-progress"]
-    for item in [*TINY_TFIDF, "train.epochs=1", "train.unlabeled_negatives=4"]:
-        args += ["--set", item]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "has no unlabeled training molecules" in err and not (tmp_path / "run").exists()
