@@ -115,7 +115,7 @@ def test_registered(fresh_registry):
     model = component.create(embed_dim=8, **component.resolve_options({"n_bits": 64, "hidden_dim": 16}))
     assert isinstance(model, FingerprintMLP) and model.featurizer == "morgan_count/r2/64/2"
     assert dict(component.config) == {"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2,
-                                      "extra": []}
+                                      "extra": [], "pretrain_epochs": 0, "pretrain_mask": 0.2}
 
 
 def test_extra_fingerprints_are_appended_and_key_the_cache():
@@ -138,3 +138,74 @@ def test_extra_fingerprints_are_appended_and_key_the_cache():
 def test_bad_extra_fingerprints(extra):
     with pytest.raises(ValueError, match="fingerprint_mlp: extra="):
         FingerprintMLP(embed_dim=8, **TINY, extra=extra)
+
+
+# -- self-supervised pretraining on unlabeled molecules -------------------------------------------
+MANY = [f"{a}C{b}" for a in ("CC", "OC", "NC", "ClC", "c1ccccc1") for b in ("O", "N", "C(=O)O", "Br", "S")]
+
+
+def _pretrain(model, smiles=MANY, seed=0):
+    fps = Batch.from_data_list([model.featurize(s) for s in smiles])
+    return model.pretrain(lambda chosen: Batch.from_data_list([fps.get_example(i) for i in chosen]), len(smiles),
+                          seed=seed, log=lambda _m: None)
+
+
+def test_pretrain_is_opt_in_seeded_and_leaves_the_global_random_state():
+    torch.manual_seed(0)
+    off = FingerprintMLP(embed_dim=8, **TINY)
+    before = {k: v.clone() for k, v in off.state_dict().items()}
+    assert _pretrain(off) is None  # pretrain_epochs=0: nothing happens
+    assert all(torch.equal(before[k], v) for k, v in off.state_dict().items())
+
+    weights, records = [], []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = FingerprintMLP(embed_dim=8, **TINY, pretrain_epochs=10).eval()
+        state = torch.random.get_rng_state()
+        records.append(_pretrain(model))
+        assert torch.equal(torch.random.get_rng_state(), state)  # the run's own random stream is untouched
+        assert not model.training  # the mode it was in
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # same seed, same weights
+    assert not torch.equal(weights[0]["hidden.0.weight"], before["hidden.0.weight"])
+    record = records[0]
+    assert record["molecules"] == len(MANY) and record["epochs"] == 10 and len(record["loss"]) == 10
+    assert record["loss"][-1] < record["loss"][0]  # the views of a molecule are matched better
+
+
+@pytest.mark.parametrize("options, word", [(dict(pretrain_epochs=-1), "pretrain_epochs"),
+                                           (dict(pretrain_mask=0.0), "pretrain_mask"),
+                                           (dict(pretrain_mask=1.0), "pretrain_mask"),
+                                           (dict(pretrain_mask=True), "pretrain_mask")])
+def test_invalid_pretrain_options(options, word):
+    with pytest.raises(ValueError, match=rf"fingerprint_mlp: {word}="):
+        FingerprintMLP(embed_dim=8, **options)
+
+
+def test_pretraining_sees_only_training_side_molecules(tiny_env):
+    """zoo run hands the encoder the unlabeled train molecules and the training pairs' molecules:
+    never a held-out (selection) or test molecule."""
+    from zoo.data import load_chebi20
+    from zoo.gallery import PreparedGallery
+    from zoo.train import _pretrain_molecule_encoder
+
+    data = load_chebi20(tiny_env, holdout_fraction=0.15)
+    seen: list[int] = []
+
+    class Graphs:
+        def batch(self, positions):
+            seen.extend(positions)
+            return None
+
+    class Encoder:
+        def pretrain(self, batches, count, *, seed, device, log):
+            batches(list(range(count)))
+            return {"molecules": count}
+
+    model = type("Model", (), {"molecule_encoder": Encoder()})()
+    prepared = PreparedGallery(data, Graphs(), {m.cid: i for i, m in enumerate(data.gallery)}, [], {})
+    record = _pretrain_molecule_encoder(model, prepared, torch.device("cpu"), 0, log=lambda _m: None)
+    cids = {data.gallery[i].cid for i in seen}
+    assert len(data.unlabeled) == 6 and record == {"molecules": 6 + len(data.train)}
+    assert cids == {m.cid for m in data.unlabeled} | {p.cid for p in data.train}
+    assert not cids & {p.cid for p in [*data.select, *data.test]}

@@ -205,4 +205,41 @@ def test_tfidf_fp_composition():
     assert (spec.text_encoder.name, spec.molecule_encoder.name, spec.aligner.name, spec.loss.name) == (
         "tfidf", "fingerprint_mlp", "none", "infonce")
     # a fixed short schedule, no wall-clock budget: the result does not depend on the machine's load
-    assert spec.train.epochs == 8 and spec.train.max_minutes == 0 and spec.text_encoder.options["svd_dim"] == 512
+    assert spec.train.epochs == 10 and spec.train.max_minutes == 0 and spec.text_encoder.options["svd_dim"] == 512
+    assert (spec.molecule_encoder.options["layers"], spec.molecule_encoder.options["hidden_dim"]) == (1, 1024)
+    assert spec.molecule_encoder.options["pretrain_epochs"] == 0  # measured: no gain beyond seed noise
+
+
+# -- the unlabeled training molecules: pretraining ------------------------------------------------------
+def test_molecule_pretraining_is_recorded_and_a_resumed_run_does_not_repeat_it(tiny_env, tmp_path, monkeypatch, capsys):
+    """With molecule pretraining on, the results record it; an interrupted run resumes without pretraining
+    again (the checkpoint holds the pretrained weights) and reaches the uninterrupted run's scores."""
+    import zoo.train as train
+
+    settings = ("train.epochs=3", "molecule_encoder.pretrain_epochs=2")
+    plain = run_tfidf(tiny_env, tmp_path / "plain", "train.epochs=3")
+    reference = run_tfidf(tiny_env, tmp_path / "straight", *settings)
+    record = reference["training"]["molecule_pretraining"]
+    assert record["epochs"] == 2 and record["molecules"] == 6 + reference["task"]["counts"]["counts"]["train"]
+    assert reference["scores"]["all"] != plain["scores"]["all"]  # the pretraining changes the model
+    assert plain["training"]["molecule_pretraining"] is None
+    real_save, calls = train.save_checkpoint, {"n": 0}
+
+    def interrupt_after_one(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", interrupt_after_one)
+    args = ["run", "tfidf_fp", "--data-dir", str(tiny_env), "--out", str(tmp_path / "resumed"), "--no-progress"]
+    for item in [*TINY_TFIDF, *settings]:
+        args += ["--set", item]
+    assert main(args) == 130
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    capsys.readouterr()
+    resumed = run_tfidf(tiny_env, tmp_path / "resumed", *settings)
+    assert "pretraining epoch" not in capsys.readouterr().out
+    for gallery in ("all", "test"):
+        for direction in ("text_to_molecule", "molecule_to_text"):
+            assert resumed["scores"][gallery][direction] == pytest.approx(reference["scores"][gallery][direction], rel=1e-5)

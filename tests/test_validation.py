@@ -76,6 +76,8 @@ def test_huge_sizes_are_refused_before_allocating(tiny_env, tmp_path, capsys, as
     ("train.holdout_fraction=1.0", "train.holdout_fraction must be greater than 0 and less than 1"),
     ("loss.temperature=nan", "loss.temperature must be a finite number greater than 0, got nan"),
     ("text_encoder.dropout=inf", "text_encoder.dropout must be a finite number at least 0 and less than 1"),
+    ("molecule_encoder.pretrain_epochs=-1", "molecule_encoder.pretrain_epochs must be at least 0 and at most 100000"),
+    ("molecule_encoder.pretrain_mask=1.0", "molecule_encoder.pretrain_mask must be greater than 0 and less than 1"),
 ])
 def test_every_numeric_option_is_range_checked(capsys, assignment, message):
     assert main(["show", "tfidf_fp", "--set", assignment]) == 2

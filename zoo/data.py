@@ -258,6 +258,9 @@ class ChEBI20:
     descriptions: list[Pair]
     checksums: dict[str, str] = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
+    #: training-side molecules without descriptions (``offline-low-data``: ``train_molecules.tsv``;
+    #: empty under ``canonical``, whose train molecules are the train pairs'); never a validation or test CID
+    unlabeled: list[Molecule] = field(default_factory=list)
 
     def summary(self) -> dict:
         """Counts per part, protocol, checksums (and whether they match the published ones)."""
@@ -365,6 +368,7 @@ def load_chebi20(
         data_dir=d, protocol=protocol, train=train, select=select, test=test,
         gallery=list(gallery.values()), descriptions=[*train_pairs, *validation, *test],
         checksums=checksums, skipped=skipped,
+        unlabeled=[] if protocol == "canonical" else [m for m in train_mols if m.cid not in test_cids | {p.cid for p in validation}],
     )
 
 

@@ -108,11 +108,12 @@ RANGES: dict[str, Range] = {
     "ngram_min": Range(1, 64), "ngram_max": Range(1, 64), "min_df": Range(1, 2**31 - 1),
     # model weights and rates
     "dropout": Range(0, 1, high_open=True), "margin": Range(0), "weight": Range(0), "grl_lambda": Range(0),
-    "temperature": Range(0, low_open=True),
+    "temperature": Range(0, low_open=True), "pretrain_mask": Range(0, 1, low_open=True, high_open=True),
     # training and evaluation
     "epochs": Range(1, 100_000), "batch_size": Range(2, 2**20), "eval_batch_size": Range(1, 2**20),
     "chunk_size": Range(1, 2**24), "lr": Range(0, low_open=True), "backbone_lr": Range(0, low_open=True),
     "weight_decay": Range(0), "warmup_epochs": Range(0, 100_000), "patience": Range(1, 100_000), "grad_clip": Range(0),
+    "pretrain_epochs": Range(0, 100_000),
     "seed": Range(0, 2**32 - 1), "holdout_fraction": Range(0, 1, low_open=True, high_open=True), "max_minutes": Range(0),
 }
 

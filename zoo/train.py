@@ -180,6 +180,26 @@ def _open_run_folder(spec: CompositionSpec, opts: RunOptions, data, is_main: boo
     return out_dir
 
 
+def _pretrain_molecule_encoder(model, prepared, device: torch.device, seed: int,
+                                log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Let a molecule encoder with a ``pretrain`` method (e.g. ``fingerprint_mlp`` with ``pretrain_epochs``)
+    learn from the molecules training may use without descriptions: the task's unlabeled molecules and the
+    training pairs' molecules, never a held-out or test one. Returns its record (``None``: nothing done)."""
+    encoder = model.molecule_encoder
+    if not callable(getattr(encoder, "pretrain", None)):
+        return None
+    data = prepared.data
+    excluded = {p.cid for p in [*data.select, *data.test]}
+    cids = [cid for cid in dict.fromkeys([*(m.cid for m in data.unlabeled), *(p.cid for p in data.train)])
+            if cid not in excluded]
+    positions = [prepared.mol_index[cid] for cid in cids]
+    try:
+        return encoder.pretrain(lambda chosen: prepared.graphs.batch([positions[i] for i in chosen]), len(positions),
+                                seed=seed, device=device, log=log)
+    except ValueError as exc:
+        raise RunError(f"cannot pretrain the [molecule_encoder]: {exc}") from None
+
+
 def _write_results(results_path: Path, spec: CompositionSpec, report, requested_hash: str, task, data, fit_notes: list[str],
                    scores: dict, galleries: dict, timings: dict[str, float], *, training: dict[str, Any], checkpoint: Path,
                    log: Callable[[str], None], extra: dict[str, Any] | None = None) -> None:
@@ -258,6 +278,12 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     train_pairs, select_pairs = data.train, data.select
     train_text, select_text = prepared.texts_of(train_pairs), prepared.texts_of(select_pairs)
     train_mols, select_mols = prepared.molecules_of(train_pairs), prepared.molecules_of(select_pairs)
+    pretraining = None
+    if not (last_path.exists() and not opts.fresh):  # a resumed run's checkpoint holds the pretrained weights
+        t0 = time.time()
+        pretraining = _pretrain_molecule_encoder(model, prepared, device, cfg.seed, log)
+        if pretraining is not None:
+            timings["pretrain_s"] = time.time() - t0
 
     # 3. optimizer & scheduler (timm factories; lazy AdamW for sparse embedding tables on CPU)
     from timm.scheduler import create_scheduler_v2
@@ -393,6 +419,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
                              "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
                              "stop_reason": state.stop_reason, "history": state.history,
                              "bf16_autocast": device.type == "cuda" or cfg.cpu_bf16, "world_size": dctx.world_size,
-                             "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size)},
+                             "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size),
+                             "molecule_pretraining": pretraining},
                    checkpoint=best_path, log=log, extra=fused)
     return results_path

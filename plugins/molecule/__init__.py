@@ -35,6 +35,8 @@ def register_molecule_encoders(register):
         "fingerprint_mlp",
         "zoo.plugins.molecule.fingerprint_mlp:FingerprintMLP",
         description="MLP over log1p-scaled Morgan count fingerprints (Text2Mol MLP baseline); no graph.",
-        # extra: more RDKit fingerprints appended to the Morgan counts: maccs, atompair, torsion, feature_morgan
-        config={"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2, "extra": []},
+        # extra: more RDKit fingerprints appended to the Morgan counts: maccs, atompair, torsion, feature_morgan;
+        # pretrain_epochs > 0: self-supervised pretraining on the unlabeled training molecules (two masked views)
+        config={"radius": 2, "n_bits": 2048, "hidden_dim": 512, "layers": 2, "dropout": 0.2, "extra": [],
+                "pretrain_epochs": 0, "pretrain_mask": 0.2},
     )

@@ -20,12 +20,23 @@ Model: ``log1p(counts)`` then ``layers`` hidden blocks ``Linear -> LayerNorm -> 
 (the first from the fingerprint width to ``hidden_dim``) and a final ``Linear`` to ``embed_dim``.
 With :attr:`return_states` set, the last hidden vector is returned as a single state per
 molecule (``[B, 1, hidden_dim]``, mask all True) for aligners that want states.
+
+Self-supervised pretraining (opt-in, ``pretrain_epochs`` > 0; :meth:`FingerprintMLP.pretrain`):
+before the paired training, ``zoo run`` hands the encoder the molecules it may use without
+descriptions (the task's unlabeled training molecules plus the training pairs' molecules; never
+held-out or test ones). The whole encoder is trained for ``pretrain_epochs`` epochs to match two
+views of each molecule (each input feature dropped with probability ``pretrain_mask``, no
+rescaling) against the other molecules of the batch: symmetric InfoNCE at temperature
+:data:`PRETRAIN_TEMPERATURE`, AdamW, batch :data:`PRETRAIN_BATCH`, learning rate
+:data:`PRETRAIN_LR` (SimCLR-style; Chen et al., 2020). The pretrained weights are only the
+starting point of the paired training and are saved with its first checkpoint, so a resumed
+run does not pretrain again.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +45,9 @@ from torch import Tensor, nn
 from zoo.api import Encoded, check_dropout, check_ints, mlp_blocks, parse_smiles, with_single_state
 
 FEATURIZER_VERSION = "2"  # bump when the fingerprint changes: it keys the on-disk cache (2: chirality)
+PRETRAIN_BATCH = 256  #: molecules per pretraining step
+PRETRAIN_LR = 1e-3  #: AdamW learning rate of the pretraining (weight decay 0.01)
+PRETRAIN_TEMPERATURE = 0.1  #: InfoNCE temperature between the two views
 
 
 @lru_cache(maxsize=None)
@@ -97,11 +111,16 @@ class FingerprintMLP(nn.Module):
         layers: int = 2,
         dropout: float = 0.2,
         extra: Sequence[str] = (),
+        pretrain_epochs: int = 0,
+        pretrain_mask: float = 0.2,
     ) -> None:
         super().__init__()
         check_ints("fingerprint_mlp", embed_dim=embed_dim, n_bits=n_bits, hidden_dim=hidden_dim, layers=layers)
-        check_ints("fingerprint_mlp", minimum=0, radius=radius)
+        check_ints("fingerprint_mlp", minimum=0, radius=radius, pretrain_epochs=pretrain_epochs)
         check_dropout("fingerprint_mlp", dropout)
+        if isinstance(pretrain_mask, bool) or not isinstance(pretrain_mask, (int, float)) or not 0 < pretrain_mask < 1:
+            raise ValueError(f"fingerprint_mlp: pretrain_mask={pretrain_mask!r} must be a number in (0, 1) "
+                             "(the probability of dropping each input feature from a pretraining view)")
         if isinstance(extra, str) or not all(isinstance(k, str) for k in extra):
             raise ValueError(f"fingerprint_mlp: extra={extra!r} must be a list of names from {', '.join(EXTRA_FINGERPRINTS)}")
         unknown = [k for k in extra if k not in EXTRA_FINGERPRINTS]
@@ -115,6 +134,7 @@ class FingerprintMLP(nn.Module):
         self.width = fingerprint_width(n_bits, self.extra)
         self.featurizer = f"morgan_count/r{radius}/{n_bits}/{FEATURIZER_VERSION}" + "".join(f"+{k}" for k in self.extra)
         self.return_states = False
+        self.pretrain_epochs, self.pretrain_mask = pretrain_epochs, float(pretrain_mask)
 
         self.hidden = mlp_blocks(self.width, hidden_dim, layers, dropout)
         self.out = nn.Linear(hidden_dim, embed_dim)
@@ -136,3 +156,46 @@ class FingerprintMLP(nn.Module):
         h = self.hidden(torch.log1p(fp.to(self.out.weight.dtype)))
         embedding = self.out(h)
         return with_single_state(embedding, h, self.return_states)
+
+    def pretrain(self, batches: Callable[[Sequence[int]], Any], count: int, *, seed: int,
+                 device: torch.device | str = "cpu", log: Callable[[str], None] = print) -> dict[str, Any] | None:
+        """Self-supervised pretraining on ``count`` molecules without descriptions (see the module
+        docstring); ``batches(positions)`` gives the featurized batch of those molecules (positions in
+        ``range(count)``). Seeded by ``seed``; the global random state is left as it was. Returns a
+        record for the results (``None`` when ``pretrain_epochs`` is 0: nothing happens)."""
+        import torch.nn.functional as F
+
+        if self.pretrain_epochs == 0:
+            return None
+        if count < 2:
+            raise ValueError(f"fingerprint_mlp: pretraining needs at least 2 molecules, got {count}")
+        optimizer = torch.optim.AdamW(self.parameters(), lr=PRETRAIN_LR, weight_decay=0.01)
+        generator = torch.Generator().manual_seed(seed)
+        losses: list[float] = []
+        was_training = self.training
+        self.train()
+        with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+            torch.manual_seed(seed)  # dropout inside the encoder
+            for epoch in range(self.pretrain_epochs):
+                order = torch.randperm(count, generator=generator).tolist()
+                total, steps = 0.0, 0
+                for start in range(0, count - 1, PRETRAIN_BATCH):
+                    chunk = order[start:start + PRETRAIN_BATCH]
+                    if len(chunk) < 2:
+                        continue
+                    counts = torch.log1p(batches(chunk).fp.to(device=device, dtype=self.out.weight.dtype))
+                    views = [counts * (torch.rand(counts.shape, generator=generator) >= self.pretrain_mask).to(counts)
+                             for _ in range(2)]
+                    a, b = (F.normalize(self.out(self.hidden(v)), dim=-1) for v in views)
+                    logits = a @ b.T / PRETRAIN_TEMPERATURE
+                    target = torch.arange(len(chunk), device=logits.device)
+                    loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total, steps = total + float(loss.detach()), steps + 1
+                losses.append(total / max(steps, 1))
+                log(f"fingerprint_mlp: pretraining epoch {epoch + 1}/{self.pretrain_epochs} on {count} molecules "
+                    f"loss={losses[-1]:.4f}")
+        self.train(was_training)
+        return {"molecules": count, "epochs": self.pretrain_epochs, "mask": self.pretrain_mask, "loss": losses}
