@@ -27,6 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"molzoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    _add_registry_commands(sub)
+    _add_run_command(sub)
+    _add_results_commands(sub)
+    _add_grid_commands(sub)
+    _add_library_commands(sub)
+    return parser
+
+
+def _add_registry_commands(sub) -> None:
+    """list, plugins, show: what is registered and what a composition resolves to."""
     p = sub.add_parser("list", help="list registered components")
     p.add_argument("kind", nargs="?", help="text_encoder, molecule_encoder, aligner, loss, composition or task")
     p.add_argument("pattern", nargs="?", help="wildcard filter on names, e.g. 'graph*'")
@@ -39,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="composition name or spec .toml file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+
+def _add_run_command(sub) -> None:
+    """run: train and evaluate one composition."""
     p = sub.add_parser("run", help="train and evaluate a composition, write results JSON")
     p.add_argument("name", help="composition name (e.g. aman) or spec .toml file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -50,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint/results in the run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+
+def _add_results_commands(sub) -> None:
+    """eval, report, leaderboard: use finished runs and their results files."""
     p = sub.add_parser("eval", help="evaluate a finished run's best checkpoint without retraining")
     p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
     p.add_argument("--split", default="test", help="test (default) or heldout")
@@ -86,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="also write a bar chart of the --sort metric with std error bars")
     p.add_argument("--strict", action="store_true", help="an unreadable results file found in a folder is an error, not a warning")
 
+
+def _add_grid_commands(sub) -> None:
+    """ablate, sweep: train many runs over seeds and compare them."""
     p = sub.add_parser("ablate", help="train a grid of variants over seeds and compare each with the reference")
     p.add_argument("name", help="composition name or spec .toml file (the reference)")
     p.add_argument("--vary", dest="varies", action="append", required=True, metavar="KEY=A,B",
@@ -115,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component")
     p.add_argument("--no-progress", action="store_true")
 
+
+def _add_library_commands(sub) -> None:
+    """search, index: query finished runs, embed molecule libraries."""
     p = sub.add_parser("search", help="find molecules for a description, or descriptions for a molecule, with a finished run")
     p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
     p.add_argument("query", nargs="?", help="a description: prints the closest molecules")
@@ -141,7 +163,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="discard an unfinished or finished build in the output folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (auto: worker i uses cuda:i when GPUs are present)")
     p.add_argument("--no-progress", action="store_true")
-    return parser
 
 
 def cmd_list(args) -> int:
