@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "RESULTS_FILE",
     "RESULTS_SCHEMA_VERSION",
     "REQUIRED_KEYS",
     "git_revision",
@@ -31,6 +32,9 @@ __all__ = [
     "read_results",
 ]
 
+#: A finished run's results file in its run folder (zoo.runs lays the folder out; this layer, which may not
+#: import zoo.runs, owns the name because it reads and writes the file and finds them for leaderboards).
+RESULTS_FILE = "results.json"
 RESULTS_SCHEMA_VERSION = "1"
 
 REQUIRED_KEYS: tuple[str, ...] = (

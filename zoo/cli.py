@@ -14,6 +14,9 @@ from typing import Sequence
 
 from zoo import DEBUG_ENV, __version__, debug_enabled
 from zoo.errors import OutputPathError, PluginLoadWarning, RunError, ZooError
+from zoo.runs import CHECKPOINT_DIR, RESULTS_FILE, eval_path
+
+RUN_HELP = f"run folder (holds {RESULTS_FILE} and {CHECKPOINT_DIR}/)"
 
 KIND_ALIASES = {
     "text_encoders": "text_encoder", "text": "text_encoder",
@@ -67,7 +70,7 @@ def _add_run_command(sub) -> None:
 def _add_results_commands(sub) -> None:
     """eval, report, leaderboard: use finished runs and their results files."""
     p = sub.add_parser("eval", help="evaluate a finished run's best checkpoint without retraining")
-    p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--split", default="test", help="test (default) or heldout")
     p.add_argument("--gallery", dest="galleries", action="append", metavar="G",
                    help="all, test or inbatch:N (repeatable; default: all and test)")
@@ -76,13 +79,13 @@ def _add_results_commands(sub) -> None:
     p.add_argument("--save-embeddings", metavar="DIR", help="write query/candidate embeddings with CIDs as .npz")
     p.add_argument("--bf16", action="store_true",
                    help="embed molecules under bf16 autocast on the CPU too (~2x faster with AMX; always on CUDA)")
-    p.add_argument("--out", help="results file (default RUN/eval-SPLIT.json)")
+    p.add_argument("--out", help=f"results file (default {eval_path('RUN', 'SPLIT')})")
     p.add_argument("--allow-other-data", action="store_true",
                    help="evaluate on data other than the run's training data (refused by default; the results say so)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("report", help="write one self-contained HTML report about finished runs")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (each holds results.json and checkpoint/)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help=f"run folders (each holds {RESULTS_FILE} and {CHECKPOINT_DIR}/)")
     p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
     p.add_argument("--samples", type=int, default=8, help="test descriptions to show with their top-5 molecules (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the description sample (default 0)")
@@ -92,7 +95,7 @@ def _add_results_commands(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("leaderboard", help="rank finished runs: one table per protocol, mean ± std over seeds")
-    p.add_argument("paths", nargs="*", default=["runs"], metavar="PATH", help="results files or folders searched for results.json (default runs/)")
+    p.add_argument("paths", nargs="*", default=["runs"], metavar="PATH", help=f"results files or folders searched for {RESULTS_FILE} (default runs/)")
     p.add_argument("--gallery", help="only this candidate pool: all, test or inbatch:N (default: a table per gallery)")
     p.add_argument("--filter", dest="filters", action="append", default=[], metavar="KEY=VALUE",
                    help="keep runs whose slot or spec option matches, e.g. loss=infonce, loss.margin=0.2 (KEY!=VALUE excludes; repeatable)")
@@ -138,7 +141,7 @@ def _add_grid_commands(sub) -> None:
 def _add_library_commands(sub) -> None:
     """search, index: query finished runs, embed molecule libraries."""
     p = sub.add_parser("search", help="find molecules for a description, or descriptions for a molecule, with a finished run")
-    p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("query", nargs="?", help="a description: prints the closest molecules")
     p.add_argument("--smiles", help="a molecule: prints the closest descriptions (with --index: the closest library molecules)")
     p.add_argument("--queries", metavar="FILE", help="one description per line; prints each result and p50/p99 latencies")
@@ -151,7 +154,7 @@ def _add_library_commands(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("index", help="embed a molecule library with a finished run into a FAISS index for `zoo search`")
-    p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--molecules", required=True, metavar="FILE", help="SMILES file (.smi/.txt), table with a SMILES column (.tsv/.csv) or .sdf; .gz ok")
     p.add_argument("--out", help="index folder (default RUN/indexes/<file name without extensions>: library.smi -> RUN/indexes/library)")
     p.add_argument("--index-type", default="auto", help="auto (exact up to 200,000 molecules, ivf-sq8 above), flat, ivf-sq8, ivf-pq or hnsw")
