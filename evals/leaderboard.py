@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from zoo.errors import LeaderboardError
 from zoo.evals.ranking import TIE_POLICY
-from zoo.evals.results import RESULTS_FILE
+from zoo.evals.results import RESULTS_FILE, is_ensemble
 from zoo.registry.catalog import did_you_mean
 
 __all__ = [
@@ -114,7 +114,11 @@ def flatten_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """``{"loss": {"name": "triplet", "margin": 0.2}, "train": {...}}`` -> ``{"loss": "triplet", "loss.margin": 0.2, "train.epochs": ...}``."""
     flat: dict[str, Any] = {}
     for key, value in spec.items():
-        if isinstance(value, Mapping):
+        if key == "scorers" and isinstance(value, list):  # fused scorers: their names, and options per scorer
+            scorers = [s for s in value if isinstance(s, Mapping)]
+            flat[key] = [str(s.get("name")) for s in scorers]
+            flat.update({f"{key}.{s.get('name')}.{k}": v for s in scorers for k, v in s.items() if k != "name"})
+        elif isinstance(value, Mapping):
             for sub, item in value.items():
                 flat[key if sub == "name" and key in SLOTS else f"{key}.{sub}"] = item
         else:
@@ -190,6 +194,7 @@ class RunRecord:
     flat_spec: Mapping[str, Any] = field(repr=False)  # seedless, flattened, plus how the run behaved (``ran.*``)
     created_at: str
     capped: bool = False  # training was cut by its time budget, not by its schedule or early stopping
+    ensemble: bool = False  # written by `zoo ensemble`: named by its members, compared on its own keys
 
     @classmethod
     def from_results(cls, results: Mapping[str, Any], source: str) -> "RunRecord":
@@ -217,6 +222,9 @@ class RunRecord:
         seed = seeds.get("seed", train.get("seed"))
         behaviour = run_behaviour(results)
         training = results.get("training") if isinstance(results.get("training"), Mapping) else {}
+        ensemble = is_ensemble(results)
+        flat = _ensemble_keys(spec) if ensemble else \
+            {**flatten_spec(_seedless(spec)), **{f"ran.{k}": v for k, v in behaviour.items()}}
         return cls(
             source=source,
             results=results,
@@ -224,9 +232,10 @@ class RunRecord:
             seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
             composition=str(spec.get("name", "?")),
             components=components,
-            flat_spec={**flatten_spec(_seedless(spec)), **{f"ran.{k}": v for k, v in behaviour.items()}},
+            flat_spec=flat,
             created_at=str(results.get("created_at", "")),
             capped=str(training.get("stop_reason", "")).startswith(CAPPED_STOP),
+            ensemble=ensemble,
         )
 
     def protocol_key(self, gallery: str) -> ProtocolKey:
@@ -240,6 +249,15 @@ class RunRecord:
         ties = TIE_POLICY if task.get("tie_policy") == TIE_POLICY else OLD_TIE_RULE
         return ProtocolKey(task=str(task.get("name", "?")), protocol=str(task.get("protocol", "unknown")),
                            split=str(task.get("split", "?")), gallery=gallery, data=data, ties=ties)
+
+
+def _ensemble_keys(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What tells ensembles apart: their members (``composition@config``, ``/sSEED`` where members' seeds differ)
+    and scorers; an ensemble's common seed (``train.seed``) is a seed like a run's."""
+    members = [f"{m.get('composition')}@{m.get('config_hash')}" + (f"/s{m['seed']}" if "seed" in m else "")
+               for m in spec.get("members", []) if isinstance(m, Mapping)]
+    scorers = [str(s.get("label", s.get("scorer"))) for s in spec.get("scorers", []) if isinstance(s, Mapping)]
+    return {"ensemble.members": members, "ensemble.scorers": scorers}
 
 
 def find_results(paths: Sequence[str | Path] = ("runs",)) -> tuple[list[Path], set[Path]]:
@@ -520,7 +538,9 @@ def build_leaderboard(
     for key in sorted(groups, key=lambda k: (k.ties != TIE_POLICY, k.task, k.protocol, k.split, k.gallery != "all",
                                              k.gallery, k.data)):
         configs = groups[key]
-        varying = _varying_keys([next(iter(c.values())) for c in configs.values()])
+        firsts = [next(iter(c.values())) for c in configs.values()]
+        # runs and ensembles have different keys: what varies is compared within each kind
+        varying = [*_varying_keys([r for r in firsts if not r.ensemble]), *_varying_keys([r for r in firsts if r.ensemble])]
         rows = [row for config_hash, by_seed in configs.items()
                 if (row := _row(key, config_hash, by_seed, varying, directions)) is not None]
         if rows:

@@ -24,6 +24,8 @@ from typing import Any
 __all__ = [
     "RESULTS_FILE",
     "RESULTS_SCHEMA_VERSION",
+    "ENSEMBLE_SPEC_FORMAT",
+    "is_ensemble",
     "REQUIRED_KEYS",
     "git_revision",
     "environment_info",
@@ -36,6 +38,14 @@ __all__ = [
 #: import zoo.runs, owns the name because it reads and writes the file and finds them for leaderboards).
 RESULTS_FILE = "results.json"
 RESULTS_SCHEMA_VERSION = "1"
+#: ``spec.format`` of a results file written by ``zoo ensemble`` (its spec lists member runs and scorers)
+ENSEMBLE_SPEC_FORMAT = "molzoo.ensemble/1"
+
+
+def is_ensemble(results: Any) -> bool:
+    """Whether ``results`` were written by ``zoo ensemble`` (fused member runs, no checkpoint of its own)."""
+    spec = results.get("spec") if isinstance(results, dict) else None
+    return isinstance(spec, dict) and spec.get("format") == ENSEMBLE_SPEC_FORMAT
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "schema_version",

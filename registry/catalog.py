@@ -22,12 +22,14 @@ KINDS: dict[str, str] = {
     "loss": "register_losses",
     "composition": "register_compositions",
     "task": "register_tasks",
+    "scorer": "register_scorers",
 }
 
 
-#: Kinds whose factory is called as ``factory(embed_dim=..., **options)``: their options are the keyword
-#: parameters with defaults of the factory's signature unless the registration states ``config``.
-COMPONENT_KINDS = ("text_encoder", "molecule_encoder", "aligner", "loss")
+#: Kinds whose options are the keyword parameters with defaults of the factory's signature, unless the
+#: registration states ``config``: encoders, aligners and losses (``factory(embed_dim=..., **options)``)
+#: and scorers (``factory(**options)``).
+COMPONENT_KINDS = ("text_encoder", "molecule_encoder", "aligner", "loss", "scorer")
 
 #: Factory arguments the assembly passes itself (never spec options).
 CONTEXT_ARGUMENTS = frozenset({"embed_dim"})

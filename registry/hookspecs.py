@@ -22,11 +22,12 @@ entry point names) holding ``@hookimpl`` functions. Every hook receives one argu
     option takes its default's type (``1`` for a float option is ``1.0``; a tuple default makes a
     list option).
 
-Factory arguments (every kind except compositions and tasks): ``factory(embed_dim=<the spec's
-embed_dim>, **options)`` where ``options`` are the defaults overlaid with the spec's settings. A
-``ValueError``/``TypeError`` raised there becomes a one-line error naming the slot and component:
-check options first (:func:`zoo.api.check_ints`, :func:`zoo.api.check_dropout`). The returned
-object is a ``torch.nn.Module`` implementing the kind's protocol from :mod:`zoo.api`. Example::
+Factory arguments (text and molecule encoders, aligners, losses): ``factory(embed_dim=<the spec's
+embed_dim>, **options)`` where ``options`` are the defaults overlaid with the spec's settings
+(scorers: ``factory(**options)``; compositions and tasks: no arguments). A ``ValueError``/``TypeError``
+raised there becomes a one-line error naming the slot and component: check options first
+(:func:`zoo.api.check_ints`, :func:`zoo.api.check_dropout`). The returned object is a
+``torch.nn.Module`` implementing the kind's protocol from :mod:`zoo.api`. Example::
 
     from zoo.api import hookimpl
 
@@ -201,4 +202,38 @@ def register_tasks(register):
         def register_tasks(register):
             register("chebi20", "zoo.data:ChEBI20Task", description="ChEBI-20 retrieval",
                      config={"holdout_fraction": 0.1, "holdout_seed": 0})
+    """
+
+
+@hookspec
+def register_scorers(register):
+    """Register scorers (``[[scorers]]`` of a composition; ``zoo ensemble --scorer NAME``).
+
+    A scorer scores descriptions against molecules beside a model's learned cosine similarity
+    (structure match, lexical match, another run). Factory arguments: ``factory(**options)``, the
+    options of its signature overlaid with the spec's (no ``embed_dim``); it returns an object
+    implementing :class:`zoo.api.Scorer`:
+
+    - ``prepare_texts(texts) -> rows`` and ``prepare_molecules(smiles) -> rows``: one row per input
+      (numpy array, tensor or list), computed once per gallery;
+    - ``score(text_rows, molecule_rows) -> np.ndarray [T, M]``: higher is a better match, any scale
+      (fusion z-scores each query's scores over the gallery, :mod:`zoo.fusion`).
+
+    Fusion weights are fitted on the held-out pairs only. Built-ins: ``structure_match`` (chemical
+    names in the description parsed by OPSIN, max Tanimoto to the candidate) and ``run`` (another
+    finished run's learned cosine similarity). Cache keys: none required (rows are prepared once per
+    gallery in memory; a scorer that caches on disk keys by :func:`zoo.api.content_hash` of its options
+    and inputs). Example::
+
+        @hookimpl
+        def register_scorers(register):
+            register("formula_match", "my_package.scorers:FormulaMatch",
+                     description="molecular formula named in the text vs the candidate's")
+
+        # my_package/scorers.py: option strict (default False)
+        class FormulaMatch:
+            def __init__(self, strict: bool = False): ...
+            def prepare_texts(self, texts): ...                     # -> one row per text
+            def prepare_molecules(self, smiles): ...                # -> one row per molecule
+            def score(self, text_rows, molecule_rows): ...          # -> np.ndarray [T, M]
     """

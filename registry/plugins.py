@@ -28,6 +28,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "zoo.plugins.loss",
     "zoo.plugins.compositions",
     "zoo.plugins.tasks",
+    "zoo.plugins.scorers",
 )
 
 #: Names the built-in plugins had before ``plugins/`` was grouped by kind; still accepted in
@@ -38,7 +39,7 @@ FORMER_BUILTIN_NAMES: dict[str, str] = {
 
 #: Comma-separated plugin names that are not loaded (like pytest's ``-p no:NAME``): entry-point
 #: names, or built-in ones, in full (``zoo.plugins.text``) or short (``text``, ``molecule``, ``align``,
-#: ``loss``, ``compositions``, ``tasks``).
+#: ``loss``, ``compositions``, ``tasks``, ``scorers``).
 DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
 #: If set, only these entry-point plugins load (built-ins always load unless disabled).
 ALLOW_ENV = "ZOO_PLUGINS"

@@ -21,6 +21,7 @@ BUILTIN_PLUGINS = {
     "zoo.plugins.loss": "register_losses",
     "zoo.plugins.compositions": "register_compositions",
     "zoo.plugins.tasks": "register_tasks",
+    "zoo.plugins.scorers": "register_scorers",
 }
 
 

@@ -14,10 +14,12 @@ from zoo.spec import load_spec
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 
-#: ``CompositionSpec.hash()`` of the shipped compositions, computed on main 4a5bc7c (before options were
-#: read from signatures): moving the defaults must not change a resolved spec.
+#: ``CompositionSpec.hash()`` of the shipped compositions, computed on main 4a5bc7c / 3d81066 (before options
+#: were read from signatures): moving the defaults must not change a resolved spec.
 SHIPPED_HASHES = {
     "aman": "ad2414de1ad9",
+    "best": "df63940d6245",
+    "tfidf_names": "df63940d6245",
     "gt_infonce": "7e8ec57c513d",
     "text2mol_attention": "50af666371c5",
     "text2mol_gcn": "980bcde7cd14",
@@ -32,7 +34,7 @@ def test_shipped_composition_hashes_are_unchanged():
 
 def test_builtin_registrations_do_not_repeat_defaults():
     """No ``config=`` in a built-in component registration: the signature is the one statement."""
-    for kind_dir in ("text", "molecule", "align", "loss"):
+    for kind_dir in ("text", "molecule", "align", "loss", "scorers"):
         tree = ast.parse((PLUGINS / kind_dir / "__init__.py").read_text())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "register"]
         assert calls, kind_dir

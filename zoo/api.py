@@ -38,6 +38,10 @@ The featurized-batch contract (molecule encoders)
       change it whenever ``featurize``'s output changes, or stale cached features are reused and
       old checkpoints load against new features. Encoders sharing one featurization share one key.
 
+Scorers (``register_scorers``) implement :class:`Scorer`: ``prepare_texts``/``prepare_molecules``
+once per gallery, then ``score(text_rows, molecule_rows) -> [T, M]``; :mod:`zoo.fusion` z-scores
+and fuses them with the learned similarity, with weights fitted on the held-out pairs.
+
 Text encoders return :class:`Encoded` from ``forward(prepare(texts))``; a frozen backbone may
 cache its outputs under :func:`cache_root`, keyed by :func:`content_hash` of everything they
 depend on, written with :func:`atomic_save_tensors`.
@@ -66,14 +70,14 @@ from zoo.errors import (
     ZooError,
     ZooWarning,
 )
-from zoo.protocols import Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, RetrievalLoss, TextEncoder
+from zoo.protocols import Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, RetrievalLoss, Scorer, TextEncoder
 from zoo.registry.catalog import options_of, passes_options_to
 from zoo.registry.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from zoo.featurize import (ATOM_FEATURE_DIM, ATOM_STEREO_COLUMNS, BOND_FEATURE_DIM, BOND_STEREO_COLUMNS,
                                FEATURIZER_NAME, FEATURIZER_VERSION, clean_smiles, featurize, parse_smiles)
-    from zoo.chemnames import description_structures, morgan_count_matrix, structure_match_scores
+    from zoo.chemnames import candidate_bits, description_structures, morgan_count_matrix, structure_match_scores
     from zoo.layers import Dropout, mlp_blocks, with_single_state
 
 #: Loaded on first access (numpy + RDKit, torch): ``from zoo.api import parse_smiles`` works as usual.
@@ -81,13 +85,13 @@ _FEATURIZE = ("ATOM_FEATURE_DIM", "BOND_FEATURE_DIM", "ATOM_STEREO_COLUMNS", "BO
               "FEATURIZER_NAME", "FEATURIZER_VERSION", "clean_smiles", "featurize", "parse_smiles")
 _LAYERS = ("Dropout", "mlp_blocks", "with_single_state")
 #: chemical names in descriptions, parsed by OPSIN (see zoo.chemnames)
-_CHEMNAMES = ("description_structures", "morgan_count_matrix", "structure_match_scores")
+_CHEMNAMES = ("candidate_bits", "description_structures", "morgan_count_matrix", "structure_match_scores")
 
 __all__ = [
     # registration (options stated once, in the factory's signature)
     "hookimpl", "options_of", "passes_options_to",
     # component contracts
-    "Encoded", "Aligned", "TextEncoder", "MoleculeEncoder", "Aligner", "RetrievalLoss", "Fittable",
+    "Encoded", "Aligned", "TextEncoder", "MoleculeEncoder", "Aligner", "RetrievalLoss", "Fittable", "Scorer",
     # featurization (rdkit_graph) and SMILES parsing
     *_FEATURIZE,
     # caches and atomic writes

@@ -22,6 +22,7 @@ KIND_ALIASES = {
     "text_encoders": "text_encoder", "text": "text_encoder",
     "molecule_encoders": "molecule_encoder", "molecule": "molecule_encoder",
     "aligners": "aligner", "losses": "loss", "compositions": "composition", "tasks": "task",
+    "scorers": "scorer",
 }
 
 
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 def _add_registry_commands(sub) -> None:
     """list, plugins, show: what is registered and what a composition resolves to."""
     p = sub.add_parser("list", help="list registered components")
-    p.add_argument("kind", nargs="?", help="text_encoder, molecule_encoder, aligner, loss, composition or task")
+    p.add_argument("kind", nargs="?", help="text_encoder, molecule_encoder, aligner, loss, composition, task or scorer")
     p.add_argument("pattern", nargs="?", help="wildcard filter on names, e.g. 'graph*'")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -152,6 +153,15 @@ def _add_library_commands(sub) -> None:
     p.add_argument("--data-dir", help="ChEBI-20 folder for the first gallery search (else $ZOO_DATA_DIR, else the user cache)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("ensemble", help="fuse finished runs (and scorers) with weights fitted on the held-out pairs; writes a results folder")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders of one task and data")
+    p.add_argument("--scorer", dest="scorers", action="append", default=[], metavar="NAME",
+                   help="also fuse this registered scorer, e.g. structure_match (repeatable; `zoo list scorer`)")
+    p.add_argument("--out", help="ensemble folder (default runs/ensemble-HASH)")
+    p.add_argument("--fresh", action="store_true", help="redo a finished ensemble in --out")
+    p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
     p = sub.add_parser("index", help="embed a molecule library with a finished run into a FAISS index for `zoo search`")
     p.add_argument("run", help=RUN_HELP)
@@ -344,7 +354,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from zoo.search import Searcher, check_query, format_result, latency_summary, read_queries
+    from zoo.fusion import open_searcher
+    from zoo.search import check_query, format_result, latency_summary, read_queries
 
     given = [x for x in (args.query, args.smiles, args.queries) if x is not None]
     if len(given) != 1:
@@ -356,7 +367,7 @@ def cmd_search(args) -> int:
     if args.nprobe is not None and args.nprobe < 1:
         raise RunError(f"--nprobe must be at least 1 (got {args.nprobe})")
     queries = read_queries(args.queries) if args.queries else None
-    searcher = Searcher(args.run, index=args.index, data_dir=args.data_dir, device=args.device, nprobe=args.nprobe,
+    searcher = open_searcher(args.run, index=args.index, data_dir=args.data_dir, device=args.device, nprobe=args.nprobe,
                         progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr, flush=True))
     if queries is None:
         result = searcher.smiles(args.smiles, args.k) if args.smiles is not None else searcher.text(args.query, args.k)
@@ -373,6 +384,14 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from zoo.fusion import build_ensemble
+
+    build_ensemble(args.runs, args.scorers, out=args.out, fresh=args.fresh, data_dir=args.data_dir, device=args.device,
+                   log=lambda m: print(m, flush=True))
+    return 0
+
+
 def cmd_index(args) -> int:
     from zoo.library import build_index
 
@@ -385,7 +404,7 @@ def cmd_index(args) -> int:
 
 COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "show": cmd_show, "run": cmd_run, "eval": cmd_eval,
             "report": cmd_report, "leaderboard": cmd_leaderboard, "ablate": cmd_ablate, "sweep": cmd_sweep, "search": cmd_search,
-            "index": cmd_index}
+            "index": cmd_index, "ensemble": cmd_ensemble}
 
 
 class Terminated(KeyboardInterrupt):

@@ -43,6 +43,15 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     bad = [g for g in galleries if not task.valid_gallery(g)]
     if bad or not galleries:
         raise RunError(f"--gallery {bad or []}: choose from {', '.join(task.galleries)}, inbatch:N")
+    from zoo import fusion
+
+    recorded = runs.load_run(run_dir)
+    if fusion.is_ensemble(recorded):  # no model of its own: its members, fused with the recorded weights
+        if save_embeddings:
+            raise RunError(f"--save-embeddings: {run_dir} is an ensemble (fused scores, no embeddings of its own); "
+                           "evaluate its member runs for their embeddings")
+        return fusion.evaluate_ensemble(run_dir, recorded, split=split, galleries=galleries, data_dir=data_dir, device=device,
+                                        out=out, log=log)
     trained = runs.load_trained_run(run_dir, device)
     previous, spec, model, dev = trained.results, trained.spec, trained.model, trained.device
     data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction, holdout_seed=previous["seeds"].get("holdout_seed", 0))
@@ -61,6 +70,13 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     scores, counts, embeddings = evaluate_pairs(model, pairs, data, g.graphs, g.mol_index, g.text_items, g.text_index, list(galleries),
                                                 spec.train.eval_batch_size, spec.eval.chunk_size, dev, progress=progress,
                                                 log=log, label=split, cpu_bf16=bf16)
+    fused: dict = {}
+    if fusion.is_fused(previous):  # a composition with scorers: fused with the weights its run fitted
+        learned = fusion.learned_member(model, g, dev, spec.train.eval_batch_size)
+        members, weights = fusion.recorded_members(run_dir, previous, device, learned=learned)
+        fused = {"fusion": previous["fusion"], "learned_scores": scores}
+        scores, counts = fusion.evaluate_fused(fusion.GalleryScores(members, data, log), pairs, list(galleries), weights,
+                                               log=log, label=split)
     if save_embeddings:
         folder = Path(save_embeddings)
         for gallery, arrays in embeddings.items():
@@ -79,7 +95,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
         scores=scores, timings={"total_s": time.time() - started}, seeds=previous["seeds"],
         notes=notes,
         extra={"evaluated_run": str(run_dir), "checkpoint": str(checkpoint),
-               "molecule_precision": "bf16" if bf16 or dev.type == "cuda" else "fp32"},
+               "molecule_precision": "bf16" if bf16 or dev.type == "cuda" else "fp32", **fused},
     )
     path = Path(out) if out else runs.eval_path(run_dir, split)
     write_results(path, results)

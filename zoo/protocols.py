@@ -99,3 +99,25 @@ class Fittable(Protocol):
     def fitted_state(self) -> dict[str, "torch.Tensor"]: ...
 
     def load_fitted_state(self, state: dict[str, "torch.Tensor"]) -> None: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores descriptions against molecules, beside (or instead of) a model's learned cosine similarity.
+
+    A scorer works in two steps, so that each side is prepared once and scored in chunks:
+    ``prepare_texts(texts)`` and ``prepare_molecules(smiles)`` return one row per input (a numpy
+    array, a tensor or a list: anything indexed by a list of row numbers, ``rows[[3, 1]]``, or a
+    list); ``score(texts, molecules)`` takes such rows and returns a ``[len(texts), len(molecules)]``
+    numpy float array, higher meaning a better match. Scores need no common scale: fusion
+    (:mod:`zoo.fusion`) z-scores them per query over the gallery.
+
+    Optionally, ``prepare_gallery(data) -> (texts, molecules)`` prepares a task's whole gallery
+    (``data.descriptions`` and ``data.gallery``) at once, e.g. from an on-disk cache.
+    """
+
+    def prepare_texts(self, texts: Sequence[str]) -> Any: ...
+
+    def prepare_molecules(self, smiles: Sequence[str]) -> Any: ...
+
+    def score(self, texts: Any, molecules: Any) -> Any: ...

@@ -102,12 +102,22 @@ def score_queries(queries: "torch.Tensor", candidates: "torch.Tensor", true_inde
     candidates. Returns numpy arrays and the ranks."""
     import torch
 
+    cand = candidates.to(device=device, dtype=torch.float32)
+    return score_rows(lambda start, stop: queries[start:stop].to(device=device, dtype=torch.float32) @ cand.T,
+                      len(queries), true_index, k, chunk_size, device)
+
+
+def score_rows(score_chunk: Callable[[int, int], "torch.Tensor"], n_queries: int, true_index: "torch.Tensor", k: int,
+               chunk_size: int, device: "torch.device"):
+    """:func:`score_queries` for any scores: ``score_chunk(start, stop)`` gives queries ``start:stop``'s scores
+    against every candidate (cosine similarities, or a fused run's fused scores)."""
+    import torch
+
     from zoo.evals.ranking import Ranks, count_above_and_tied
 
-    cand = candidates.to(device=device, dtype=torch.float32)
     true_scores, best_other, greater, tied, top_scores, top_index = [], [], [], [], [], []
-    for start in range(0, len(queries), chunk_size):
-        scores = queries[start : start + chunk_size].to(device=device, dtype=torch.float32) @ cand.T
+    for start in range(0, n_queries, chunk_size):
+        scores = score_chunk(start, start + chunk_size).to(device=device, dtype=torch.float32)
         true = true_index[start : start + chunk_size].to(device)[:, None]
         true_score = scores.gather(1, true)
         above, ties = count_above_and_tied(scores, true_score)
@@ -121,6 +131,39 @@ def score_queries(queries: "torch.Tensor", candidates: "torch.Tensor", true_inde
     ranks = Ranks(torch.cat(greater).cpu(), torch.cat(tied).cpu())
     arrays = tuple(torch.cat(parts).cpu().numpy() for parts in (true_scores, best_other, top_scores, top_index))
     return (*arrays[:2], ranks, *arrays[2:])
+
+
+def retrieve_fused(run_dir: Path, label: str, results: dict, data: "ChEBI20", samples: Sequence[int], gallery: str,
+                   device: str) -> "RunRetrieval":
+    """:func:`retrieve` for a fused folder (scorers or an ensemble): its fused scores with the recorded weights."""
+    import torch
+
+    from zoo.fusion import CHUNK, load_fused
+
+    fused = load_fused(run_dir, device=device, log=lambda _m: None, data=data)
+    g = fused.gallery
+    candidates = list(range(len(data.gallery))) if gallery == "all" else [g.mol_index[p.cid] for p in data.test]
+    if len(candidates) < 2:
+        raise RunError(f"gallery {gallery!r} holds {len(candidates)} molecule(s): a report needs at least 2")
+    rows = [g.text_index[p.cid] for p in data.test]
+    position = {data.gallery[i].cid: j for j, i in enumerate(candidates)}
+    true_index = torch.tensor([position[p.cid] for p in data.test])
+    chosen = None if gallery == "all" else candidates
+    true_scores, best_other, ranks, top_scores, top_index = score_rows(
+        lambda start, stop: torch.from_numpy(g.fused("text_to_molecule", rows[start:stop], chosen, fused.weights)),
+        len(rows), true_index, min(TOP_K, len(candidates)), CHUNK, torch.device("cpu"))
+    return _retrieval(label, run_dir, results, data, candidates, samples, true_index, true_scores, best_other, ranks,
+                      top_scores, top_index)
+
+
+def _retrieval(label, run_dir, results, data, candidates, samples, true_index, true_scores, best_other, ranks, top_scores,
+               top_index) -> "RunRetrieval":
+    sampled = []
+    for q in samples:
+        hits = [Hit(data.gallery[candidates[j]].cid, data.gallery[candidates[j]].smiles, float(s), int(j) == int(true_index[q]))
+                for j, s in zip(top_index[q], top_scores[q])]
+        sampled.append(SampleRetrieval(float(ranks.expected[q]), int(ranks.tied[q]), float(true_scores[q]), hits))
+    return RunRetrieval(label, Path(run_dir), results, len(candidates), true_scores, best_other, ranks, sampled)
 
 
 def retrieve(run_dir: Path, label: str, data: "ChEBI20", samples: Sequence[int], gallery: str, device: str,
@@ -145,12 +188,8 @@ def retrieve(run_dir: Path, label: str, data: "ChEBI20", samples: Sequence[int],
     true_index = torch.tensor([position[p.cid] for p in data.test])
     true_scores, best_other, ranks, top_scores, top_index = score_queries(
         queries, mol_emb, true_index, min(TOP_K, len(candidates)), spec.eval.chunk_size, dev)
-    sampled = []
-    for q in samples:
-        hits = [Hit(data.gallery[candidates[j]].cid, data.gallery[candidates[j]].smiles, float(s), int(j) == int(true_index[q]))
-                for j, s in zip(top_index[q], top_scores[q])]
-        sampled.append(SampleRetrieval(float(ranks.expected[q]), int(ranks.tied[q]), float(true_scores[q]), hits))
-    return RunRetrieval(label, Path(run_dir), trained.results, len(candidates), true_scores, best_other, ranks, sampled)
+    return _retrieval(label, run_dir, trained.results, data, candidates, samples, true_index, true_scores, best_other, ranks,
+                      top_scores, top_index)
 
 
 def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html", *, samples: int = 8,
@@ -184,8 +223,11 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
         raise RunError(f"--out {out}: {out.parent} is a file, not a folder")
     resolve_device(device)
     results = [runs.load_run(d) for d in dirs]  # clear error for a missing or unfinished run, before any work
-    for d in dirs:
-        runs.existing_best_checkpoint(d, "the report needs the run's best weights")
+    from zoo.fusion import is_ensemble, is_fused
+
+    for d, result in zip(dirs, results):
+        if not is_ensemble(result):  # an ensemble has no weights of its own: its members' are loaded
+            runs.existing_best_checkpoint(d, "the report needs the run's best weights")
     labels = run_labels(dirs)
     other = [str(d) for d in dirs if runs.recorded_task(d) != task_name]
     if other:
@@ -195,9 +237,11 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
         check_same_data(label, result, data)
     chosen = sample_indices(len(data.test), samples, seed)
     retrievals = []
-    for d, label in zip(dirs, labels):
-        log(f"report: ranking {len(data.test)} test descriptions against gallery {gallery} with {label}")
-        retrievals.append(retrieve(d, label, data, chosen, gallery, device, progress))
+    for d, label, result in zip(dirs, labels, results):
+        log(f"report: ranking {len(data.test)} test descriptions against gallery {gallery} with {label}"
+            + (" (fused scores)" if is_fused(result) else ""))
+        retrievals.append(retrieve_fused(d, label, result, data, chosen, gallery, device) if is_fused(result)
+                          else retrieve(d, label, data, chosen, gallery, device, progress))
     page = render_report(retrievals, [data.test[i] for i in chosen], data, gallery, seed)
     atomic_write_text(out, page)
     log(f"report: {out} ({len(page) / 1e6:.1f} MB, {len(retrievals)} run(s), {len(chosen)} sampled descriptions)")
@@ -361,7 +405,7 @@ descriptions; gallery <code>{_e(gallery)}</code>). Generated {_e(now)} by molzoo
 <h2 id=curves>Training curves</h2>
 {_curves_section(retrievals)}
 <h2 id=scores>Score distribution</h2>
-<p class=meta>For every test description: cosine similarity to its true molecule and to the best-scoring other molecule of the gallery.</p>
+<p class=meta>For every test description: cosine similarity to its true molecule and to the best-scoring other molecule of the gallery (for a run with scorers or an ensemble: its fused score, a weighted sum of per-query z-scores).</p>
 {_scores_section(retrievals, gallery)}
 <h2 id=samples>Retrieved molecules</h2>
 <p class=meta>{len(sampled)} test descriptions sampled with seed {seed}; the true molecule is framed in green.</p>

@@ -32,6 +32,7 @@ from zoo.tasks import get_task
 if TYPE_CHECKING:
     import numpy as np
 
+    from zoo.data import ChEBI20
     from zoo.runs import TrainedRun
 
 GALLERY_FORMAT = "molzoo.search_gallery/2"
@@ -77,9 +78,10 @@ def gallery_key(checkpoint_sha256: str, checksums: dict[str, str]) -> str:
 
 
 def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | None = None, progress: bool = True,
-                log: Callable[[str], None] = print) -> Gallery:
+                log: Callable[[str], None] = print, data: "ChEBI20 | None" = None) -> Gallery:
     """The run's embedded gallery: from ``RUN/search/gallery.npz`` when it was embedded with this
-    checkpoint from the run's training data, else embedded and cached. Other data is refused."""
+    checkpoint from the run's training data, else embedded and cached. Other data is refused.
+    ``data``: the task's data, loaded already (else loaded from ``data_dir`` when the cache misses)."""
     import numpy as np
 
     from zoo.gallery import prepare_gallery
@@ -88,15 +90,18 @@ def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | N
     task = get_task(trained.spec.eval.task)
     trained_on, trained_dir = training_data(trained.results)
     subject, fix = f"run {trained.run_dir}", "pass the run's data folder with --data-dir"
-    if data_dir is not None:  # checked even when the cache answers: the data given must be the run's
+    if data is not None:
+        check_same_data(trained_on, trained_dir, data, subject, fix)
+    elif data_dir is not None:  # checked even when the cache answers: the data given must be the run's
         check_same_data(trained_on, trained_dir, task.data_checksums(data_dir), subject, fix, data_dir)
     cached = Gallery.load(path, gallery_key(checkpoint_sha256, trained_on)) if trained_on else None
     if cached is not None:
         return cached
     model, spec, dev = trained.model, trained.spec, trained.device
-    data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction,
-                        holdout_seed=trained.results.get("seeds", {}).get("holdout_seed", 0))
-    check_same_data(trained_on, trained_dir, data, subject, fix)
+    if data is None:
+        data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction,
+                         holdout_seed=trained.results.get("seeds", {}).get("holdout_seed", 0))
+        check_same_data(trained_on, trained_dir, data, subject, fix)
     key = gallery_key(checkpoint_sha256, data.checksums)
     log(f"embedding the gallery of {trained.run_dir} once: {len(data.gallery):,} molecules, "
         f"{len(data.descriptions):,} descriptions (cached in {path})")

@@ -21,6 +21,11 @@ A slot listed in :data:`COMBINERS` may name several components (``text_encoder =
 "minilm"]``, or ``[[text_encoder]]`` tables with per-part options): it becomes the combining
 component (``name = "combined"``) with those ``parts``, each resolved like a slot.
 
+Optional ``[[scorers]]`` tables (``name`` and options; or ``scorers = ["structure_match"]``) add
+registered scorers (``zoo list scorer``) beside the learned cosine similarity: after training,
+``zoo run`` fuses them (:mod:`zoo.fusion`, weights fitted on the held-out pairs only). A spec
+without scorers writes and hashes exactly as before.
+
 :meth:`CompositionSpec.resolve` fills every component option with its registered default and
 validates names and keys, so two runs are comparable exactly when their resolved specs (and
 hashes) match.
@@ -240,6 +245,26 @@ def _slot_from(slot: str, raw: Any, where: str) -> SlotSpec:
     return SlotSpec(name, options)
 
 
+def _scorers_from(raw: Any, where: str) -> tuple[SlotSpec, ...]:
+    """``scorers``: a list of scorer names or ``[[scorers]]`` tables (``name`` plus options)."""
+    if isinstance(raw, (str, Mapping)):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)):
+        raise SpecError(f"{where}: scorers must be a list of scorer names or [[scorers]] tables, got {_short(raw)}")
+    out = []
+    for i, item in enumerate(raw):
+        if isinstance(item, SlotSpec):
+            out.append(item)
+            continue
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            raise SpecError(f"{where}: [[scorers]] {i} needs a scorer name, e.g. name = \"structure_match\" (see `zoo list scorer`)")
+        options = dict(item)
+        out.append(SlotSpec(options.pop("name"), options))
+    return tuple(out)
+
+
 def _config_from(cls: type, data: Mapping[str, Any], where: str):
     known = {f.name: f for f in fields(cls)}
     unknown = [k for k in data if k not in known]
@@ -293,13 +318,14 @@ class CompositionSpec:
     embed_dim: int = 256
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    scorers: tuple[SlotSpec, ...] = ()  # fused with the learned similarity after training (zoo.fusion)
 
     # -- reading ---------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "spec") -> "CompositionSpec":
         _check_nesting(data, source)
         data = dict(data)
-        allowed = {"name", "description", "embed_dim", "train", "eval", *SLOTS}
+        allowed = {"name", "description", "embed_dim", "train", "eval", "scorers", *SLOTS}
         unknown = [k for k in data if k not in allowed]
         if unknown:
             hints = "".join(did_you_mean(k, sorted(allowed)) for k in unknown)
@@ -320,6 +346,7 @@ class CompositionSpec:
             embed_dim=embed_dim,
             train=_config_from(TrainConfig, data.get("train", {}), "train"),
             eval=_config_from(EvalConfig, data.get("eval", {}), "eval"),
+            scorers=_scorers_from(data.get("scorers", ()), source),
             **slots,
         )
 
@@ -343,6 +370,8 @@ class CompositionSpec:
             out[slot] = getattr(self, slot).to_dict()
         out["train"] = dataclasses.asdict(self.train)
         out["eval"] = {**dataclasses.asdict(self.eval), "galleries": list(self.eval.galleries)}
+        if self.scorers:  # absent when empty: specs without scorers keep their hashes
+            out["scorers"] = [scorer.to_dict() for scorer in self.scorers]
         return out
 
     def to_toml(self) -> str:
@@ -363,7 +392,8 @@ class CompositionSpec:
         slots = {slot: _resolve_slot(slot, kind, getattr(self, slot), COMBINERS.get(slot)) for slot, kind in SLOTS.items()}
         train = _config_from(TrainConfig, dataclasses.asdict(self.train), "train")
         evaluation = _config_from(EvalConfig, dataclasses.asdict(self.eval), "eval")
-        return dataclasses.replace(self, train=train, eval=evaluation, **slots)
+        scorers = tuple(_resolve_slot(f"scorers.{i}", "scorer", scorer) for i, scorer in enumerate(self.scorers))
+        return dataclasses.replace(self, train=train, eval=evaluation, scorers=scorers, **slots)
 
     def with_overrides(self, assignments: list[str]) -> "CompositionSpec":
         """Apply ``--set`` assignments: ``slot=name``, ``slot.option=value``, ``train.key=value``,
@@ -380,7 +410,7 @@ class CompositionSpec:
                 raise SpecError(f"--set {_short(assignment)}: expected KEY=VALUE, e.g. loss.margin=0.3 or text_encoder=minilm")
             value = _parse_value(raw.strip(), f"--set {_short(assignment)}")
             head, _, tail = key.partition(".")
-            top = {"name", "description", "embed_dim", "train", "eval", *SLOTS}
+            top = {"name", "description", "embed_dim", "train", "eval", "scorers", *SLOTS}
             if head not in top:
                 raise SpecError(f"--set {_short(assignment)}: unknown key {head!r}.{did_you_mean(head, sorted(top))} Keys: {', '.join(sorted(top))}")
             if head in SLOTS and not tail:
@@ -412,6 +442,13 @@ class CompositionSpec:
                             if data[head]["name"] == COMBINERS.get(head) else "")
                     raise SpecError(f"--set {_short(assignment)}: {exc}{hint}") from None
                 data[head][tail] = value
+            elif head == "scorers":
+                if tail or not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise SpecError(f"--set {_short(assignment)}: scorers takes a list of scorer names, e.g. "
+                                    "scorers=[\"structure_match\"] (options: a [[scorers]] table in a spec file)")
+                for name in value:
+                    get_component("scorer", name)
+                data["scorers"] = [{"name": name} for name in value]
             elif head in {"train", "eval"}:
                 if not tail:
                     raise SpecError(f"--set {_short(assignment)}: name a key, e.g. {head}.epochs=5")

@@ -160,7 +160,7 @@ def _open_run_folder(spec: CompositionSpec, opts: RunOptions, data, is_main: boo
 
 def _write_results(results_path: Path, spec: CompositionSpec, report, requested_hash: str, task, data, fit_notes: list[str],
                    scores: dict, galleries: dict, timings: dict[str, float], *, training: dict[str, Any], checkpoint: Path,
-                   log: Callable[[str], None]) -> None:
+                   log: Callable[[str], None], extra: dict[str, Any] | None = None) -> None:
     """Write ``results.json`` (:mod:`zoo.evals.results`): the spec that ran, the task and its data, the
     scores per gallery, timings, notes (protocol, substitutions, fitting) and the ``training`` record."""
     from zoo.evals.ranking import TIE_POLICY
@@ -180,7 +180,7 @@ def _write_results(results_path: Path, spec: CompositionSpec, report, requested_
         scores=scores, timings=timings, seeds={"seed": cfg.seed, "holdout_seed": 0},
         notes=notes,
         extra={"requested_spec_hash": requested_hash, "substitutions": report.substitutions,
-               "training": training, "checkpoint": str(checkpoint)},
+               "training": training, "checkpoint": str(checkpoint), **(extra or {})},
     )
     write_results(results_path, results)
     log(f"results: {results_path} (spec hash {spec_hash}, {timings['total_s'] / 60:.1f} min)")
@@ -277,8 +277,30 @@ def _prepare(model, spec: CompositionSpec, opts: RunOptions, data, out_dir: Path
     return fit_notes, prepared
 
 
-def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]) -> Path:
+def _evaluate(model, prepared, scorers: list, data, spec: CompositionSpec, opts: RunOptions, device: torch.device,
+              timings: dict[str, float], log: Callable[[str], None]) -> tuple[dict, dict, dict[str, Any]]:
+    """The test scores per gallery of ``model`` (its best weights loaded), and the galleries; with ``scorers``,
+    the learned similarity fused with them, weights fitted on the held-out pairs (:mod:`zoo.fusion`), and the
+    results' extra fields (``fusion``, ``learned_scores``)."""
     from zoo.evaluate import evaluate_pairs
+    from zoo.fusion import fuse_composition
+
+    t0 = time.time()
+    scores, galleries, _ = evaluate_pairs(model, data.test, data, prepared.graphs, prepared.mol_index, prepared.text_items,
+                                          prepared.text_index, spec.eval.galleries, spec.train.eval_batch_size,
+                                          spec.eval.chunk_size, device, progress=opts.progress, log=log)
+    timings["eval_s"] = time.time() - t0
+    if not scorers:
+        return scores, galleries, {}
+    t0 = time.time()
+    learned = scores
+    scores, galleries, record = fuse_composition(model, prepared, scorers, data, spec, device, log)
+    timings["fusion_s"] = time.time() - t0
+    return scores, galleries, {"fusion": record, "learned_scores": learned}
+
+
+def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]) -> Path:
+    from zoo.fusion import scorer_member
     from zoo.loop import Loop, train_epochs
 
     started = time.time()
@@ -300,6 +322,8 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     spec = report.spec
     timings["build_s"] = time.time() - t0
     out_dir = _open_run_folder(spec, opts, data, dctx.is_main, log, undo)
+    # scorers fused after training (zoo.fusion): built now, so a bad one fails before anything is trained
+    scorers = [scorer_member(s.name, dict(s.options)) for s in spec.scorers] if dctx.is_main else []
     fit_notes, prepared = _prepare(model, spec, opts, data, out_dir, dctx, device, timings, log)
 
     # 3. optimizer, scheduler, resume, and 4. train
@@ -323,13 +347,9 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     if not dctx.is_main:
         return results_path  # rank 0 evaluates the best weights and writes the results
 
-    # 5. evaluate the best weights on test
-    t0 = time.time()
+    # 5. evaluate the best weights on test (fused with the spec's scorers, if any)
     load_weights(model, loop.best_path, "rerun with --fresh to retrain")
-    scores, galleries, _ = evaluate_pairs(model, data.test, data, prepared.graphs, prepared.mol_index, prepared.text_items,
-                                          prepared.text_index, spec.eval.galleries, cfg.eval_batch_size, spec.eval.chunk_size, device,
-                                          progress=opts.progress, log=log)
-    timings["eval_s"] = time.time() - t0
+    scores, galleries, fused = _evaluate(model, prepared, scorers, data, spec, opts, device, timings, log)
     timings["total_s"] = time.time() - started
 
     # 6. results
@@ -339,5 +359,5 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
                              "stop_reason": state.stop_reason, "history": state.history,
                              "bf16_autocast": device.type == "cuda" or cfg.cpu_bf16, "world_size": dctx.world_size,
                              "distributed_backend": dctx.backend, "global_batch_size": loop.global_batch},
-                   checkpoint=loop.best_path, log=log)
+                   checkpoint=loop.best_path, log=log, extra=fused)
     return results_path

@@ -5,6 +5,8 @@ from pathlib import Path
 from zoo.registry import hookimpl
 
 SPEC_DIR = Path(__file__).parent
+#: What ``best`` resolves to: the strongest composition measured (docs/results.md, "best").
+BEST = "tfidf_names"
 
 
 def _spec_file(name: str):
@@ -47,3 +49,9 @@ def register_compositions(register):
         _spec_file("tfidf_fp"),
         description="lexical baseline: char n-gram TF-IDF + fingerprint_mlp + none + infonce (minutes on a CPU)",
     )
+    register(
+        "tfidf_names",
+        _spec_file("tfidf_names"),
+        description="tfidf_fp fused with the structure_match scorer (OPSIN-parsed names), weights fitted on held-out pairs",
+    )
+    register("best", _spec_file(BEST), description=f"alias of {BEST}: the strongest composition measured")
