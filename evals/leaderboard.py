@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from zoo.errors import LeaderboardError
 from zoo.evals.ranking import TIE_POLICY
-from zoo.evals.results import is_ensemble
+from zoo.evals.results import RESULTS_FILE, is_ensemble
 from zoo.registry.catalog import did_you_mean
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "plot_leaderboard",
 ]
 
-RESULTS_NAME = "results.json"
 SLOTS: tuple[str, ...] = ("text_encoder", "molecule_encoder", "aligner", "loss")
 DIRECTIONS: tuple[str, ...] = ("text_to_molecule", "molecule_to_text")
 #: metric key in results -> (column label, higher is better, shown in percent in Markdown)
@@ -275,7 +274,7 @@ def find_results(paths: Sequence[str | Path] = ("runs",)) -> tuple[list[Path], s
             files.append(path)
             explicit.add(path.resolve())
         elif path.is_dir():
-            files.extend(sorted(p for p in path.rglob(RESULTS_NAME) if p.is_file()))
+            files.extend(sorted(p for p in path.rglob(RESULTS_FILE) if p.is_file()))
         else:
             raise LeaderboardError(f"{path}: no such file or folder")
     seen: set[Path] = set()
@@ -298,7 +297,7 @@ def load_runs(paths: Sequence[str | Path] = ("runs",), *, strict: bool = False) 
     files, explicit = find_results(paths)
     if not files:
         where = ", ".join(str(p) for p in paths)
-        raise LeaderboardError(f"no {RESULTS_NAME} found under {where} (run `zoo run NAME` first, or pass results files/folders)")
+        raise LeaderboardError(f"no {RESULTS_FILE} found under {where} (run `zoo run NAME` first, or pass results files/folders)")
     runs: list[RunRecord] = []
     warnings: list[str] = []
     for path in files:
@@ -438,6 +437,80 @@ def _fmt_value(value: Any) -> str:
     return str(value)
 
 
+def _select(runs: Sequence[RunRecord], gallery: str | None, filters: Sequence[str], composition: str | None) -> list[RunRecord]:
+    """The runs that pass ``filters`` and ``composition``; refused when ``gallery`` is in none of them or nothing matches."""
+    parsed = _parse_filters(filters, runs)
+    all_galleries = sorted({g for r in runs for g in r.results["scores"]})
+    if gallery is not None and gallery not in all_galleries:
+        raise LeaderboardError(f"no results for gallery {gallery!r}.{did_you_mean(gallery, all_galleries)} "
+                               f"Galleries in these results: {', '.join(all_galleries)}")
+    selected = [r for r in runs if _keep(r, parsed) and (composition is None or fnmatch.fnmatchcase(r.composition, composition))]
+    if not selected:
+        what = [*(f"--filter {f}" for f in filters), *([f"--composition {composition}"] if composition else [])]
+        names = sorted({r.composition for r in runs})
+        raise LeaderboardError(f"no results match {' '.join(what)} (compositions present: {', '.join(names)})")
+    return selected
+
+
+def _group(selected: Sequence[RunRecord], gallery: str | None,
+           notes: list[str]) -> dict[ProtocolKey, dict[str, dict[Any, RunRecord]]]:
+    """(protocol, config) -> seed -> the newest run; a replaced duplicate is noted in ``notes``."""
+    groups: dict[ProtocolKey, dict[str, dict[Any, RunRecord]]] = {}
+    for run in selected:
+        for gal in run.results["scores"]:
+            if gallery is not None and gal != gallery:
+                continue
+            by_seed = groups.setdefault(run.protocol_key(gal), {}).setdefault(run.config_hash, {})
+            seed = run.seed if run.seed is not None else f"?{run.source}"
+            previous = by_seed.get(seed)
+            if previous is None:
+                by_seed[seed] = run
+                continue
+            newer, older = _newer_first(run, previous, notes)
+            by_seed[seed] = newer
+            note = f"{older.source}: same configuration and seed as {newer.source}; using the newer file"
+            if note not in notes:
+                notes.append(note)
+    return groups
+
+
+def _row(key: ProtocolKey, config_hash: str, by_seed: dict[Any, RunRecord], varying: Sequence[str],
+         directions: Sequence[str]) -> LeaderboardRow | None:
+    """One configuration's row (unranked): each metric summarized over its seeds; ``None`` without scores."""
+    members = sorted(by_seed.values(), key=lambda r: (r.seed is None, r.seed or 0))
+    first = members[0]
+    summaries: dict[str, dict[str, MetricSummary]] = {}
+    for d in directions:
+        for m in METRICS:
+            vals = [r.results["scores"][key.gallery].get(d, {}).get(m) for r in members]
+            vals = [v for v in vals if v is not None]
+            if vals:
+                summaries.setdefault(d, {})[m] = summarize(vals)
+    if not summaries:
+        return None
+    names = sorted({r.composition for r in members})
+    return LeaderboardRow(
+        rank=0, composition=" / ".join(names), components=dict(first.components),
+        varies={k: first.flat_spec[k] for k in varying if k in first.flat_spec}, config_hash=config_hash,
+        seeds=tuple(r.seed for r in members if r.seed is not None), n_seeds=len(members),
+        metrics=summaries, sources=tuple(r.source for r in members),
+        spec=_seedless(first.results["spec"]), capped=any(r.capped for r in members),
+    )
+
+
+def _ranked(rows: list[LeaderboardRow], sort_key: str, sort_dir: str) -> list[LeaderboardRow]:
+    """``rows`` best first by ``sort_key`` in direction ``sort_dir`` (rows without it last), ranked from 1."""
+    higher = METRICS[sort_key][1]
+
+    def order(row: LeaderboardRow) -> tuple:
+        summary = row.metrics.get(sort_dir, {}).get(sort_key)
+        if summary is None:
+            return (1, 0.0, row.label)
+        return (0, -summary.mean if higher else summary.mean, row.label)
+
+    return [LeaderboardRow(**{**row.__dict__, "rank": i}) for i, row in enumerate(sorted(rows, key=order), 1)]
+
+
 def build_leaderboard(
     runs: Sequence[RunRecord],
     *,
@@ -459,36 +532,8 @@ def build_leaderboard(
     shown = tuple(normalize_metric(m) for m in metrics) if metrics else tuple(METRICS)
     direction = normalize_direction(direction)
     directions = DIRECTIONS if direction == "both" else (direction,)
-    parsed = _parse_filters(filters, runs)
     notes = list(warnings)
-    all_galleries = sorted({g for r in runs for g in r.results["scores"]})
-    if gallery is not None and gallery not in all_galleries:
-        raise LeaderboardError(f"no results for gallery {gallery!r}.{did_you_mean(gallery, all_galleries)} "
-                               f"Galleries in these results: {', '.join(all_galleries)}")
-    selected = [r for r in runs if _keep(r, parsed) and (composition is None or fnmatch.fnmatchcase(r.composition, composition))]
-    if not selected:
-        what = [*(f"--filter {f}" for f in filters), *([f"--composition {composition}"] if composition else [])]
-        names = sorted({r.composition for r in runs})
-        raise LeaderboardError(f"no results match {' '.join(what)} (compositions present: {', '.join(names)})")
-
-    # (protocol, config) -> seed -> newest run
-    groups: dict[ProtocolKey, dict[str, dict[Any, RunRecord]]] = {}
-    for run in selected:
-        for gal in run.results["scores"]:
-            if gallery is not None and gal != gallery:
-                continue
-            by_seed = groups.setdefault(run.protocol_key(gal), {}).setdefault(run.config_hash, {})
-            seed = run.seed if run.seed is not None else f"?{run.source}"
-            previous = by_seed.get(seed)
-            if previous is None:
-                by_seed[seed] = run
-                continue
-            newer, older = _newer_first(run, previous, notes)
-            by_seed[seed] = newer
-            note = f"{older.source}: same configuration and seed as {newer.source}; using the newer file"
-            if note not in notes:
-                notes.append(note)
-
+    groups = _group(_select(runs, gallery, filters, composition), gallery, notes)
     tables = []
     for key in sorted(groups, key=lambda k: (k.ties != TIE_POLICY, k.task, k.protocol, k.split, k.gallery != "all",
                                              k.gallery, k.data)):
@@ -496,41 +541,11 @@ def build_leaderboard(
         firsts = [next(iter(c.values())) for c in configs.values()]
         # runs and ensembles have different keys: what varies is compared within each kind
         varying = [*_varying_keys([r for r in firsts if not r.ensemble]), *_varying_keys([r for r in firsts if r.ensemble])]
-        rows = []
-        for config_hash, by_seed in configs.items():
-            members = sorted(by_seed.values(), key=lambda r: (r.seed is None, r.seed or 0))
-            first = members[0]
-            summaries: dict[str, dict[str, MetricSummary]] = {}
-            for d in directions:
-                for m in METRICS:
-                    vals = [r.results["scores"][key.gallery].get(d, {}).get(m) for r in members]
-                    vals = [v for v in vals if v is not None]
-                    if vals:
-                        summaries.setdefault(d, {})[m] = summarize(vals)
-            if not summaries:
-                continue
-            names = sorted({r.composition for r in members})
-            rows.append(LeaderboardRow(
-                rank=0, composition=" / ".join(names), components=dict(first.components),
-                varies={k: first.flat_spec[k] for k in varying if k in first.flat_spec}, config_hash=config_hash,
-                seeds=tuple(r.seed for r in members if r.seed is not None), n_seeds=len(members),
-                metrics=summaries, sources=tuple(r.source for r in members),
-                spec=_seedless(first.results["spec"]), capped=any(r.capped for r in members),
-            ))
-        if not rows:
-            continue
-        higher = METRICS[sort_key][1]
-        sort_dir = directions[0]
-
-        def order(row: LeaderboardRow) -> tuple:
-            summary = row.metrics.get(sort_dir, {}).get(sort_key)
-            if summary is None:
-                return (1, 0.0, row.label)
-            return (0, -summary.mean if higher else summary.mean, row.label)
-
-        rows.sort(key=order)
-        rows = [LeaderboardRow(**{**row.__dict__, "rank": i}) for i, row in enumerate(rows, 1)]
-        tables.append(LeaderboardTable(key=key, rows=rows, metrics=shown, directions=directions))
+        rows = [row for config_hash, by_seed in configs.items()
+                if (row := _row(key, config_hash, by_seed, varying, directions)) is not None]
+        if rows:
+            tables.append(LeaderboardTable(key=key, rows=_ranked(rows, sort_key, directions[0]), metrics=shown,
+                                           directions=directions))
     if not tables:
         raise LeaderboardError(f"no {' and '.join(directions)} scores in the selected results")
     return Leaderboard(tables=tables, warnings=notes, sort=sort_key)

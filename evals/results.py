@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "RESULTS_FILE",
     "RESULTS_SCHEMA_VERSION",
     "ENSEMBLE_SPEC_FORMAT",
     "is_ensemble",
@@ -33,6 +34,9 @@ __all__ = [
     "read_results",
 ]
 
+#: A finished run's results file in its run folder (zoo.runs lays the folder out; this layer, which may not
+#: import zoo.runs, owns the name because it reads and writes the file and finds them for leaderboards).
+RESULTS_FILE = "results.json"
 RESULTS_SCHEMA_VERSION = "1"
 #: ``spec.format`` of a results file written by ``zoo ensemble`` (its spec lists member runs and scorers)
 ENSEMBLE_SPEC_FORMAT = "molzoo.ensemble/1"

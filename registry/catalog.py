@@ -6,9 +6,11 @@ This module knows nothing of plugins; :mod:`zoo.registry.plugins` fills a :class
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, TypeVar
 
 from zoo.errors import ComponentError, DuplicateComponentError, UnknownComponentError, UnknownOptionError
 
@@ -22,6 +24,46 @@ KINDS: dict[str, str] = {
     "task": "register_tasks",
     "scorer": "register_scorers",
 }
+
+
+#: Kinds whose options are the keyword parameters with defaults of the factory's signature, unless the
+#: registration states ``config``: encoders, aligners and losses (``factory(embed_dim=..., **options)``)
+#: and scorers (``factory(**options)``).
+COMPONENT_KINDS = ("text_encoder", "molecule_encoder", "aligner", "loss", "scorer")
+
+#: Factory arguments the assembly passes itself (never spec options).
+CONTEXT_ARGUMENTS = frozenset({"embed_dim"})
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def passes_options_to(target: Callable[..., Any], exclude: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Decorator for a factory that forwards ``**options`` to ``target`` (e.g. a function choosing a
+    model for a shared class): its options are its own keyword defaults, then ``target``'s (less
+    ``exclude``), so the defaults stay stated once, in ``target``'s signature."""
+
+    def mark(factory: F) -> F:
+        factory.__molzoo_options_from__ = (target, tuple(exclude))  # type: ignore[attr-defined]
+        return factory
+
+    return mark
+
+
+def options_of(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The options ``factory`` states in its signature (a class: its ``__init__``): every parameter that
+    can be passed by keyword and has a default, in order, except :data:`CONTEXT_ARGUMENTS`; followed,
+    when it forwards ``**options`` (:func:`passes_options_to`), by its target's. A tuple default is given
+    as a list, like TOML and JSON arrays, so that a resolved spec equals its TOML round trip."""
+    params = inspect.signature(factory).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    options = {p.name: list(p.default) if isinstance(p.default, tuple) else p.default for p in params
+               if p.kind in kinds and p.default is not inspect.Parameter.empty and p.name not in CONTEXT_ARGUMENTS}
+    target, exclude = getattr(factory, "__molzoo_options_from__", (None, ()))
+    if target is not None and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        for name, default in options_of(target).items():
+            if name not in exclude:
+                options.setdefault(name, default)
+    return options
 
 
 def close_matches(word: str, candidates: list[str], n: int = 3) -> list[str]:
@@ -38,15 +80,33 @@ def did_you_mean(word: str, candidates: list[str]) -> str:
 
 @dataclass(frozen=True)
 class Component:
-    """One registration: a named factory of a kind, from a plugin."""
+    """One registration: a named factory of a kind, from a plugin.
+
+    ``stated_config`` is the ``config`` the registration passed; without one, a component's options
+    and defaults are its factory's signature (:func:`options_of`), read when first needed (that
+    imports a lazy factory's module: ``zoo list`` does not, resolving a spec does).
+    """
 
     kind: str
     name: str
     factory: Callable[..., Any] | str
     description: str = ""
-    config: Mapping[str, Any] = field(default_factory=dict)
+    stated_config: Mapping[str, Any] | None = None
     plugin: str = "?"
     plugin_version: str | None = None
+
+    @functools.cached_property
+    def config(self) -> Mapping[str, Any]:
+        """Every option the factory accepts, with its default (specs are checked against it)."""
+        if self.stated_config is not None:
+            return dict(self.stated_config)
+        if self.kind not in COMPONENT_KINDS:
+            return {}
+        try:
+            return options_of(self.load())
+        except (TypeError, ValueError) as exc:  # no signature to read (a builtin, a C extension)
+            raise ComponentError(f"{self.kind} {self.name!r} from plugin {self.plugin!r}: cannot read the options of "
+                                 f"factory {self.factory!r} ({exc}); register it with config={{...}}") from None
 
     def load(self) -> Callable[..., Any]:
         """Resolve a lazy ``"module:attr"`` factory (this is where heavy imports happen)."""

@@ -9,19 +9,25 @@ entry point names) holding ``@hookimpl`` functions. Every hook receives one argu
 :param str name: the component's name within its kind (``zoo list KIND``); two plugins
     registering one name for one kind is an error naming both.
 :param factory: a callable, or a lazy ``"module:attr"`` string imported only when the component
-    is created. Keep heavy imports (torch, transformers, torch_geometric, RDKit) in the factory's
-    module, never in the module holding the hook implementations: ``zoo list`` and ``zoo --help``
-    import that one.
+    is created or its options are read. Keep heavy imports (torch, transformers, torch_geometric,
+    RDKit) in the factory's module, never in the module holding the hook implementations:
+    ``zoo list`` and ``zoo --help`` import that one.
 :param str description: one line for ``zoo list``.
-:param dict config: every option the factory accepts, with its default. Specs are validated
-    against it (an unknown option is refused with close matches) before the factory runs.
+:param dict config: leave it out. A component's options and their defaults are stated once, in
+    the factory's signature: every parameter with a default that can be passed by keyword, except
+    ``embed_dim`` (:func:`zoo.api.options_of`). A factory forwarding ``**options`` to a class
+    declares it with :func:`zoo.api.passes_options_to`. Give ``config`` only for a factory whose
+    signature cannot be read (it then replaces the signature). Specs are validated against the
+    options (an unknown one is refused with close matches) before the factory runs; a resolved
+    option takes its default's type (``1`` for a float option is ``1.0``; a tuple default makes a
+    list option).
 
-Component factories (every kind except compositions, tasks and scorers) are called as
-``factory(embed_dim=<the spec's embed_dim>, **options)`` where ``options`` are ``config``
-overlaid with the spec's settings. A ``ValueError``/``TypeError`` raised there becomes a one-line
-error naming the slot and component: check options first (:func:`zoo.api.check_ints`,
-:func:`zoo.api.check_dropout`). The returned object is a ``torch.nn.Module`` implementing the
-kind's protocol from :mod:`zoo.api`. Example::
+Factory arguments (text and molecule encoders, aligners, losses): ``factory(embed_dim=<the spec's
+embed_dim>, **options)`` where ``options`` are the defaults overlaid with the spec's settings
+(scorers: ``factory(**options)``; compositions and tasks: no arguments). A ``ValueError``/``TypeError``
+raised there becomes a one-line error naming the slot and component: check options first
+(:func:`zoo.api.check_ints`, :func:`zoo.api.check_dropout`). The returned object is a
+``torch.nn.Module`` implementing the kind's protocol from :mod:`zoo.api`. Example::
 
     from zoo.api import hookimpl
 
@@ -31,8 +37,11 @@ kind's protocol from :mod:`zoo.api`. Example::
             "my_gnn",
             "my_package.encoders:MyGNN",       # lazy: imported when a spec uses my_gnn
             description="A three-layer GIN over RDKit graphs.",
-            config={"hidden_dim": 256, "layers": 3},
         )
+
+    # my_package/encoders.py: the options (hidden_dim, layers) and defaults, stated once
+    class MyGNN(torch.nn.Module):
+        def __init__(self, embed_dim: int, hidden_dim: int = 256, layers: int = 3): ...
 """
 
 from __future__ import annotations
@@ -57,16 +66,25 @@ def register_text_encoders(register):
       ``return_states = True`` (an aligner that needs them), also ``states [B, L, h]`` and
       ``mask [B, L]`` (True where a token is real).
 
-    A frozen backbone may cache ``prepare``'s outputs under :func:`zoo.api.cache_root`, keyed by
-    :func:`zoo.api.content_hash` of the model, its revision and every option that changes them.
-    Raise :class:`zoo.api.TextEncoderUnavailable` when weights cannot be loaded: ``zoo run``
-    then substitutes ``minilm`` (unless ``--strict``). Optionally implement
-    :class:`zoo.api.Fittable` (fitted on the training texts, saved with the run). Example::
+    Factory arguments: ``embed_dim`` and the options of its signature. Cache keys: a frozen backbone
+    may cache ``prepare``'s outputs under :func:`zoo.api.cache_root`, keyed by
+    :func:`zoo.api.content_hash` of the model, its revision and every option that changes them
+    (the built-in transformers expose it as ``cache_key``); a fitted encoder keys nothing on disk
+    itself: it implements :class:`zoo.api.Fittable` (``fit(texts, seed=0)``, ``fitted_state() -> dict of
+    tensors``, ``load_fitted_state(state)``), fitted on the training descriptions only and saved as
+    ``RUN/fitted/text_encoder.safetensors``. Raise :class:`zoo.api.TextEncoderUnavailable` when
+    weights cannot be loaded: ``zoo run`` then substitutes ``minilm`` (unless ``--strict``). Example::
 
         @hookimpl
         def register_text_encoders(register):
-            register("bow", "my_package.text:BagOfWords", description="hashed bag of words",
-                     config={"buckets": 65536})
+            register("bow", "my_package.text:BagOfWords", description="hashed bag of words")
+
+        # my_package/text.py: option ``buckets`` (default 65536)
+        class BagOfWords(torch.nn.Module):
+            def __init__(self, embed_dim: int, buckets: int = 65536): ...
+            def prepare(self, texts, progress=True, device="cpu"): ...   # -> list, one item per text
+            def collate(self, items): ...                                # -> batch with .to(device)
+            def forward(self, batch): ...                                # -> Encoded(embedding [B, embed_dim])
     """
 
 
@@ -86,15 +104,23 @@ def register_molecule_encoders(register):
       attributes offset per graph; ``batch.batch``, ``batch.ptr``, ``batch.num_graphs`` as in PyG);
       ``embedding [B, embed_dim]``, plus ``states``/``mask`` per atom when ``return_states`` is set.
 
+    Factory arguments: ``embed_dim`` and the options of its signature. Cache key: ``featurizer``
+    (with the SMILES) keys the featurized molecules on disk under :func:`zoo.api.cache_root`.
     The built-in RDKit graphs are :func:`zoo.api.featurize` (``x [atoms, ATOM_FEATURE_DIM]``,
     ``edge_index``, ``edge_attr [edges, BOND_FEATURE_DIM]``; key
-    ``f"{FEATURIZER_NAME}/{FEATURIZER_VERSION}"``). Example::
+    ``f"{FEATURIZER_NAME}/{FEATURIZER_VERSION}"``). Example (``plugins/examples/molzoo-descriptors``)::
 
         @hookimpl
         def register_molecule_encoders(register):
             register("descriptor_mlp", "molzoo_descriptors.encoder:DescriptorMLP",
-                     description="MLP over RDKit 2D descriptors",
-                     config={"hidden_dim": 256, "layers": 2, "dropout": 0.1})
+                     description="MLP over RDKit 2D descriptors")
+
+        # molzoo_descriptors/encoder.py: options hidden_dim, layers, dropout with their defaults
+        class DescriptorMLP(torch.nn.Module):
+            featurizer = "rdkit_descriptors/1"
+            def __init__(self, *, embed_dim: int, hidden_dim: int = 256, layers: int = 2, dropout: float = 0.1): ...
+            def featurize(self, smiles): ...   # -> Data(desc=[1, D])
+            def forward(self, batch): ...      # batch.desc [B, D] -> Encoded(embedding [B, embed_dim])
     """
 
 
@@ -106,13 +132,18 @@ def register_aligners(register):
     ``forward(text: Encoded, molecule: Encoded) -> Aligned`` with aligned ``text``/``molecule``
     embeddings ``[B, d]``, auxiliary ``losses`` (scalar tensors, added to the retrieval loss) and
     ``metrics`` (floats, logged). Set ``needs_states = True`` to receive token/atom ``states``;
-    define ``embed_text(Encoded)``/``embed_molecule(Encoded)`` if retrieval embeddings are not
-    the encoders' ``embedding``. Example::
+    define ``embed_text(Encoded)``/``embed_molecule(Encoded)`` (each ``-> [B, d]``) if retrieval
+    embeddings are not the encoders' ``embedding``. Factory arguments: ``embed_dim`` and the options
+    of its signature. Cache keys: none (an aligner trains with the model and is saved in its
+    checkpoints). Example::
 
         @hookimpl
         def register_aligners(register):
             register("none", "zoo.plugins.align.adversarial:IdentityAligner",
-                     description="embeddings pass through unchanged", config={})
+                     description="embeddings pass through unchanged")
+
+        # no options: IdentityAligner(embed_dim=None) returns
+        # Aligned(text=text.embedding, molecule=molecule.embedding) (no losses, no metrics)
     """
 
 
@@ -122,13 +153,19 @@ def register_losses(register):
 
     The factory returns a module implementing :class:`zoo.api.RetrievalLoss`:
     ``forward(text [B, d], molecule [B, d]) -> scalar tensor``, row ``i`` of each being a positive
-    pair and the other rows in-batch negatives (:func:`zoo.api.check_pair_batch` checks that).
-    Example::
+    pair and the other rows in-batch negatives (:func:`zoo.api.check_pair_batch` checks that);
+    under ``torchrun`` the rows are gathered from every process first. Factory arguments:
+    ``embed_dim`` and the options of its signature. Cache keys: none. Example::
 
         @hookimpl
         def register_losses(register):
-            register("infonce", "zoo.plugins.loss.infonce:InfoNCELoss",
-                     description="symmetric InfoNCE", config={"temperature": 0.07})
+            register("infonce", "zoo.plugins.loss.infonce:InfoNCELoss", description="symmetric InfoNCE")
+
+        # options temperature, learnable, directions with their defaults
+        class InfoNCELoss(torch.nn.Module):
+            def __init__(self, embed_dim=None, temperature: float = 0.07, learnable: bool = True,
+                         directions: str = "both"): ...
+            def forward(self, text, molecule): ...   # [B, d], [B, d] -> scalar tensor
     """
 
 
@@ -139,7 +176,8 @@ def register_compositions(register):
     The factory takes no arguments and returns a mapping (the spec as read from TOML) or the path
     of a TOML file: ``name``, ``embed_dim``, one table per slot (``text_encoder``,
     ``molecule_encoder``, ``aligner``, ``loss``) with the component ``name`` and its options,
-    plus ``[train]`` and ``[eval]`` settings. ``config`` is not used. Example::
+    plus ``[train]`` and ``[eval]`` settings. Factory arguments: none; ``config`` is not used.
+    Cache keys: none (the resolved spec's ``CompositionSpec.hash()`` names its runs). Example::
 
         @hookimpl
         def register_compositions(register):
@@ -153,9 +191,12 @@ def register_tasks(register):
     """Register evaluation tasks (datasets with a split and gallery protocol), e.g. ``chebi20``.
 
     The factory, called without arguments, returns a task object (:class:`zoo.tasks.Task`: its
-    data loader, galleries and protocols; ``zoo.data:ChEBI20Task`` for ``chebi20``); ``config``
-    lists the loader's options (e.g. ``holdout_fraction``). A spec names its task in ``[eval] task``.
-    Example::
+    data loader, galleries and protocols; ``zoo.data:ChEBI20Task`` for ``chebi20``). ``task.load(
+    data_dir, holdout_fraction=, holdout_seed=, download=)`` returns the pairs (``train``, ``select``
+    (held out), ``test``, ``gallery``), ``protocol``, ``data_dir`` and ``checksums`` (the data's
+    cache key: runs, checkpoints and caches record it, and a run refuses other data). ``config``
+    lists the loader's options, which are not factory arguments (e.g. ``holdout_fraction``). A spec
+    names its task in ``[eval] task``. Example::
 
         @hookimpl
         def register_tasks(register):
@@ -169,8 +210,8 @@ def register_scorers(register):
     """Register scorers (``[[scorers]]`` of a composition; ``zoo ensemble --scorer NAME``).
 
     A scorer scores descriptions against molecules beside a model's learned cosine similarity
-    (structure match, lexical match, another run). The factory is called as ``factory(**options)``
-    (``config`` overlaid with the spec's options; no ``embed_dim``) and returns an object
+    (structure match, lexical match, another run). Factory arguments: ``factory(**options)``, the
+    options of its signature overlaid with the spec's (no ``embed_dim``); it returns an object
     implementing :class:`zoo.api.Scorer`:
 
     - ``prepare_texts(texts) -> rows`` and ``prepare_molecules(smiles) -> rows``: one row per input
@@ -180,10 +221,19 @@ def register_scorers(register):
 
     Fusion weights are fitted on the held-out pairs only. Built-ins: ``structure_match`` (chemical
     names in the description parsed by OPSIN, max Tanimoto to the candidate) and ``run`` (another
-    finished run's learned cosine similarity). Example::
+    finished run's learned cosine similarity). Cache keys: none required (rows are prepared once per
+    gallery in memory; a scorer that caches on disk keys by :func:`zoo.api.content_hash` of its options
+    and inputs). Example::
 
         @hookimpl
         def register_scorers(register):
             register("formula_match", "my_package.scorers:FormulaMatch",
-                     description="molecular formula named in the text vs the candidate's", config={"strict": False})
+                     description="molecular formula named in the text vs the candidate's")
+
+        # my_package/scorers.py: option strict (default False)
+        class FormulaMatch:
+            def __init__(self, strict: bool = False): ...
+            def prepare_texts(self, texts): ...                     # -> one row per text
+            def prepare_molecules(self, smiles): ...                # -> one row per molecule
+            def score(self, text_rows, molecule_rows): ...          # -> np.ndarray [T, M]
     """

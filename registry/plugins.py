@@ -201,7 +201,7 @@ def load_plugins() -> Catalog:
                         name=name,
                         factory=factory,
                         description=description,
-                        config=dict(config or {}),
+                        stated_config=None if config is None else dict(config),
                         plugin=_plugin,
                         plugin_version=versions.get(_plugin),
                     )

@@ -143,7 +143,7 @@ def test_fit_sees_only_the_training_descriptions(tiny_env, tmp_path):
 
 
 def test_resume_and_zoo_eval_reproduce_the_scores(tiny_env, tmp_path, monkeypatch, capsys):
-    import zoo.train as train
+    import zoo.loop as train  # the epoch loop saves the checkpoints
 
     settings = ("train.epochs=3",)
     reference = run_tfidf(tiny_env, tmp_path / "straight", *settings)

@@ -194,7 +194,7 @@ def test_zoo_debug_shows_the_traceback(monkeypatch):
 # -- SIGTERM ---------------------------------------------------------------------------------------
 TERMINATE_AFTER_FIRST_CHECKPOINT = textwrap.dedent("""
     import os, signal, sys
-    import zoo.train as train
+    import zoo.loop as train  # the epoch loop saves the checkpoints
     from zoo.cli import main
 
     real_save = train.save_checkpoint

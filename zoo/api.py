@@ -9,12 +9,17 @@ Registering (see :mod:`zoo.registry.hookspecs` for every hook)::
 
     @hookimpl
     def register_molecule_encoders(register):
-        register("my_gnn", "my_package.encoders:MyGNN", description="...", config={"hidden_dim": 256})
+        register("my_gnn", "my_package.encoders:MyGNN", description="...")
+
+Options are stated once, in the factory's signature: ``MyGNN(embed_dim, hidden_dim=256, layers=3)``
+has the options ``hidden_dim`` and ``layers`` with those defaults (:func:`options_of`; a factory that
+forwards ``**options`` to a class says so with :func:`passes_options_to`). Pass ``config={...}`` only
+for a factory without a readable signature.
 
 Factories
     ``zoo`` calls a component's factory as ``factory(embed_dim=<spec embed_dim>, **options)``:
-    ``options`` are the registered ``config`` defaults overlaid with the spec's options (an option
-    not in ``config`` is refused before the factory runs). A ``ValueError`` or ``TypeError`` the
+    ``options`` are the factory's defaults overlaid with the spec's options (an option it does not
+    state is refused with close matches before the factory runs). A ``ValueError`` or ``TypeError`` the
     factory raises becomes a one-line :class:`ComponentError` naming the slot and component, so
     check options early with :func:`check_ints` / :func:`check_dropout`.
 
@@ -66,6 +71,7 @@ from zoo.errors import (
     ZooWarning,
 )
 from zoo.protocols import Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, RetrievalLoss, Scorer, TextEncoder
+from zoo.registry.catalog import options_of, passes_options_to
 from zoo.registry.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -82,8 +88,8 @@ _LAYERS = ("Dropout", "mlp_blocks", "with_single_state")
 _CHEMNAMES = ("candidate_bits", "description_structures", "morgan_count_matrix", "structure_match_scores")
 
 __all__ = [
-    # registration
-    "hookimpl",
+    # registration (options stated once, in the factory's signature)
+    "hookimpl", "options_of", "passes_options_to",
     # component contracts
     "Encoded", "Aligned", "TextEncoder", "MoleculeEncoder", "Aligner", "RetrievalLoss", "Fittable", "Scorer",
     # featurization (rdkit_graph) and SMILES parsing

@@ -14,6 +14,9 @@ from typing import Sequence
 
 from zoo import DEBUG_ENV, __version__, debug_enabled
 from zoo.errors import OutputPathError, PluginLoadWarning, RunError, ZooError
+from zoo.runs import CHECKPOINT_DIR, RESULTS_FILE, eval_path
+
+RUN_HELP = f"run folder (holds {RESULTS_FILE} and {CHECKPOINT_DIR}/)"
 
 KIND_ALIASES = {
     "text_encoders": "text_encoder", "text": "text_encoder",
@@ -28,6 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"molzoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    _add_registry_commands(sub)
+    _add_run_command(sub)
+    _add_results_commands(sub)
+    _add_grid_commands(sub)
+    _add_library_commands(sub)
+    return parser
+
+
+def _add_registry_commands(sub) -> None:
+    """list, plugins, show: what is registered and what a composition resolves to."""
     p = sub.add_parser("list", help="list registered components")
     p.add_argument("kind", nargs="?", help="text_encoder, molecule_encoder, aligner, loss, composition, task or scorer")
     p.add_argument("pattern", nargs="?", help="wildcard filter on names, e.g. 'graph*'")
@@ -40,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="composition name or spec .toml file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+
+def _add_run_command(sub) -> None:
+    """run: train and evaluate one composition."""
     p = sub.add_parser("run", help="train and evaluate a composition, write results JSON")
     p.add_argument("name", help="composition name (e.g. aman) or spec .toml file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -51,8 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint/results in the run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+
+def _add_results_commands(sub) -> None:
+    """eval, report, leaderboard: use finished runs and their results files."""
     p = sub.add_parser("eval", help="evaluate a finished run's best checkpoint without retraining")
-    p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--split", default="test", help="test (default) or heldout")
     p.add_argument("--gallery", dest="galleries", action="append", metavar="G",
                    help="all, test or inbatch:N (repeatable; default: all and test)")
@@ -61,13 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--save-embeddings", metavar="DIR", help="write query/candidate embeddings with CIDs as .npz")
     p.add_argument("--bf16", action="store_true",
                    help="embed molecules under bf16 autocast on the CPU too (~2x faster with AMX; always on CUDA)")
-    p.add_argument("--out", help="results file (default RUN/eval-SPLIT.json)")
+    p.add_argument("--out", help=f"results file (default {eval_path('RUN', 'SPLIT')})")
     p.add_argument("--allow-other-data", action="store_true",
                    help="evaluate on data other than the run's training data (refused by default; the results say so)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("report", help="write one self-contained HTML report about finished runs")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (each holds results.json and checkpoint/)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help=f"run folders (each holds {RESULTS_FILE} and {CHECKPOINT_DIR}/)")
     p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
     p.add_argument("--samples", type=int, default=8, help="test descriptions to show with their top-5 molecules (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the description sample (default 0)")
@@ -77,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("leaderboard", help="rank finished runs: one table per protocol, mean ± std over seeds")
-    p.add_argument("paths", nargs="*", default=["runs"], metavar="PATH", help="results files or folders searched for results.json (default runs/)")
+    p.add_argument("paths", nargs="*", default=["runs"], metavar="PATH", help=f"results files or folders searched for {RESULTS_FILE} (default runs/)")
     p.add_argument("--gallery", help="only this candidate pool: all, test or inbatch:N (default: a table per gallery)")
     p.add_argument("--filter", dest="filters", action="append", default=[], metavar="KEY=VALUE",
                    help="keep runs whose slot or spec option matches, e.g. loss=infonce, loss.margin=0.2 (KEY!=VALUE excludes; repeatable)")
@@ -87,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="also write a bar chart of the --sort metric with std error bars")
     p.add_argument("--strict", action="store_true", help="an unreadable results file found in a folder is an error, not a warning")
 
+
+def _add_grid_commands(sub) -> None:
+    """ablate, sweep: train many runs over seeds and compare them."""
     p = sub.add_parser("ablate", help="train a grid of variants over seeds and compare each with the reference")
     p.add_argument("name", help="composition name or spec .toml file (the reference)")
     p.add_argument("--vary", dest="varies", action="append", required=True, metavar="KEY=A,B",
@@ -116,8 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component")
     p.add_argument("--no-progress", action="store_true")
 
+
+def _add_library_commands(sub) -> None:
+    """search, index: query finished runs, embed molecule libraries."""
     p = sub.add_parser("search", help="find molecules for a description, or descriptions for a molecule, with a finished run")
-    p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("query", nargs="?", help="a description: prints the closest molecules")
     p.add_argument("--smiles", help="a molecule: prints the closest descriptions (with --index: the closest library molecules)")
     p.add_argument("--queries", metavar="FILE", help="one description per line; prints each result and p50/p99 latencies")
@@ -139,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
     p = sub.add_parser("index", help="embed a molecule library with a finished run into a FAISS index for `zoo search`")
-    p.add_argument("run", help="run folder (holds results.json and checkpoint/)")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--molecules", required=True, metavar="FILE", help="SMILES file (.smi/.txt), table with a SMILES column (.tsv/.csv) or .sdf; .gz ok")
     p.add_argument("--out", help="index folder (default RUN/indexes/<file name without extensions>: library.smi -> RUN/indexes/library)")
     p.add_argument("--index-type", default="auto", help="auto (exact up to 200,000 molecules, ivf-sq8 above), flat, ivf-sq8, ivf-pq or hnsw")
@@ -151,7 +176,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="discard an unfinished or finished build in the output folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (auto: worker i uses cuda:i when GPUs are present)")
     p.add_argument("--no-progress", action="store_true")
-    return parser
 
 
 def cmd_list(args) -> int:

@@ -16,6 +16,34 @@ OTHER_DATA_FLAG = "--allow-other-data"
 SPLITS = ("test", "heldout")
 
 
+def _data_notes(run_dir: Path, previous: dict, data, allow_other_data: bool, log: Callable[[str], None]) -> list[str]:
+    """Data other than the run's training data is refused, unless ``allow_other_data``: then a note says so."""
+    from zoo.data import check_same_data, data_fingerprint
+
+    trained_on, trained_dir = runs.training_data(previous)
+    if trained_on and trained_on != data.checksums and allow_other_data:
+        note = (f"evaluated on other data than the run was trained on ({OTHER_DATA_FLAG}): {data.data_dir} is data "
+                f"{data_fingerprint(data.checksums)}, the training data {trained_dir} was data {data_fingerprint(trained_on)}")
+        log(f"WARNING: {note}")
+        return [note]
+    check_same_data(trained_on, trained_dir, data, f"run {run_dir}",
+                    f"pass the run's data folder with --data-dir, or {OTHER_DATA_FLAG} to evaluate on this data anyway")
+    return []
+
+
+def _save_embeddings(folder: Path, split: str, embeddings: dict, log: Callable[[str], None]) -> None:
+    """``--save-embeddings``: one ``SPLIT-GALLERY.npz`` per gallery (query/candidate embeddings with CIDs)."""
+    import numpy as np
+
+    from zoo.cache import atomic_write_bytes
+
+    for gallery, arrays in embeddings.items():
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(folder / f"{split}-{gallery.replace(':', '-')}.npz", buffer.getvalue())
+    log(f"embeddings: {folder}/{split}-*.npz (query/candidate embeddings with CIDs)")
+
+
 def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequence[str] = ("all", "test"),
                  data_dir: str | None = None, device: str = "auto", save_embeddings: str | Path | None = None,
                  out: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print,
@@ -26,10 +54,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     Data other than the run's training data (other checksums) is refused unless
     ``allow_other_data``; the results then name the data used and, separately, the training data.
     """
-    import numpy as np
-
-    from zoo.cache import atomic_write_bytes
-    from zoo.data import check_same_data, data_fingerprint
+    from zoo.data import data_fingerprint
     from zoo.evaluate import evaluate_pairs
     from zoo.gallery import prepare_gallery
     from zoo.evals.ranking import TIE_POLICY
@@ -56,14 +81,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     previous, spec, model, dev = trained.results, trained.spec, trained.model, trained.device
     data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction, holdout_seed=previous["seeds"].get("holdout_seed", 0))
     trained_on, trained_dir = runs.training_data(previous)
-    notes = [f"re-evaluation of {run_dir} (best checkpoint) on {dev}"]
-    if trained_on and trained_on != data.checksums and allow_other_data:
-        notes.append(f"evaluated on other data than the run was trained on ({OTHER_DATA_FLAG}): {data.data_dir} is data "
-                     f"{data_fingerprint(data.checksums)}, the training data {trained_dir} was data {data_fingerprint(trained_on)}")
-        log(f"WARNING: {notes[-1]}")
-    else:
-        check_same_data(trained_on, trained_dir, data, f"run {run_dir}",
-                        f"pass the run's data folder with --data-dir, or {OTHER_DATA_FLAG} to evaluate on this data anyway")
+    notes = [f"re-evaluation of {run_dir} (best checkpoint) on {dev}", *_data_notes(run_dir, previous, data, allow_other_data, log)]
     checkpoint = trained.checkpoint
     g = prepare_gallery(model, data, dev, progress=progress)
     pairs = data.test if split == "test" else data.select
@@ -78,12 +96,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
         scores, counts = fusion.evaluate_fused(fusion.GalleryScores(members, data, log), pairs, list(galleries), weights,
                                                log=log, label=split)
     if save_embeddings:
-        folder = Path(save_embeddings)
-        for gallery, arrays in embeddings.items():
-            buffer = io.BytesIO()
-            np.savez(buffer, **arrays)
-            atomic_write_bytes(folder / f"{split}-{gallery.replace(':', '-')}.npz", buffer.getvalue())
-        log(f"embeddings: {folder}/{split}-*.npz (query/candidate embeddings with CIDs)")
+        _save_embeddings(Path(save_embeddings), split, embeddings, log)
     results = build_results(
         spec=spec.to_dict(), spec_hash=previous["spec_hash"], components=previous["components"],
         task={**previous["task"], "split": split, "galleries": counts, "protocol": data.protocol,

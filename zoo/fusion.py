@@ -558,21 +558,11 @@ def default_ensemble_dir(spec_hash: str, root: str | Path = "runs") -> Path:
     return Path(root) / f"ensemble-{spec_hash}"
 
 
-def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] = (), *, out: str | Path | None = None,
-                   fresh: bool = False, data_dir: str | None = None, device: str = "auto",
-                   log: Callable[[str], None] = print) -> Path:
-    """``zoo ensemble``: fuse finished runs (and scorers) with weights fitted on the held-out pairs;
-    write ``OUT/results.json`` (a run's schema plus ``fusion`` and ``member_scores``). A finished
-    ensemble of the same members is reused unless ``fresh``. Returns the results path."""
-    from zoo.cache import content_hash, data_fingerprint
-    from zoo.data import check_same_data
-    from zoo.evals.ranking import TIE_POLICY
-    from zoo.evals.results import build_results, read_results, write_results
-    from zoo.runs import load_run, results_path, training_data
-    from zoo.tasks import get_task
+def _member_runs(dirs: Sequence[Path], scorer_names: Sequence[str]) -> list[dict]:
+    """The results of the member runs: at least two members (runs and scorers), no folder twice, every
+    run finished and not itself an ensemble, all on one task and data."""
+    from zoo.runs import load_run
 
-    started = time.time()
-    dirs = [Path(d) for d in run_dirs]
     if not dirs:
         raise RunError("zoo ensemble needs at least one run folder")
     if len(dirs) == 1 and not scorer_names:
@@ -586,6 +576,53 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] =
         if is_ensemble(r):
             raise RunError(f"{d} is an ensemble: fuse its member runs instead")
     _check_same_task_and_data(dirs, member_results)
+    return member_results
+
+
+def _finished(out_dir: Path, spec_hash: str, fresh: bool, log: Callable[[str], None]) -> bool:
+    """Whether ``out_dir`` already holds this ensemble, finished (reused unless ``fresh``); refused when it is
+    a file, holds a run's results, another ensemble's (unless ``fresh``) or unreadable ones (unless ``fresh``)."""
+    from zoo.evals.results import read_results
+    from zoo.runs import results_path
+
+    path = results_path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"--out {out_dir} is a file: give a folder")
+    if not path.exists():
+        return False
+    try:
+        previous = read_results(path)
+    except ValueError as exc:
+        if not fresh:
+            raise RunError(f"{exc}; rerun with --fresh") from None
+        return False
+    if not is_ensemble(previous):
+        raise RunError(f"{path} holds the results of a run, not of an ensemble: give --out a new folder")
+    if fresh:
+        return False
+    if previous.get("spec_hash") == spec_hash:
+        log(f"ensemble {out_dir} is finished with these members (spec hash {spec_hash}): reused (--fresh to redo it)")
+        return True
+    raise RunError(f"{path} holds another ensemble (spec hash {previous.get('spec_hash')}, this one {spec_hash}); "
+                   "use another --out or --fresh to replace it")
+
+
+def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] = (), *, out: str | Path | None = None,
+                   fresh: bool = False, data_dir: str | None = None, device: str = "auto",
+                   log: Callable[[str], None] = print) -> Path:
+    """``zoo ensemble``: fuse finished runs (and scorers) with weights fitted on the held-out pairs;
+    write ``OUT/results.json`` (a run's schema plus ``fusion`` and ``member_scores``). A finished
+    ensemble of the same members is reused unless ``fresh``. Returns the results path."""
+    from zoo.cache import content_hash, data_fingerprint
+    from zoo.data import check_same_data
+    from zoo.evals.ranking import TIE_POLICY
+    from zoo.evals.results import build_results, write_results
+    from zoo.runs import results_path, training_data
+    from zoo.tasks import get_task
+
+    started = time.time()
+    dirs = [Path(d) for d in run_dirs]
+    member_results = _member_runs(dirs, scorer_names)
     scorers = [scorer_member(name) for name in scorer_names]  # unknown scorer: close matches
     spec = ensemble_spec(dirs, member_results, scorers)
     # the exact members (spec hash and seed of each) and scorers: an ensemble of other runs is another ensemble
@@ -593,23 +630,8 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] =
     spec_hash = content_hash(ENSEMBLE_SPEC_FORMAT, [[e["spec_hash"], e["seed"]] for e in entries], spec["scorers"])[:12]
     out_dir = Path(out) if out else default_ensemble_dir(spec_hash)
     path = results_path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunError(f"--out {out_dir} is a file: give a folder")
-    if path.exists():
-        try:
-            previous = read_results(path)
-        except ValueError as exc:
-            previous = None
-            if not fresh:
-                raise RunError(f"{exc}; rerun with --fresh") from None
-        if previous is not None and not is_ensemble(previous):
-            raise RunError(f"{path} holds the results of a run, not of an ensemble: give --out a new folder")
-        if previous is not None and not fresh:
-            if previous.get("spec_hash") == spec_hash:
-                log(f"ensemble {out_dir} is finished with these members (spec hash {spec_hash}): reused (--fresh to redo it)")
-                return path
-            raise RunError(f"{path} holds another ensemble (spec hash {previous.get('spec_hash')}, this one {spec_hash}); "
-                           "use another --out or --fresh to replace it")
+    if _finished(out_dir, spec_hash, fresh, log):
+        return path
 
     trained_on, trained_dir = training_data(member_results[0])
     task = get_task(spec["eval"]["task"])

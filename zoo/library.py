@@ -459,53 +459,53 @@ def _clean(text: str) -> str:
     return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
-def merge_chunks(plan: BuildPlan, index_type: str = "auto", *, embed_s: float = 0.0, embed_cpu_s: float = 0.0,
-                 embedded: int | None = None, workers: int = 1, log: Callable[[str], None] = print) -> dict:
-    """Build the FAISS index and metadata from every chunk, write the manifest, remove the chunks.
-
-    ``embed_s`` / ``embed_cpu_s`` are the wall and CPU time of the embedding this invocation did,
-    ``embedded`` how many records it embedded (default: all; fewer when a build was resumed): the
-    manifest's throughput is ``embedded / embed_s``. When fewer molecules could be read than
-    ``index_type`` needs to train (ivf-pq), the index that ``auto`` picks is built instead, with a note.
-    """
-    import faiss
-    import numpy as np
-
-    started = time.time()
-    folder = Path(plan.out_dir)
-    missing = [c for c in range(plan.chunks) if not plan.chunk_path(c).is_file()]
-    if missing:
-        raise RunError(f"{folder}: {len(missing)} of {plan.chunks} chunks are not embedded yet (first: {missing[0]}); "
-                       f"rerun the same command to finish them")
+def _chunk_totals(plan: BuildPlan) -> tuple[int, int, list[tuple[int, str, str]]]:
+    """How many vectors the chunks hold, their dimension, and the skipped molecules (row, id, reason)."""
     count, dim, skipped = 0, 0, []
     for c in range(plan.chunks):
         chunk = _load_chunk(plan.chunk_path(c), "embeddings", "skipped_rows", "skipped_ids", "skipped_reasons")
         count += len(chunk["embeddings"])
         dim = dim or (chunk["embeddings"].shape[1] if len(chunk["embeddings"]) else 0)
         skipped += zip(chunk["skipped_rows"].tolist(), chunk["skipped_ids"].tolist(), chunk["skipped_reasons"].tolist())
-    if count == 0:
-        first = "; ".join(f"row {r} ({i}): {why}" for r, i, why in skipped[:3])
-        clear_index_dir(folder)
-        raise DataError(f"{plan.source}: none of the {plan.records} molecules could be read ({first})")
-    note = None
-    if count < min_count(index_type):
-        choice = choose_index("auto", count, dim)
-        note = (f"only {count:,} of the {plan.records:,} molecules could be read, fewer than the {min_count(index_type):,} "
-                f"--index-type {index_type} needs to train; built a {choice.type} index instead")
-        log(f"note: {note}")
-    else:
-        choice = choose_index(index_type, count, dim)
-    index = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:  # IVF: k-means on a seeded random sample of the embeddings
-        rng = np.random.default_rng(0)
-        share = training_fraction(choice, count)
-        sample = []
-        for c in range(plan.chunks):
-            emb = _load_chunk(plan.chunk_path(c), "embeddings")["embeddings"]
-            if len(emb):  # a chunk of only unreadable molecules has no vectors
-                sample.append(emb[rng.random(len(emb)) < share])
-        log(f"training {choice.factory} on {sum(len(s) for s in sample):,} of {count:,} embeddings")
-        index.train(np.ascontiguousarray(np.concatenate(sample)))
+    return count, dim, skipped
+
+
+def _index_for(plan: BuildPlan, index_type: str, count: int, dim: int, log: Callable[[str], None]) -> tuple[IndexChoice, str | None]:
+    """The index to build for ``count`` vectors and a note when ``index_type`` had too few to train on
+    (then the index that ``auto`` picks)."""
+    if count >= min_count(index_type):
+        return choose_index(index_type, count, dim), None
+    choice = choose_index("auto", count, dim)
+    note = (f"only {count:,} of the {plan.records:,} molecules could be read, fewer than the {min_count(index_type):,} "
+            f"--index-type {index_type} needs to train; built a {choice.type} index instead")
+    log(f"note: {note}")
+    return choice, note
+
+
+def _train_index(index, plan: BuildPlan, choice: IndexChoice, count: int, log: Callable[[str], None]) -> None:
+    """IVF: k-means on a seeded random sample of the embeddings (nothing to do for an exact index)."""
+    import numpy as np
+
+    if index.is_trained:
+        return
+    rng = np.random.default_rng(0)
+    share = training_fraction(choice, count)
+    sample = []
+    for c in range(plan.chunks):
+        emb = _load_chunk(plan.chunk_path(c), "embeddings")["embeddings"]
+        if len(emb):  # a chunk of only unreadable molecules has no vectors
+            sample.append(emb[rng.random(len(emb)) < share])
+    log(f"training {choice.factory} on {sum(len(s) for s in sample):,} of {count:,} embeddings")
+    index.train(np.ascontiguousarray(np.concatenate(sample)))
+
+
+def _write_index_files(plan: BuildPlan, index, count: int, skipped: list[tuple[int, str, str]]) -> None:
+    """Add every chunk's vectors to ``index`` and write it, the molecule table with its row offsets, and
+    the skipped molecules (each file atomically)."""
+    import faiss
+    import numpy as np
+
+    folder = Path(plan.out_dir)
     offsets = np.zeros(count, dtype=np.int64)
     row = 0
     with atomic_path(folder / MOLECULES) as tmp, open(tmp, "wb") as out:
@@ -524,13 +524,53 @@ def merge_chunks(plan: BuildPlan, index_type: str = "auto", *, embed_s: float = 
     np.save(buffer, offsets)
     atomic_write_bytes(folder / OFFSETS, buffer.getvalue())
     atomic_write_text(folder / SKIPPED, "row\tid\treason\n" + "".join(f"{r}\t{_clean(i)}\t{_clean(w)}\n" for r, i, w in skipped))
+
+
+def _build_record(plan: BuildPlan, workers: int, embed_s: float, embed_cpu_s: float, merge_s: float, embedded: int) -> dict:
+    """The manifest's ``build`` section: settings, timings and the throughput of this invocation's embedding."""
+    return {"workers": workers, "chunk_size": plan.chunk_size, "batch_size": plan.batch_size, "device": plan.device,
+            "cpu_count": os.cpu_count(), "embed_s": round(embed_s, 2), "embed_cpu_s": round(embed_cpu_s, 2),
+            "merge_s": round(merge_s, 2),
+            # throughput of the embedding done by this invocation (a resumed build embedded only the rest)
+            "molecules_embedded": embedded,
+            "molecules_per_s": round(embedded / embed_s, 1) if embed_s > 0 and embedded else None,
+            "cpu_ms_per_molecule": round(1e3 * embed_cpu_s / embedded, 3) if embedded else None,
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def merge_chunks(plan: BuildPlan, index_type: str = "auto", *, embed_s: float = 0.0, embed_cpu_s: float = 0.0,
+                 embedded: int | None = None, workers: int = 1, log: Callable[[str], None] = print) -> dict:
+    """Build the FAISS index and metadata from every chunk, write the manifest, remove the chunks.
+
+    ``embed_s`` / ``embed_cpu_s`` are the wall and CPU time of the embedding this invocation did,
+    ``embedded`` how many records it embedded (default: all; fewer when a build was resumed): the
+    manifest's throughput is ``embedded / embed_s``. When fewer molecules could be read than
+    ``index_type`` needs to train (ivf-pq), the index that ``auto`` picks is built instead, with a note.
+    """
+    import faiss
+
+    started = time.time()
+    folder = Path(plan.out_dir)
+    missing = [c for c in range(plan.chunks) if not plan.chunk_path(c).is_file()]
+    if missing:
+        raise RunError(f"{folder}: {len(missing)} of {plan.chunks} chunks are not embedded yet (first: {missing[0]}); "
+                       f"rerun the same command to finish them")
+    count, dim, skipped = _chunk_totals(plan)
+    if count == 0:
+        first = "; ".join(f"row {r} ({i}): {why}" for r, i, why in skipped[:3])
+        clear_index_dir(folder)
+        raise DataError(f"{plan.source}: none of the {plan.records} molecules could be read ({first})")
+    choice, note = _index_for(plan, index_type, count, dim, log)
+    index = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
+    _train_index(index, plan, choice, count, log)
+    _write_index_files(plan, index, count, skipped)
     merge_s = time.time() - started
     try:
         identity = read_sealed_json(folder / BUILD_STATE)
     except (OSError, ValueError) as exc:
         reason = str(exc) if isinstance(exc, IntegrityError) else f"{folder / BUILD_STATE} is unreadable ({exc})"
         raise RunError(f"{reason}; use --fresh to start the build over") from None
-    embedded = plan.records if embedded is None else embedded
     manifest = {
         **identity,
         "files": {name: sha256_file(folder / name) for name in HASHED_FILES},
@@ -538,15 +578,7 @@ def merge_chunks(plan: BuildPlan, index_type: str = "auto", *, embed_s: float = 
                   "search_params": choice.search_params, "bytes": (folder / INDEX_FILE).stat().st_size,
                   "requested_type": index_type, **({"note": note} if note else {})},
         "molecules": {"records": plan.records, "indexed": count, "skipped": len(skipped)},
-        "build": {"workers": workers, "chunk_size": plan.chunk_size, "batch_size": plan.batch_size, "device": plan.device,
-                  "cpu_count": os.cpu_count(), "embed_s": round(embed_s, 2), "embed_cpu_s": round(embed_cpu_s, 2),
-                  "merge_s": round(merge_s, 2),
-                  # throughput of the embedding done by this invocation (a resumed build embedded only the rest)
-                  "molecules_embedded": embedded,
-                  "molecules_per_s": round(embedded / embed_s, 1) if embed_s > 0 and embedded else None,
-                  "cpu_ms_per_molecule": round(1e3 * embed_cpu_s / embedded, 3) if embedded else None,
-                  "peak_rss_mib": round(peak_rss_mib(), 1),
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        "build": _build_record(plan, workers, embed_s, embed_cpu_s, merge_s, plan.records if embedded is None else embedded),
     }
     atomic_write_text(folder / MANIFEST, sealed_json(manifest, indent=2))
     shutil.rmtree(folder / CHUNKS, ignore_errors=True)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from zoo.errors import RunError
 from zoo import runs
+from zoo.runs import RESULTS_FILE
 from zoo.devices import resolve_device
 
 if TYPE_CHECKING:
@@ -399,7 +400,7 @@ def render_report(retrievals: Sequence[RunRetrieval], sampled: Sequence["Pair"],
 <p class=meta>Runs: {runs}.<br>Data: <code>{_e(relative(data.data_dir))}</code> ({_e(data.protocol)} protocol; {len(data.test):,} test
 descriptions; gallery <code>{_e(gallery)}</code>). Generated {_e(now)} by molzoo {_e(__version__)}.</p>
 <h2 id=leaderboard>Leaderboard</h2>
-<p class=meta>Test scores recorded in each run's <code>results.json</code> (Hits and MRR in percent; mean ± std over seeds when a configuration ran with several).</p>
+<p class=meta>Test scores recorded in each run's <code>{RESULTS_FILE}</code> (Hits and MRR in percent; mean ± std over seeds when a configuration ran with several).</p>
 {_leaderboard_section(retrievals)}
 <h2 id=curves>Training curves</h2>
 {_curves_section(retrievals)}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zoo.errors import RunError
+from zoo.evals.results import RESULTS_FILE  # the results file's name is owned by its schema
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from zoo.model import RetrievalModel
     from zoo.spec import CompositionSpec
 
-RESULTS_FILE = "results.json"
 SPEC_FILE = "spec.toml"
 CHECKPOINT_DIR = "checkpoint"
 BEST_CHECKPOINT = "best.safetensors"

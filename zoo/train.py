@@ -8,7 +8,6 @@ every epoch so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -20,8 +19,8 @@ import numpy as np
 import torch
 
 from zoo import runs
-from zoo.checkpoints import (TrainerState, check_resume_data, data_provenance, load_checkpoint, load_weights,
-                             save_checkpoint, save_weights)
+from zoo.checkpoints import TrainerState, check_resume_data, data_provenance, load_checkpoint, load_weights
+from zoo.loop import train_step  # noqa: F401  (re-exported: zoo.train.train_step)
 from zoo.devices import resolve_device
 from zoo.errors import RunError
 from zoo.spec import CompositionSpec
@@ -43,27 +42,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-# -- one step ---------------------------------------------------------------------------------
-def train_step(train_model: torch.nn.Module, optimizer, text_batch: Any, mol_batch: Any, grad_clip: float,
-               device: torch.device, cpu_bf16: bool = False, where: str = "") -> dict[str, float]:
-    """One optimizer step on one batch: forward (bf16 autocast on CUDA, and on the CPU with ``cpu_bf16``),
-    backward, gradient clipping to ``grad_clip`` (when > 0), update. Returns the model's logged values;
-    a non-finite loss is a :class:`RunError` (naming ``where``) before anything is updated."""
-    from zoo.evaluate import autocast
-    from zoo.optim import clip_grad_norm_
-
-    with autocast(device, cpu_bf16=cpu_bf16):
-        loss, logs = train_model(text_batch, mol_batch)
-    if not torch.isfinite(loss):
-        raise RunError(f"loss became {float(loss.detach())}{f' at {where}' if where else ''}; lower train.lr")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip > 0:
-        clip_grad_norm_(train_model.parameters(), grad_clip)
-    optimizer.step()
-    return logs
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -228,19 +206,126 @@ def _write_results(results_path: Path, spec: CompositionSpec, report, requested_
     log(f"results: {results_path} (spec hash {spec_hash}, {timings['total_s'] / 60:.1f} min)")
 
 
-def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]) -> Path:
-    from zoo import distributed
+def _build_optimizer(model, cfg, device: torch.device, text_mode: str):
+    """The optimizer and scheduler of ``cfg`` (timm factories; lazy AdamW for sparse embedding tables on
+    CPU); a fine-tuned text backbone gets ``train.backbone_lr``."""
+    from timm.scheduler import create_scheduler_v2
+
+    from zoo.optim import build_optimizer
+
+    backbone = getattr(model.text_encoder, "backbone", None) if text_mode == "finetune" else None
+    try:
+        optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, device, backbone=backbone,
+                                    backbone_lr=cfg.backbone_lr)
+        scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs,
+                                           warmup_epochs=cfg.warmup_epochs, min_lr=cfg.lr * 0.01, warmup_lr=cfg.lr * 0.1)
+    except (ValueError, AssertionError, KeyError) as exc:
+        raise RunError(f"timm cannot build optimizer {cfg.optimizer!r} / scheduler {cfg.scheduler!r}: {exc!r}") from None
+    if scheduler is None:
+        raise RunError(f"train.scheduler={cfg.scheduler!r} is not a timm scheduler (e.g. cosine, step, plateau)")
+    return optimizer, scheduler
+
+
+def _resume_or_start(spec: CompositionSpec, opts: RunOptions, out_dir: Path, model, optimizer, scheduler, is_main: bool,
+                     log: Callable[[str], None]) -> TrainerState:
+    """The trainer state of the run's last checkpoint (unless ``--fresh``), the scheduler moved to its epoch;
+    a fresh state otherwise. Rank 0 creates the checkpoint folder and writes the spec that runs."""
     from zoo.cache import atomic_write_text
+
+    state = TrainerState()
+    last_path, ckpt_dir = runs.last_checkpoint(out_dir), runs.checkpoint_dir(out_dir)
+    if last_path.exists() and not opts.fresh:
+        state = load_checkpoint(last_path, model, optimizer, spec.hash())
+        scheduler.step(state.epoch)  # the schedule is a function of the epoch
+        log(f"resuming from {ckpt_dir} after epoch {state.epoch} (best held-out MRR {state.best_mrr:.4f} at epoch {state.best_epoch})")
+    if is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(runs.spec_path(out_dir), spec.to_toml())
+    return state
+
+
+def _check_batch(n: int, cfg, dctx) -> None:
+    """Enough training pairs for a batch, and (under torchrun) for each rank's slice of it."""
+    if n < 2:
+        raise RunError(f"only {n} training pair(s): need at least 2")
+    if dctx.enabled and min(n, cfg.batch_size) < 2 * dctx.world_size:  # every rank needs a pair batch (aux losses)
+        raise RunError(f"global batch of {min(n, cfg.batch_size)} pairs cannot give each of {dctx.world_size} processes "
+                       "at least 2 pairs; raise train.batch_size or launch fewer processes")
+
+
+def _wrap_for_ranks(model, prepared, train_pairs, cfg, dctx, device: torch.device, log: Callable[[str], None]):
+    """The model to train (DDP-wrapped under torchrun, gradients averaged over the ranks) and the hook that
+    gathers the loss inputs across ranks (global in-batch negatives; ``None`` in one process). Lazy modules
+    (DDP cannot wrap them) are first materialised by one forward on the first batch, in a forked RNG so that
+    the random stream, and so the run, is the same with any number of processes."""
+    from zoo import distributed
+    from zoo.evaluate import autocast
+
+    n = len(train_pairs)
+    if distributed.has_uninitialized_parameters(model):
+        first = [train_pairs[i] for i in distributed.shard(list(range(min(n, cfg.batch_size))), dctx)]
+        model.train()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), autocast(device):
+            model(model.text_encoder.collate(prepared.texts_of(first)).to(device),
+                  prepared.graphs.batch(prepared.molecules_of(first)).to(device))
+    train_model = distributed.wrap_model(model, dctx, device)
+    gather_hook = distributed.gather_loss_inputs(model.loss) if dctx.enabled else None
+    if dctx.enabled:
+        rows, extra = divmod(min(n, cfg.batch_size), dctx.world_size)
+        log(f"distributed: {dctx.world_size} processes ({dctx.backend}), global batch {min(n, cfg.batch_size)} "
+            f"= {rows}{f'-{rows + 1}' if extra else ''} pairs per process")
+    return train_model, gather_hook
+
+
+def _prepare(model, spec: CompositionSpec, opts: RunOptions, data, out_dir: Path, dctx, device: torch.device,
+             timings: dict[str, float], log: Callable[[str], None]):
+    """Fit what the text encoder fits on the training descriptions (or load it from the run folder), then
+    featurize every text and molecule once (:func:`zoo.gallery.prepare_gallery`). Returns the fitting notes
+    and the prepared gallery."""
+    from zoo import distributed
     from zoo.fitting import fit_or_load
     from zoo.gallery import prepare_gallery
-    from zoo.evals.ranking import rank_of_true, retrieval_metrics
-    from zoo.evaluate import autocast, embed_molecules, embed_texts, evaluate_pairs
-    from zoo.fusion import fuse_composition, scorer_member
+
+    with distributed.main_process_first(dctx):  # rank 0 fills the on-disk caches, the other ranks then read them
+        t0 = time.time()
+        fit_notes = fit_or_load(model.text_encoder, [p.description for p in data.train], runs.fitted_path(out_dir),
+                                spec_hash=spec.hash(), seed=spec.train.seed, refit=opts.fresh and dctx.is_main, log=log,
+                                data_checksums=data.checksums)  # training descriptions only, before texts are prepared
+        fit_s = time.time() - t0
+        prepared = prepare_gallery(model, data, device, progress=opts.progress, timings=timings)
+        timings["text_features_s"] += fit_s
+    return fit_notes, prepared
+
+
+def _evaluate(model, prepared, scorers: list, data, spec: CompositionSpec, opts: RunOptions, device: torch.device,
+              timings: dict[str, float], log: Callable[[str], None]) -> tuple[dict, dict, dict[str, Any]]:
+    """The test scores per gallery of ``model`` (its best weights loaded), and the galleries; with ``scorers``,
+    the learned similarity fused with them, weights fitted on the held-out pairs (:mod:`zoo.fusion`), and the
+    results' extra fields (``fusion``, ``learned_scores``)."""
+    from zoo.evaluate import evaluate_pairs
+    from zoo.fusion import fuse_composition
+
+    t0 = time.time()
+    scores, galleries, _ = evaluate_pairs(model, data.test, data, prepared.graphs, prepared.mol_index, prepared.text_items,
+                                          prepared.text_index, spec.eval.galleries, spec.train.eval_batch_size,
+                                          spec.eval.chunk_size, device, progress=opts.progress, log=log)
+    timings["eval_s"] = time.time() - t0
+    if not scorers:
+        return scores, galleries, {}
+    t0 = time.time()
+    learned = scores
+    scores, galleries, record = fuse_composition(model, prepared, scorers, data, spec, device, log)
+    timings["fusion_s"] = time.time() - t0
+    return scores, galleries, {"fusion": record, "learned_scores": learned}
+
+
+def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]) -> Path:
+    from zoo.fusion import scorer_member
+    from zoo.loop import Loop, train_epochs
 
     started = time.time()
     timings: dict[str, float] = {}
     requested = spec.resolve()
-    requested_hash = requested.hash()
     cfg = requested.train
     task, device, dctx, opts, log = _start(requested, opts)
 
@@ -251,175 +336,56 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
         f"test={len(data.test)} gallery(all)={len(data.gallery)}")
     timings["load_data_s"] = time.time() - t0
 
-    # 2. components (a substitution is announced before anything slow happens)
+    # 2. components (a substitution is announced before anything slow happens), run folder, fitted state, features
     t0 = time.time()
     model, report, text_mode = _build_model(requested, opts, device, log)
     spec = report.spec
-    spec_hash = spec.hash()
-    text_encoder = model.text_encoder
     timings["build_s"] = time.time() - t0
-
     out_dir = _open_run_folder(spec, opts, data, dctx.is_main, log, undo)
     # scorers fused after training (zoo.fusion): built now, so a bad one fails before anything is trained
     scorers = [scorer_member(s.name, dict(s.options)) for s in spec.scorers] if dctx.is_main else []
-    results_path, ckpt_dir = runs.results_path(out_dir), runs.checkpoint_dir(out_dir)
-    last_path, best_path = runs.last_checkpoint(out_dir), runs.best_checkpoint(out_dir)
+    fit_notes, prepared = _prepare(model, spec, opts, data, out_dir, dctx, device, timings, log)
 
-    with distributed.main_process_first(dctx):  # rank 0 fills the on-disk caches, the other ranks then read them
-        t0 = time.time()
-        fit_notes = fit_or_load(text_encoder, [p.description for p in data.train], runs.fitted_path(out_dir), spec_hash=spec_hash,
-                                seed=cfg.seed, refit=opts.fresh and dctx.is_main, log=log,
-                                data_checksums=data.checksums)  # training descriptions only, before texts are prepared
-        fit_s = time.time() - t0
-        prepared = prepare_gallery(model, data, device, progress=opts.progress, timings=timings)
-        timings["text_features_s"] += fit_s
-    graphs = prepared.graphs
-
-    train_pairs, select_pairs = data.train, data.select
-    train_text, select_text = prepared.texts_of(train_pairs), prepared.texts_of(select_pairs)
-    train_mols, select_mols = prepared.molecules_of(train_pairs), prepared.molecules_of(select_pairs)
     pretraining = None
-    if not (last_path.exists() and not opts.fresh):  # a resumed run's checkpoint holds the pretrained weights
+    if not (runs.last_checkpoint(out_dir).exists() and not opts.fresh):  # a resumed run's checkpoint holds them
         t0 = time.time()
         pretraining = _pretrain_molecule_encoder(model, prepared, device, cfg.seed, log)
         if pretraining is not None:
             timings["pretrain_s"] = time.time() - t0
 
-    # 3. optimizer & scheduler (timm factories; lazy AdamW for sparse embedding tables on CPU)
-    from timm.scheduler import create_scheduler_v2
-
-    from zoo.optim import build_optimizer
-
-    backbone = getattr(text_encoder, "backbone", None) if text_mode == "finetune" else None
-    try:
-        optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, device, backbone=backbone,
-                                    backbone_lr=cfg.backbone_lr)
-        scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.scheduler, num_epochs=cfg.epochs,
-                                           warmup_epochs=cfg.warmup_epochs, min_lr=cfg.lr * 0.01, warmup_lr=cfg.lr * 0.1)
-    except (ValueError, AssertionError, KeyError) as exc:
-        raise RunError(f"timm cannot build optimizer {cfg.optimizer!r} / scheduler {cfg.scheduler!r}: {exc!r}") from None
-    if scheduler is None:
-        raise RunError(f"train.scheduler={cfg.scheduler!r} is not a timm scheduler (e.g. cosine, step, plateau)")
-    skip_backbone = text_mode == "frozen"
-    meta = {"spec_hash": spec_hash, "molzoo_spec": json.dumps(spec.to_dict()),
+    # 3. optimizer, scheduler, resume, and 4. train
+    optimizer, scheduler = _build_optimizer(model, cfg, device, text_mode)
+    meta = {"spec_hash": spec.hash(), "molzoo_spec": json.dumps(spec.to_dict()),
             "molecule_featurizer": model.molecule_encoder.featurizer, **data_provenance(data)}  # checked when loading
-
-    # 4. resume
-    state = TrainerState()
-    if last_path.exists() and not opts.fresh:
-        state = load_checkpoint(last_path, model, optimizer, spec_hash)
-        scheduler.step(state.epoch)  # the schedule is a function of the epoch
-        log(f"resuming from {ckpt_dir} after epoch {state.epoch} (best held-out MRR {state.best_mrr:.4f} at epoch {state.best_epoch})")
-    if dctx.is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(runs.spec_path(out_dir), spec.to_toml())
-
-    # 5. train
-    collate_text = text_encoder.collate
-    n = len(train_pairs)
-    steps = n // cfg.batch_size if n >= cfg.batch_size else 1
-    if n < 2:
-        raise RunError(f"only {n} training pair(s): need at least 2")
-    if dctx.enabled and min(n, cfg.batch_size) < 2 * dctx.world_size:  # every rank needs a pair batch (aux losses)
-        raise RunError(f"global batch of {min(n, cfg.batch_size)} pairs cannot give each of {dctx.world_size} processes "
-                       "at least 2 pairs; raise train.batch_size or launch fewer processes")
-    if distributed.has_uninitialized_parameters(model):
-        # lazy modules (DDP cannot wrap them) are materialised by one forward on the first batch, in a forked RNG
-        # so that the random stream, and so the run, is the same with any number of processes
-        first = distributed.shard(list(range(min(n, cfg.batch_size))), dctx)
-        model.train()
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), autocast(device):
-            model(collate_text([train_text[i] for i in first]).to(device),
-                  graphs.batch([train_mols[i] for i in first]).to(device))
-    train_model = distributed.wrap_model(model, dctx, device)  # DDP: gradients averaged over the ranks
-    gather_hook = distributed.gather_loss_inputs(model.loss) if dctx.enabled else None  # global in-batch negatives
-    if dctx.enabled:
-        rows, extra = divmod(min(n, cfg.batch_size), dctx.world_size)
-        log(f"distributed: {dctx.world_size} processes ({dctx.backend}), global batch {min(n, cfg.batch_size)} "
-            f"= {rows}{f'-{rows + 1}' if extra else ''} pairs per process")
-    budget_s = cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
-    while state.epoch < cfg.epochs and not state.stop_reason:
-        epoch = state.epoch
-        epoch_start = time.time()
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch + 7_919 * dctx.rank)  # dropout etc.: identical after a resume
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).tolist()
-        train_model.train()
-        sums: dict[str, float] = {}
-        for step in range(steps):
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size] if n >= cfg.batch_size else order
-            idx = distributed.shard(idx, dctx)  # this rank's slice of the global batch
-            text_batch = collate_text([train_text[i] for i in idx]).to(device)
-            mol_batch = graphs.batch([train_mols[i] for i in idx]).to(device)
-            logs = train_step(train_model, optimizer, text_batch, mol_batch, cfg.grad_clip, device, cpu_bf16=cfg.cpu_bf16,
-                              where=f"epoch {epoch + 1} step {step + 1}")
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-        if hasattr(optimizer, "flush"):  # LazyAdamW: its deferred row updates land before the weights are read
-            optimizer.flush()
-        scheduler.step(epoch + 1)
-        sums = distributed.mean_across_ranks(sums, dctx, device)  # auxiliary losses differ per rank
-        if dctx.is_main:  # rank 0 selects, logs and checkpoints; the other ranks receive its decision
-            # held-out selection: text->molecule MRR among the held-out molecules
-            text_emb = embed_texts(model, select_text, cfg.eval_batch_size, device)
-            mol_emb = embed_molecules(model, graphs, select_mols, cfg.eval_batch_size, device)
-            if not (text_emb.isfinite().all() and mol_emb.isfinite().all()):
-                raise RunError(f"the model's embeddings became nan/inf in epoch {epoch + 1}; lower train.lr (now {cfg.lr:g})")
-            held = retrieval_metrics(rank_of_true(text_emb, mol_emb, torch.arange(len(select_mols)), device=device))
-            state.epoch = epoch + 1
-            epoch_s = time.time() - epoch_start
-            state.train_seconds += epoch_s
-            record = {"epoch": state.epoch, **{k: v / steps for k, v in sums.items()}, "heldout_mrr": held["mrr"],
-                      "heldout_hits@1": held["hits@1"], "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_s}
-            state.history.append(record)
-            improved = held["mrr"] > state.best_mrr
-            if improved:
-                state.best_mrr, state.best_epoch, state.stale_epochs = held["mrr"], state.epoch, 0
-                save_weights(model, best_path, skip_backbone, meta)
-            else:
-                state.stale_epochs += 1
-            extras = " ".join(f"{k}={v:.3f}" for k, v in record.items()
-                              if k not in {"epoch", "loss", "heldout_mrr", "heldout_hits@1", "lr", "seconds"})
-            log(f"epoch {state.epoch:3d}/{cfg.epochs} loss={record['loss']:.4f} {extras} held-out MRR={held['mrr']:.4f} "
-                f"H@1={held['hits@1']:.3f}{' *' if improved else ''} ({epoch_s:.1f}s)")
-            if state.stale_epochs >= cfg.patience:
-                state.stop_reason = f"early stop: no held-out MRR gain for {cfg.patience} epochs"
-            elif state.train_seconds + epoch_s > budget_s:
-                state.stop_reason = f"time budget: train.max_minutes={cfg.max_minutes} reached"
-            elif state.epoch >= cfg.epochs:
-                state.stop_reason = "completed all epochs"
-            save_checkpoint(last_path, model, optimizer, state, skip_backbone, meta)
-        state = distributed.broadcast_object(state, dctx)
-    log(f"training stopped after epoch {state.epoch}: {state.stop_reason or 'completed'}; best epoch {state.best_epoch} "
-        f"(held-out MRR {state.best_mrr:.4f})")
+    state = _resume_or_start(spec, opts, out_dir, model, optimizer, scheduler, dctx.is_main, log)
+    _check_batch(len(data.train), cfg, dctx)
+    train_model, gather_hook = _wrap_for_ranks(model, prepared, data.train, cfg, dctx, device, log)
+    loop = Loop(cfg=cfg, model=model, train_model=train_model, optimizer=optimizer, scheduler=scheduler,
+                collate_text=model.text_encoder.collate, graphs=prepared.graphs,
+                train_text=prepared.texts_of(data.train), train_mols=prepared.molecules_of(data.train),
+                select_text=prepared.texts_of(data.select), select_mols=prepared.molecules_of(data.select),
+                dctx=dctx, device=device, last_path=runs.last_checkpoint(out_dir), best_path=runs.best_checkpoint(out_dir),
+                skip_backbone=text_mode == "frozen", meta=meta, log=log)
+    state = train_epochs(loop, state)
     timings["train_s"] = state.train_seconds
     if gather_hook is not None:
         gather_hook.remove()
+    results_path = runs.results_path(out_dir)
     if not dctx.is_main:
         return results_path  # rank 0 evaluates the best weights and writes the results
 
-    # 6. evaluate the best weights on test
-    t0 = time.time()
-    load_weights(model, best_path, "rerun with --fresh to retrain")
-    scores, galleries, _ = evaluate_pairs(model, data.test, data, graphs, prepared.mol_index, prepared.text_items,
-                                          prepared.text_index, spec.eval.galleries, cfg.eval_batch_size, spec.eval.chunk_size, device,
-                                          progress=opts.progress, log=log)
-    timings["eval_s"] = time.time() - t0
-    fused: dict[str, Any] = {}
-    if scorers:  # fuse the learned similarity with the spec's scorers, weights fitted on the held-out pairs
-        t0 = time.time()
-        learned = scores
-        scores, galleries, record = fuse_composition(model, prepared, scorers, data, spec, device, log)
-        fused = {"fusion": record, "learned_scores": learned}
-        timings["fusion_s"] = time.time() - t0
+    # 5. evaluate the best weights on test (fused with the spec's scorers, if any)
+    load_weights(model, loop.best_path, "rerun with --fresh to retrain")
+    scores, galleries, fused = _evaluate(model, prepared, scorers, data, spec, opts, device, timings, log)
     timings["total_s"] = time.time() - started
 
-    # 7. results
-    _write_results(results_path, spec, report, requested_hash, task, data, fit_notes, scores, galleries, timings,
+    # 6. results
+    _write_results(results_path, spec, report, requested.hash(), task, data, fit_notes, scores, galleries, timings,
                    training={"device": str(device), "text_mode": text_mode, "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
                              "stop_reason": state.stop_reason, "history": state.history,
                              "bf16_autocast": device.type == "cuda" or cfg.cpu_bf16, "world_size": dctx.world_size,
-                             "distributed_backend": dctx.backend, "global_batch_size": min(n, cfg.batch_size),
+                             "distributed_backend": dctx.backend, "global_batch_size": loop.global_batch,
                              "molecule_pretraining": pretraining},
-                   checkpoint=best_path, log=log, extra=fused)
+                   checkpoint=loop.best_path, log=log, extra=fused)
     return results_path

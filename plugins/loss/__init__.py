@@ -10,20 +10,9 @@ def register_losses(register):
         "triplet",
         "zoo.plugins.loss.triplet:TripletLoss",
         description="Triplet margin loss with in-batch negative mining (hard, semi-hard or all) (AMAN).",
-        config={
-            "margin": 0.2,
-            "distance": "cosine",  # "cosine" | "euclidean"
-            "mining": "hard",  # "hard" | "semihard" | "all"
-            "directions": "both",  # "both" | "text_to_molecule"
-        },
     )
     register(
         "infonce",
         "zoo.plugins.loss.infonce:InfoNCELoss",
         description="Symmetric CLIP-style InfoNCE over in-batch cosine similarities with a learnable temperature.",
-        config={
-            "temperature": 0.07,
-            "learnable": True,
-            "directions": "both",  # "both" | "text_to_molecule"
-        },
     )

@@ -10,11 +10,9 @@ def register_scorers(register):
         "structure_match",
         "zoo.plugins.scorers.structure_match:StructureMatchScorer",
         description="chemical names in the description (OPSIN) -> max Morgan Tanimoto to the candidate",
-        config={"max_structures": 4, "max_tokens": 4, "radius": 2, "n_bits": 2048},
     )
     register(
         "run",
         "zoo.fusion:RunScorer",  # core code (loads a finished run); imported only when used
         description="another finished run's learned cosine similarity (option run = RUN folder)",
-        config={"run": "", "device": "auto"},
     )

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 from torch import nn
 
-from zoo.api import Encoded, TextEncoderUnavailable
+from zoo.api import Encoded, TextEncoderUnavailable, passes_options_to
 
 SCIBERT_HUB_ID = "allenai/scibert_scivocab_uncased"
 MINILM_PACKAGE = "all_minilm_l6_v2"
@@ -384,16 +384,19 @@ def cached_text_states(encoder: HFTextEncoder, texts: list[str], progress: bool 
     return states
 
 
+@passes_options_to(HFTextEncoder)
 def scibert(embed_dim: int, model: str = SCIBERT_HUB_ID, **options: Any) -> HFTextEncoder:
     """SciBERT (``allenai/scibert_scivocab_uncased``, or a local copy passed as ``model``)."""
     return HFTextEncoder(embed_dim, model=model, **options)
 
 
+@passes_options_to(HFTextEncoder, exclude=("model",))
 def minilm(embed_dim: int, **options: Any) -> HFTextEncoder:
     """all-MiniLM-L6-v2 from the PyPI package (fully offline)."""
     return HFTextEncoder(embed_dim, model="minilm", **options)
 
 
+@passes_options_to(HFTextEncoder)
 def hf(embed_dim: int, model: str = "", **options: Any) -> HFTextEncoder:
     """Any transformer: a local folder or a hub id."""
     if not model:

@@ -16,5 +16,4 @@ def register_molecule_encoders(register):
         "descriptor_mlp",
         "molzoo_descriptors.encoder:DescriptorMLP",  # lazy: imported on creation
         description="An MLP with LayerNorm over ~200 RDKit 2D descriptors (no graph; stereo-blind).",
-        config={"hidden_dim": 256, "layers": 2, "dropout": 0.1},
     )

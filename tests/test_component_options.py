@@ -1,0 +1,90 @@
+"""Component options are stated once, in the factory's signature, and registered from there."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from zoo.errors import ComponentError, UnknownOptionError
+from zoo.registry import get_component, list_components
+from zoo.registry.catalog import COMPONENT_KINDS, Component, options_of, passes_options_to
+from zoo.spec import load_spec
+
+PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
+
+#: ``CompositionSpec.hash()`` of the shipped compositions, computed on main 4a5bc7c / 3d81066 (before options
+#: were read from signatures): moving the defaults must not change a resolved spec. The fingerprint_mlp
+#: compositions were re-pinned on 38e10b2, whose new options (pretrain_epochs, pretrain_mask) and tfidf_fp
+#: settings changed them on purpose.
+SHIPPED_HASHES = {
+    "aman": "ad2414de1ad9",
+    "best": "efce736c7bd6",
+    "tfidf_names": "efce736c7bd6",
+    "gt_infonce": "7e8ec57c513d",
+    "text2mol_attention": "50af666371c5",
+    "text2mol_gcn": "980bcde7cd14",
+    "text2mol_mlp": "10d96b4e3126",
+    "tfidf_fp": "3761d7b7863a",
+}
+
+
+def test_shipped_composition_hashes_are_unchanged():
+    assert {name: load_spec(name).hash() for name in SHIPPED_HASHES} == SHIPPED_HASHES
+
+
+def test_builtin_registrations_do_not_repeat_defaults():
+    """No ``config=`` in a built-in component registration: the signature is the one statement."""
+    for kind_dir in ("text", "molecule", "align", "loss", "scorers"):
+        tree = ast.parse((PLUGINS / kind_dir / "__init__.py").read_text())
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "register"]
+        assert calls, kind_dir
+        assert not [kw.arg for call in calls for kw in call.keywords if kw.arg == "config"], kind_dir
+
+
+@pytest.mark.parametrize("kind", COMPONENT_KINDS)
+def test_every_builtin_component_config_is_its_signature(kind):
+    for component in list_components(kind):
+        assert dict(component.config) == options_of(component.load()), component.name
+
+
+def test_forwarding_factories_take_the_shared_class_defaults():
+    from zoo.plugins.text.hf_text import SCIBERT_HUB_ID, HFTextEncoder
+
+    shared = options_of(HFTextEncoder)
+    scibert = dict(get_component("text_encoder", "scibert").config)
+    minilm = dict(get_component("text_encoder", "minilm").config)
+    assert scibert == shared and scibert["model"] == SCIBERT_HUB_ID
+    assert "model" not in minilm and minilm == {k: v for k, v in shared.items() if k != "model"}
+    assert get_component("text_encoder", "hf").config["model"] == ""  # its own default wins
+
+
+class _Encoder:
+    def __init__(self, embed_dim: int, *, hidden_dim: int = 64, pooling: str = "mean", **unused) -> None:
+        self.kwargs = {"embed_dim": embed_dim, "hidden_dim": hidden_dim, "pooling": pooling}
+
+
+def test_options_of_reads_keyword_defaults_and_skips_context_arguments():
+    assert options_of(_Encoder) == {"hidden_dim": 64, "pooling": "mean"}
+
+    @passes_options_to(_Encoder, exclude=("pooling",))
+    def small(embed_dim: int, depth: int = 2, **options):
+        return _Encoder(embed_dim, **options)
+
+    assert options_of(small) == {"depth": 2, "hidden_dim": 64}
+
+
+def test_a_plugin_component_without_config_gets_its_signature_and_close_match_errors():
+    component = Component("molecule_encoder", "mine", _Encoder, plugin="demo")
+    assert component.resolve_options({"hidden_dim": 8}) == {"hidden_dim": 8, "pooling": "mean"}
+    with pytest.raises(UnknownOptionError, match=r"no option 'hiden_dim'.*Did you mean: hidden_dim"):
+        component.resolve_options({"hiden_dim": 8})
+    stated = Component("molecule_encoder", "mine", _Encoder, stated_config={"hidden_dim": 32}, plugin="demo")
+    assert dict(stated.config) == {"hidden_dim": 32}  # an explicit config still wins
+    assert dict(Component("composition", "c", lambda: {}).config) == {}
+
+
+def test_a_factory_without_a_signature_is_a_clear_error():
+    with pytest.raises(ComponentError, match="cannot read the options.*config="):
+        Component("loss", "builtin", max, plugin="demo").config  # noqa: B018
