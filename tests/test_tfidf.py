@@ -142,20 +142,22 @@ def test_fit_sees_only_the_training_descriptions(tiny_env, tmp_path):
     assert not torch.equal(idf, with_held_out.fitted_state()["idf"])
 
 
+def _interrupt_after_first(real_save):
+    """``save_checkpoint`` that saves, then interrupts the run (as Ctrl-C) after the first checkpoint."""
+    def save_then_interrupt(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    return save_then_interrupt
+
+
 def test_resume_and_zoo_eval_reproduce_the_scores(tiny_env, tmp_path, monkeypatch, capsys):
     import zoo.loop as train  # the epoch loop saves the checkpoints
 
     settings = ("train.epochs=3",)
     reference = run_tfidf(tiny_env, tmp_path / "straight", *settings)
-    real_save, calls = train.save_checkpoint, {"n": 0}
-
-    def interrupt_after_one(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train, "save_checkpoint", interrupt_after_one)
+    real_save = train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint", _interrupt_after_first(real_save))
     args = ["run", "tfidf_fp", "--data-dir", str(tiny_env), "--out", str(tmp_path / "resumed"), "--no-progress"]
     for item in [*TINY_TFIDF, *settings]:
         args += ["--set", item]
@@ -214,7 +216,7 @@ def test_tfidf_fp_composition():
 def test_molecule_pretraining_is_recorded_and_a_resumed_run_does_not_repeat_it(tiny_env, tmp_path, monkeypatch, capsys):
     """With molecule pretraining on, the results record it; an interrupted run resumes without pretraining
     again (the checkpoint holds the pretrained weights) and reaches the uninterrupted run's scores."""
-    import zoo.train as train
+    import zoo.loop as train  # the epoch loop saves the checkpoints
 
     settings = ("train.epochs=3", "molecule_encoder.pretrain_epochs=2")
     plain = run_tfidf(tiny_env, tmp_path / "plain", "train.epochs=3")
@@ -223,15 +225,8 @@ def test_molecule_pretraining_is_recorded_and_a_resumed_run_does_not_repeat_it(t
     assert record["epochs"] == 2 and record["molecules"] == 6 + reference["task"]["counts"]["counts"]["train"]
     assert reference["scores"]["all"] != plain["scores"]["all"]  # the pretraining changes the model
     assert plain["training"]["molecule_pretraining"] is None
-    real_save, calls = train.save_checkpoint, {"n": 0}
-
-    def interrupt_after_one(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train, "save_checkpoint", interrupt_after_one)
+    real_save = train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint", _interrupt_after_first(real_save))
     args = ["run", "tfidf_fp", "--data-dir", str(tiny_env), "--out", str(tmp_path / "resumed"), "--no-progress"]
     for item in [*TINY_TFIDF, *settings]:
         args += ["--set", item]
