@@ -68,12 +68,18 @@ def zscore_rows(scores: np.ndarray) -> np.ndarray:
 
 def fuse(matrices: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     """``sum_i weights[i] * zscore_rows(matrices[i])``: the fused ``[queries, candidates]`` scores."""
+    return weighted_sum(matrices, weights, zscore=True)
+
+
+def weighted_sum(matrices: Sequence[np.ndarray], weights: Sequence[float], zscore: bool = False) -> np.ndarray:
+    """``sum_i weights[i] * matrices[i]`` over the members with a nonzero weight (each z-scored per row
+    first with ``zscore``; without it the matrices are z-scored already)."""
     if len(matrices) != len(weights) or not matrices:
         raise ValueError(f"{len(matrices)} score matrices for {len(weights)} weights")
     out = np.zeros(np.shape(matrices[0]), dtype=np.float32)
     for matrix, weight in zip(matrices, weights):
         if weight:
-            out += np.float32(weight) * zscore_rows(matrix)
+            out += np.float32(weight) * (zscore_rows(matrix) if zscore else matrix)
     return out
 
 
@@ -281,10 +287,10 @@ def fit_weights(gallery: GalleryScores, heldout: Sequence["Pair"], grid: Sequenc
     true = [gallery.mol_index[p.cid] for p in heldout]
     n = len(gallery.members)
     z = [np.concatenate([gallery.member_scores(i, "text_to_molecule", queries[s:s + CHUNK], None)
-                         for s in range(0, len(queries), CHUNK)]) for i in range(n)]
+                         for s in range(0, len(queries), CHUNK)]) for i in range(n)]  # z-scored once, here
 
     def mrr(weights: Sequence[float]) -> float:
-        return retrieval_metrics(ranks_of(fuse(z, weights), true))["mrr"]
+        return retrieval_metrics(ranks_of(weighted_sum(z, weights), true))["mrr"]
 
     member_mrr = [mrr([1.0 if j == i else 0.0 for j in range(n)]) for i in range(n)]
     best: tuple[float, list[float]] | None = None
