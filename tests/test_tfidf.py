@@ -142,30 +142,32 @@ def test_fit_sees_only_the_training_descriptions(tiny_env, tmp_path):
     assert not torch.equal(idf, with_held_out.fitted_state()["idf"])
 
 
-def _interrupt_after_first(real_save):
-    """``save_checkpoint`` that saves, then interrupts the run (as Ctrl-C) after the first checkpoint."""
+def _interrupted_after_first_checkpoint(tiny_env, out, monkeypatch, *settings) -> None:
+    """``zoo run tfidf_fp`` into ``out``, interrupted (as Ctrl-C: exit 130) right after its first
+    checkpoint is written; the epoch loop's ``save_checkpoint`` is restored afterwards."""
+    import zoo.loop  # the epoch loop saves the checkpoints
+
+    real_save = zoo.loop.save_checkpoint
+
     def save_then_interrupt(*args, **kwargs):
         real_save(*args, **kwargs)
         raise KeyboardInterrupt
 
-    return save_then_interrupt
+    args = ["run", "tfidf_fp", "--data-dir", str(tiny_env), "--out", str(out), "--no-progress"]
+    for item in [*TINY_TFIDF, *settings]:
+        args += ["--set", item]
+    with monkeypatch.context() as patch:
+        patch.setattr(zoo.loop, "save_checkpoint", save_then_interrupt)
+        assert main(args) == 130
 
 
 def test_resume_and_zoo_eval_reproduce_the_scores(tiny_env, tmp_path, monkeypatch, capsys):
-    import zoo.loop as train  # the epoch loop saves the checkpoints
-
     settings = ("train.epochs=3",)
     reference = run_tfidf(tiny_env, tmp_path / "straight", *settings)
-    real_save = train.save_checkpoint
-    monkeypatch.setattr(train, "save_checkpoint", _interrupt_after_first(real_save))
-    args = ["run", "tfidf_fp", "--data-dir", str(tiny_env), "--out", str(tmp_path / "resumed"), "--no-progress"]
-    for item in [*TINY_TFIDF, *settings]:
-        args += ["--set", item]
-    assert main(args) == 130
+    _interrupted_after_first_checkpoint(tiny_env, tmp_path / "resumed", monkeypatch, *settings)
     fitted = tmp_path / "resumed" / "fitted" / "text_encoder.safetensors"
     assert fitted.is_file() and not (tmp_path / "resumed" / "results.json").exists()
     written = fitted.stat().st_mtime_ns
-    monkeypatch.setattr(train, "save_checkpoint", real_save)
     capsys.readouterr()
     resumed = run_tfidf(tiny_env, tmp_path / "resumed", *settings)
     assert "loaded the fitted state" in capsys.readouterr().out and fitted.stat().st_mtime_ns == written
@@ -216,7 +218,6 @@ def test_tfidf_fp_composition():
 def test_molecule_pretraining_is_recorded_and_a_resumed_run_does_not_repeat_it(tiny_env, tmp_path, monkeypatch, capsys):
     """With molecule pretraining on, the results record it; an interrupted run resumes without pretraining
     again (the checkpoint holds the pretrained weights) and reaches the uninterrupted run's scores."""
-    import zoo.loop as train  # the epoch loop saves the checkpoints
 
     settings = ("train.epochs=3", "molecule_encoder.pretrain_epochs=2")
     plain = run_tfidf(tiny_env, tmp_path / "plain", "train.epochs=3")
@@ -225,13 +226,7 @@ def test_molecule_pretraining_is_recorded_and_a_resumed_run_does_not_repeat_it(t
     assert record["epochs"] == 2 and record["molecules"] == 6 + reference["task"]["counts"]["counts"]["train"]
     assert reference["scores"]["all"] != plain["scores"]["all"]  # the pretraining changes the model
     assert plain["training"]["molecule_pretraining"] is None
-    real_save = train.save_checkpoint
-    monkeypatch.setattr(train, "save_checkpoint", _interrupt_after_first(real_save))
-    args = ["run", "tfidf_fp", "--data-dir", str(tiny_env), "--out", str(tmp_path / "resumed"), "--no-progress"]
-    for item in [*TINY_TFIDF, *settings]:
-        args += ["--set", item]
-    assert main(args) == 130
-    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    _interrupted_after_first_checkpoint(tiny_env, tmp_path / "resumed", monkeypatch, *settings)
     capsys.readouterr()
     resumed = run_tfidf(tiny_env, tmp_path / "resumed", *settings)
     assert "pretraining epoch" not in capsys.readouterr().out
