@@ -12,7 +12,7 @@ import pytest
 
 from zoo.cli import main
 from zoo.registry import KINDS
-from zoo.spec import load_spec
+from zoo.spec import EnsembleSpec, load_composition, load_spec
 
 BUILTIN_PLUGINS = {
     "zoo.plugins.text": "register_text_encoders",
@@ -157,8 +157,12 @@ def test_show_every_shipped_composition(capsys):
     assert {"aman", "text2mol_mlp", "text2mol_gcn", "text2mol_attention", "gt_infonce"} <= set(shipped)
     for name in shipped:
         digest, data = _show(capsys, name)
-        assert digest == load_spec(name).hash() and data["name"] == load_spec(name).name  # an alias (best) shows its target
-        assert all(data[slot]["name"] for slot in ("text_encoder", "molecule_encoder", "aligner", "loss"))
+        spec = load_composition(name)
+        assert digest == spec.hash() and data["name"] == spec.name  # an alias (best) shows its target
+        if isinstance(spec, EnsembleSpec):  # its members are shipped compositions
+            assert data["members"] and set(data["members"]) <= set(shipped)
+        else:
+            assert all(data[slot]["name"] for slot in ("text_encoder", "molecule_encoder", "aligner", "loss"))
 
 
 def test_show_with_overrides(capsys):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -171,7 +172,8 @@ def test_ensemble_results_leaderboard_search_eval_and_reuse(env, tmp_path, capsy
     assert [m["composition"] for m in results["spec"]["members"]] == ["tfidf_fp", "tfidf_fp"]
     assert [m["seed"] for m in results["spec"]["members"]] == [0, 1] and "seed" not in results["spec"]["train"]
     assert set(results["member_scores"]) == {"a", "b", "structure_match"}
-    assert fusion["members"][0]["options"]["run"] == str((root / "a").resolve())
+    recorded = fusion["members"][0]["options"]["run"]  # relative to the ensemble folder: the two move together
+    assert not Path(recorded).is_absolute() and (out / recorded).resolve() == (root / "a").resolve()
     # a member alone scores what its run scored (z-scoring keeps each query's ranking)
     alone = results["member_scores"]["a"]["all"]["text_to_molecule"]["mrr"]
     assert alone == pytest.approx(json.loads((root / "a" / "results.json").read_text())["scores"]["all"]["text_to_molecule"]["mrr"], abs=1e-3)
@@ -312,3 +314,73 @@ def test_ensembles_of_one_configuration_over_seeds_make_one_leaderboard_row(env,
     rows = json.loads(capsys.readouterr().out)["tables"][0]["rows"]
     assert len(rows) == 1 and rows[0]["seeds"] == [0, 1] and rows[0]["composition"] == "ensemble(tfidf_fp+structure_match)"
     assert rows[0]["metrics"]["text_to_molecule"]["mrr"]["std"] is not None
+
+
+# -- an ensemble composition ------------------------------------------------------------------------
+def _ensemble_toml(tmp_path, *extra: str) -> Path:
+    """A tiny tfidf_fp member spec and an ensemble composition of it + structure_match, as files."""
+    from zoo.spec import load_spec
+
+    member = tmp_path / "tiny_fp.toml"
+    member.write_text(load_spec("tfidf_fp").with_overrides(TINY).to_toml(), encoding="utf-8")
+    path = tmp_path / "tiny_names.toml"
+    path.write_text(f'name = "tiny_names"\ndescription = "tiny"\nmembers = ["{member.as_posix()}"]\n'
+                    + "".join(f"{line}\n" for line in extra) + '[[scorers]]\nname = "structure_match"\n', encoding="utf-8")
+    return path
+
+
+def test_an_ensemble_composition_trains_its_members_once_and_fuses_them(env, tmp_path, capsys):
+    root, data = env
+    spec_file = _ensemble_toml(tmp_path)
+    members = tmp_path / "members"
+    base = ["run", str(spec_file), "--data-dir", str(data), "--members-root", str(members), "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "e0")]) == 0
+    results = read_results(tmp_path / "e0" / "results.json")
+    assert results["spec"]["name"] == "tiny_names" and results["spec"]["composition"]["members"] == [str(tmp_path / "tiny_fp.toml")]
+    assert [m["scorer"] for m in results["fusion"]["members"]] == ["run", "structure_match"]
+    (member_dir,) = members.iterdir()  # NAME-HASH-sSEED, as `zoo run` names it
+    assert member_dir.name.startswith("tfidf_fp-") and member_dir.name.endswith("-s0")
+    assert (tmp_path / "e0" / results["fusion"]["members"][0]["options"]["run"]).resolve() == member_dir.resolve()
+
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "e0b")]) == 0  # the finished member is reused, not retrained
+    assert f"done ({member_dir / 'results.json'}), skipping" in capsys.readouterr().out
+    assert main([*base, "--set", "train.seed=1", "--out", str(tmp_path / "e1")]) == 0
+    assert sorted(d.name[-2:] for d in members.iterdir()) == ["s0", "s1"]
+
+    capsys.readouterr()
+    assert main(["leaderboard", str(tmp_path / "e0"), str(tmp_path / "e1"), "--gallery", "all", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["tables"][0]["rows"]
+    assert len(rows) == 1 and rows[0]["composition"] == "tiny_names" and rows[0]["seeds"] == [0, 1]
+
+    assert main(["show", str(spec_file), "--set", "train.seed=2"]) == 0
+    shown = capsys.readouterr().out
+    assert "members = [" in shown and "seed = 2" in shown
+
+
+def test_ensemble_composition_bad_input_is_one_line(env, tmp_path, capsys, monkeypatch):
+    root, data = env
+    monkeypatch.chdir(tmp_path)
+    spec_file = _ensemble_toml(tmp_path)
+    (tmp_path / "x").mkdir()
+    bad_train = _ensemble_toml(tmp_path / "x", "[train]", "epochs = 3")
+    cases = [
+        (["run", str(spec_file), "--set", "train.epochs=3"], ["takes only train.seed", "tiny_names"]),
+        (["run", str(bad_train)], ["[train] takes only seed", "'epochs'"]),
+        (["sweep", str(spec_file), "--seeds", "1"], ["is an ensemble composition", "zoo run"]),
+        (["ablate", str(spec_file), "--vary", "loss=triplet,infonce"], ["is an ensemble composition"]),
+        (["run", "tfidf_fp", "--members-root", str(tmp_path / "m")], ["--members-root", "not an ensemble composition"]),
+    ]
+    bad_member = tmp_path / "bad.toml"
+    bad_member.write_text('name = "bad"\nmembers = ["tfidf_fpp"]\nscorers = ["structure_match"]\n', encoding="utf-8")
+    cases.append((["run", str(bad_member)], ["unknown composition 'tfidf_fpp'", "tfidf_fp"]))
+    lonely = tmp_path / "lonely.toml"
+    lonely.write_text('name = "lonely"\nmembers = ["tfidf_fp"]\n', encoding="utf-8")
+    cases.append((["run", str(lonely)], ["at least two members or scorers"]))
+    for argv, expected in cases:
+        capsys.readouterr()
+        assert main([*argv, "--data-dir", str(data)] if argv[0] == "run" else argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert all(part in err for part in expected), err
+    assert not (tmp_path / "runs").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo import DEBUG_ENV, __version__, debug_enabled
-from zoo.errors import OutputPathError, PluginLoadWarning, RunError, ZooError
+from zoo.errors import OutputPathError, PluginLoadWarning, RunError, SpecError, ZooError
 from zoo.runs import CHECKPOINT_DIR, RESULTS_FILE, eval_path
 
 RUN_HELP = f"run folder (holds {RESULTS_FILE} and {CHECKPOINT_DIR}/)"
@@ -66,6 +66,8 @@ def _add_run_command(sub) -> None:
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component (e.g. SciBERT offline)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint/results in the run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--members-root", default="runs", metavar="DIR",
+                   help="an ensemble composition's member runs: DIR/NAME-HASH-sSEED, finished ones reused (default runs)")
 
 
 def _add_results_commands(sub) -> None:
@@ -216,9 +218,10 @@ def cmd_plugins(args) -> int:
 
 
 def _load(name: str, overrides: Sequence[str]):
-    from zoo.spec import load_spec
+    """A composition (or an ensemble composition) with ``--set`` applied, resolved."""
+    from zoo.spec import load_composition
 
-    spec = load_spec(name)
+    spec = load_composition(name)
     if overrides:
         spec = spec.with_overrides(list(overrides))
     return spec.resolve()
@@ -233,8 +236,20 @@ def cmd_show(args) -> int:
 
 def cmd_run(args) -> int:
     spec = _load(args.name, args.overrides)
+    from zoo.spec import EnsembleSpec
     from zoo.train import RunOptions, run
 
+    if isinstance(spec, EnsembleSpec):
+        from zoo.ensembles import run_ensemble_composition
+
+        _refuse_under_torchrun(f"run {args.name} (an ensemble composition)")
+        print(f"zoo run {spec.name} (ensemble composition, spec hash {spec.hash()})", flush=True)
+        run_ensemble_composition(spec, out=args.out, members_root=args.members_root, data_dir=args.data_dir,
+                                 strict=args.strict, fresh=args.fresh, progress=not args.no_progress,
+                                 log=lambda m: print(m, flush=True))
+        return 0
+    if args.members_root != "runs":
+        raise SpecError(f"--members-root: {args.name!r} is not an ensemble composition (it has no member runs)")
     opts = RunOptions(data_dir=args.data_dir, out_dir=args.out, strict=args.strict, fresh=args.fresh,
                       progress=not args.no_progress, download=args.download,
                       log=lambda m: print(m, flush=True))
@@ -479,7 +494,7 @@ def _sigterm_as_interrupt():
 def _zoo_warnings_on_one_line():
     """molzoo's own warnings (e.g. a plugin that failed to load, a file loaded unverified) as
     ``zoo: warning: ...``, not file:line + source."""
-    from zoo.errors import PluginLoadWarning, UnverifiedFileWarning
+    from zoo.errors import UnverifiedFileWarning
 
     original = warnings.formatwarning
 

@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import random
 import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 from zoo.cache import atomic_write_text, cache_root, data_fingerprint
 from zoo.errors import DataError, DataWarning, SmilesError

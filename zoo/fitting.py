@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from zoo.errors import FitError, RunError
+from zoo.errors import FitError
 
 def is_fittable(component: Any) -> bool:
     return callable(getattr(component, "fit", None)) and callable(getattr(component, "load_fitted_state", None))

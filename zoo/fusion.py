@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from zoo.data import ChEBI20, Pair
     from zoo.evals.ranking import Ranks
     from zoo.gallery import PreparedGallery
+    from zoo.spec import EnsembleSpec
 
 #: candidate weights of every member but the first (whose weight is 1)
 GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -387,7 +388,8 @@ def recorded_members(run_dir: str | Path, results: dict, device: str = "auto", l
         options = dict(entry.get("options") or {})
         if entry["scorer"] == LEARNED:
             member = learned or Member(LEARNED, LEARNED, {}, RunScorer(str(run_dir), device))
-        elif entry["scorer"] == "run":
+        elif entry["scorer"] == "run":  # a member run's folder, relative to the fused folder (absolute in old files)
+            options["run"] = str(Path(run_dir) / options.get("run", ""))
             member = scorer_member("run", {**options, "device": device}, label=entry.get("label"))
         else:
             member = scorer_member(entry["scorer"], options, label=entry.get("label"))
@@ -522,18 +524,24 @@ def _member_names(entries: Sequence[dict[str, Any]]) -> list[str]:
     return names
 
 
-def ensemble_spec(run_dirs: Sequence[Path], member_results: Sequence[dict], scorers: Sequence[Member]) -> dict[str, Any]:
+def ensemble_spec(run_dirs: Sequence[Path], member_results: Sequence[dict], scorers: Sequence[Member],
+                  composition: "EnsembleSpec | None" = None) -> dict[str, Any]:
     """The spec an ensemble is made from: member configurations (composition, seedless spec hash), scorers and
     task settings. Where every member has one seed it is the ensemble's ``train.seed`` (so ensembles of the same
-    configurations over several seeds make one leaderboard row, mean ± std); else each member names its seed."""
+    configurations over several seeds make one leaderboard row, mean ± std); else each member names its seed.
+    An ensemble ``composition`` names it (and is recorded); else its name lists the members."""
     first = member_results[0]["spec"]
     entries = [_member_entry(d, r) for d, r in zip(run_dirs, member_results)]
     seeds = {e["seed"] for e in entries}
     common = next(iter(seeds)) if len(seeds) == 1 and isinstance(next(iter(seeds)), int) else None
-    name = "ensemble(" + "+".join([*_member_names(entries), *(m.label for m in scorers)]) + ")"
+    listed = "+".join([*_member_names(entries), *(m.label for m in scorers)])
+    name = composition.name if composition is not None else f"ensemble({listed})"
     train = {"holdout_fraction": first.get("train", {}).get("holdout_fraction", 0.1)}
     return {"format": ENSEMBLE_SPEC_FORMAT, "name": name,
-            "description": "fused " + ", ".join(f"{e['composition']} ({e['run']})" for e in entries)
+            **({"composition": {k: v for k, v in composition.to_dict().items() if k != "train"}}  # seedless: one row
+               if composition is not None else {}),
+            "description": (f"{composition.description} — " if composition is not None and composition.description else "")
+                           + "fused " + ", ".join(f"{e['composition']} ({e['run']})" for e in entries)
                            + "".join(f" + scorer {m.label}" for m in scorers),
             "members": [{"composition": e["composition"], "config_hash": e["config_hash"],
                          **({} if common is not None else {"seed": e["seed"]})} for e in entries],
@@ -564,7 +572,7 @@ def default_ensemble_dir(spec_hash: str, root: str | Path = "runs") -> Path:
     return Path(root) / f"ensemble-{spec_hash}"
 
 
-def _member_runs(dirs: Sequence[Path], scorer_names: Sequence[str]) -> list[dict]:
+def _member_runs(dirs: Sequence[Path], scorer_names: Sequence[object]) -> list[dict]:
     """The results of the member runs: at least two members (runs and scorers), no folder twice, every
     run finished and not itself an ensemble, all on one task and data."""
     from zoo.runs import load_run
@@ -613,12 +621,14 @@ def _finished(out_dir: Path, spec_hash: str, fresh: bool, log: Callable[[str], N
                    "use another --out or --fresh to replace it")
 
 
-def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] = (), *, out: str | Path | None = None,
+def build_ensemble(run_dirs: Sequence[str | Path], scorers: Sequence[str | Member] = (), *, out: str | Path | None = None,
                    fresh: bool = False, data_dir: str | None = None, device: str = "auto",
-                   log: Callable[[str], None] = print) -> Path:
-    """``zoo ensemble``: fuse finished runs (and scorers) with weights fitted on the held-out pairs;
-    write ``OUT/results.json`` (a run's schema plus ``fusion`` and ``member_scores``). A finished
-    ensemble of the same members is reused unless ``fresh``. Returns the results path."""
+                   composition: "EnsembleSpec | None" = None, log: Callable[[str], None] = print) -> Path:
+    """``zoo ensemble``: fuse finished runs (and ``scorers``: registered names, or members built by
+    :func:`scorer_member`) with weights fitted on the held-out pairs; write ``OUT/results.json`` (a run's
+    schema plus ``fusion`` and ``member_scores``; member runs recorded relative to ``OUT``). A finished
+    ensemble of the same members is reused unless ``fresh``. ``composition``: the ensemble composition
+    being run (names the ensemble). Returns the results path."""
     from zoo.cache import content_hash, data_fingerprint
     from zoo.data import check_same_data
     from zoo.evals.ranking import TIE_POLICY
@@ -628,9 +638,9 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] =
 
     started = time.time()
     dirs = [Path(d) for d in run_dirs]
-    member_results = _member_runs(dirs, scorer_names)
-    scorers = [scorer_member(name) for name in scorer_names]  # unknown scorer: close matches
-    spec = ensemble_spec(dirs, member_results, scorers)
+    member_results = _member_runs(dirs, scorers)
+    scorers = [s if isinstance(s, Member) else scorer_member(s) for s in scorers]  # unknown scorer: close matches
+    spec = ensemble_spec(dirs, member_results, scorers, composition)
     # the exact members (spec hash and seed of each) and scorers: an ensemble of other runs is another ensemble
     entries = [_member_entry(d, r) for d, r in zip(dirs, member_results)]
     spec_hash = content_hash(ENSEMBLE_SPEC_FORMAT, [[e["spec_hash"], e["seed"]] for e in entries], spec["scorers"])[:12]
@@ -649,7 +659,7 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] =
         + f": {len(data.select)} held-out pairs fit the weights, {len(data.test)} test pairs are scored")
     names = [d.name for d in dirs]  # labels: folder names, or full paths where two folders share a name
     labels = [d.name if names.count(d.name) == 1 else str(d) for d in dirs]
-    members = [Member(label, "run", {"run": str(d.resolve())}, RunScorer(str(d), device)) for label, d in zip(labels, dirs)]
+    members = [Member(label, "run", {"run": _relative(d, out_dir)}, RunScorer(str(d), device)) for label, d in zip(labels, dirs)]
     members += scorers
     gallery = GalleryScores(members, data, log)
     fit = fit_weights(gallery, data.select, log=log)
@@ -672,12 +682,19 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorer_names: Sequence[str] =
                "members": [e["seed"] for e in entries]},
         notes=[task.protocol_note(data.protocol), f"ensemble: {METHOD}; weights fitted on {FITTED_ON}"],
         extra={"fusion": fusion_record(members, fit), "member_scores": member_scores,
-               "ensemble": {"runs": [{"run": str(d.resolve()), "spec_hash": e["spec_hash"], "seed": e["seed"]}
+               "ensemble": {"runs": [{"run": _relative(d, out_dir), "spec_hash": e["spec_hash"], "seed": e["seed"]}
                                      for d, e in zip(dirs, entries)], "training_data_dir": trained_dir}},
     )
     write_results(path, results)
     log(f"results: {path} (ensemble {spec['name']}, spec hash {spec_hash})")
     return path
+
+
+def _relative(run_dir: Path, fused_dir: Path) -> str:
+    """``run_dir`` relative to the fused folder (how the folder records its member runs: the two move together)."""
+    import os
+
+    return Path(os.path.relpath(run_dir.resolve(), fused_dir.resolve())).as_posix()
 
 
 def evaluate_ensemble(run_dir: str | Path, results: dict, *, split: str = "test", galleries: Sequence[str] = ("all", "test"),

@@ -353,16 +353,7 @@ class CompositionSpec:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "CompositionSpec":
-        path = Path(path)
-        try:
-            data = parse_toml(path.read_text(encoding="utf-8"), str(path))
-        except FileNotFoundError:
-            raise SpecError(f"spec file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError(f"cannot read spec file {path}: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SpecError(f"{path}: invalid TOML: {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(_read_toml(Path(path)), source=str(path))
 
     # -- writing ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -518,15 +509,138 @@ def _parse_value(raw: str, where: str) -> Any:
         return raw
 
 
-def load_spec(name_or_path: str) -> CompositionSpec:
-    """A registered composition by name, or a TOML file path."""
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """An ensemble composition: member compositions trained at one seed and fused with ``scorers``
+    (weights fitted on the held-out pairs; :mod:`zoo.ensembles` runs it). Its TOML names ``members``
+    instead of slots::
+
+        name = "names_ensemble"
+        members = ["tfidf_fp", "aman"]
+        [[scorers]]
+        name = "structure_match"
+        [train]
+        seed = 0
+    """
+
+    name: str
+    members: tuple[str, ...]
+    scorers: tuple[SlotSpec, ...] = ()
+    description: str = ""
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "spec") -> "EnsembleSpec":
+        _check_nesting(data, source)
+        allowed = {"name", "description", "members", "scorers", "train"}
+        unknown = [k for k in data if k not in allowed]
+        if unknown:
+            hints = "".join(did_you_mean(k, sorted(allowed)) for k in unknown)
+            raise SpecError(f"{source}: unknown top-level key {', '.join(map(repr, unknown))} of an ensemble "
+                            f"composition (it names members, not slots).{hints}")
+        members = data.get("members")
+        if not isinstance(members, (list, tuple)) or not members or not all(isinstance(m, str) and m for m in members):
+            raise SpecError(f"{source}: members must be a list of composition names, got {_short(members)}")
+        repeated = sorted({m for m in members if list(members).count(m) > 1})
+        if repeated:
+            raise SpecError(f"{source}: member {', '.join(map(repr, repeated))} named more than once")
+        scorers = _scorers_from(data.get("scorers", ()), source)
+        if len(members) + len(scorers) < 2:
+            raise SpecError(f"{source}: an ensemble fuses at least two members or scorers (one member alone is its composition)")
+        train = data.get("train", {})
+        if not isinstance(train, Mapping):
+            raise SpecError(f"{source}: [train] must be a table, got {_short(train)}")
+        extra = [k for k in train if k != "seed"]
+        if extra:
+            raise SpecError(f"{source}: an ensemble composition's [train] takes only seed (its members train by their own "
+                            f"specs), got {', '.join(map(repr, extra))}")
+        seed = _coerce(train.get("seed", 0), 0, "train.seed")
+        return cls(name=str(data.get("name", "custom")), description=str(data.get("description", "")),
+                   members=tuple(members), scorers=scorers, seed=seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "description": self.description, "members": list(self.members)}
+        if self.scorers:
+            out["scorers"] = [scorer.to_dict() for scorer in self.scorers]
+        out["train"] = {"seed": self.seed}
+        return out
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    def member_specs(self) -> list[CompositionSpec]:
+        """Each member's resolved spec at this ensemble's seed (a member that is itself an ensemble: refused)."""
+        specs = []
+        for member in self.members:
+            spec = load_composition(member)
+            if isinstance(spec, EnsembleSpec):
+                raise SpecError(f"ensemble {self.name!r}: member {member!r} is itself an ensemble; name its members instead")
+            specs.append(spec.with_overrides([f"train.seed={self.seed}"]).resolve())
+        return specs
+
+    def resolve(self) -> "EnsembleSpec":
+        """Members and scorers checked against the registry, scorer options filled with their defaults."""
+        self.member_specs()
+        scorers = tuple(_resolve_slot(f"scorers.{i}", "scorer", scorer) for i, scorer in enumerate(self.scorers))
+        return dataclasses.replace(self, scorers=scorers)
+
+    def hash(self) -> str:
+        """sha256 of the members' spec hashes (at this seed) and the resolved scorers (12 hex digits)."""
+        payload = {"members": [spec.hash() for spec in self.member_specs()], "seed": self.seed,
+                   "scorers": [scorer.to_dict() for scorer in self.resolve().scorers]}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def with_overrides(self, assignments: list[str]) -> "EnsembleSpec":
+        """``--set train.seed=N`` (the only setting of an ensemble composition; members have their own specs)."""
+        seed = self.seed
+        for assignment in assignments:
+            key, sep, raw = assignment.partition("=")
+            if key.strip() != "train.seed" or not sep:
+                raise SpecError(f"--set {_short(assignment)}: ensemble {self.name!r} takes only train.seed=N; its members "
+                                f"({', '.join(self.members)}) train by their own compositions")
+            seed = _coerce(_parse_value(raw.strip(), f"--set {_short(assignment)}"), 0, "train.seed")
+        return dataclasses.replace(self, seed=seed)
+
+
+def _composition_data(name_or_path: str) -> tuple[Mapping[str, Any], str]:
+    """A registered composition's (or a TOML file's) data and where it came from."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.is_file():
-        return CompositionSpec.from_toml(path)
+        return _read_toml(path), str(path)
     component = get_component("composition", name_or_path)
     made = component.create()
     if isinstance(made, (str, Path)):
-        spec = CompositionSpec.from_toml(made)
-    else:
-        spec = CompositionSpec.from_dict(made, source=f"composition {name_or_path!r}")
+        return _read_toml(Path(made)), str(made)
+    return made, f"composition {name_or_path!r}"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return parse_toml(path.read_text(encoding="utf-8"), str(path))
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load_composition(name_or_path: str) -> CompositionSpec | EnsembleSpec:
+    """A registered composition by name, or a TOML file path: an :class:`EnsembleSpec` where it names
+    ``members``, else a :class:`CompositionSpec`."""
+    data, source = _composition_data(name_or_path)
+    if "members" in data:
+        return EnsembleSpec.from_dict(data, source=source)
+    return CompositionSpec.from_dict(data, source=source)
+
+
+def load_spec(name_or_path: str) -> CompositionSpec:
+    """A registered composition (one component per slot) by name, or a TOML file path; an ensemble
+    composition is refused with a pointer to ``zoo run`` (it has no slots to train, sweep or ablate)."""
+    spec = load_composition(name_or_path)
+    if isinstance(spec, EnsembleSpec):
+        raise SpecError(f"{name_or_path!r} is an ensemble composition (members: {', '.join(spec.members)}): "
+                        f"`zoo run {name_or_path}` trains and fuses it; it has no slots to sweep or ablate")
     return spec

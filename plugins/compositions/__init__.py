@@ -54,4 +54,9 @@ def register_compositions(register):
         _spec_file("tfidf_names"),
         description="tfidf_fp fused with the structure_match scorer (OPSIN-parsed names), weights fitted on held-out pairs",
     )
+    register(
+        "tfidf_aman_names",
+        _spec_file("tfidf_aman_names"),
+        description="ensemble: tfidf_fp + aman fused with the structure_match scorer, weights fitted on held-out pairs",
+    )
     register("best", _spec_file(BEST), description=f"alias of {BEST}: the strongest composition measured")

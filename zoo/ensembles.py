@@ -1,0 +1,44 @@
+"""``zoo run`` of an ensemble composition: train its members, then fuse them with its scorers.
+
+An ensemble composition (:class:`zoo.spec.EnsembleSpec`) names member compositions and scorers.
+Each member trains at the ensemble's seed into its usual run folder, ``MEMBERS_ROOT/NAME-HASH-sSEED``
+(the folders of ``zoo run``, ``zoo sweep`` and ``zoo ablate``, so a member finished by any of them
+is reused, never retrained), then :func:`zoo.fusion.build_ensemble` fuses the members' similarities
+and the scorers with weights fitted on the held-out pairs only, into ``--out`` (default
+``runs/NAME-HASH-sSEED``). The results file is an ensemble's, named after the composition; its
+seeds make one leaderboard row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from zoo.spec import EnsembleSpec
+
+__all__ = ["run_ensemble_composition", "default_ensemble_out"]
+
+
+def default_ensemble_out(spec: EnsembleSpec, root: str | Path = "runs") -> Path:
+    """``ROOT/NAME-HASH-sSEED``: where ``zoo run`` writes an ensemble composition without ``--out``."""
+    return Path(root) / f"{spec.name}-{spec.hash()}-s{spec.seed}"
+
+
+def run_ensemble_composition(spec: EnsembleSpec, *, out: str | Path | None = None, members_root: str | Path = "runs",
+                             data_dir: str | None = None, strict: bool = False, fresh: bool = False, progress: bool = True,
+                             log: Callable[[str], None] = print) -> Path:
+    """Train the members missing under ``members_root`` (finished ones are reused), fuse them with the
+    scorers (``fresh``: refit a finished fusion; members are never retrained by it). Returns the results path."""
+    from zoo.ablate import AblationConfig, PlannedRun, run_ablation
+    from zoo.fusion import build_ensemble, scorer_member
+    from zoo.runs import default_out_dir
+
+    spec = spec.resolve()
+    scorers = [scorer_member(s.name, dict(s.options)) for s in spec.scorers]  # a bad scorer fails before training
+    planned = [PlannedRun(AblationConfig(label=m.name, settings=(), assignments=(), spec=m, is_reference=False),
+                          spec.seed, m, default_out_dir(m, members_root)) for m in spec.member_specs()]
+    log(f"ensemble {spec.name} seed {spec.seed}: members " + ", ".join(str(p.out_dir) for p in planned)
+        + "".join(f" + scorer {s.label}" for s in scorers))
+    run_ablation(planned, data_dir=data_dir, strict=strict, progress=progress, log=log)
+    return build_ensemble([p.out_dir for p in planned], scorers, out=out or default_ensemble_out(spec), fresh=fresh,
+                          data_dir=data_dir, composition=spec, log=log)
