@@ -27,6 +27,7 @@ SHIPPED_HASHES = {
     "text2mol_gcn": "980bcde7cd14",
     "text2mol_mlp": "10d96b4e3126",
     "tfidf_fp": "3761d7b7863a",
+    "tfidf_chem": "5e9185cb1f9a",  # added with its composition (2026-12-04)
 }
 
 

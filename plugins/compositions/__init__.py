@@ -55,6 +55,11 @@ def register_compositions(register):
         description="tfidf_fp fused with the structure_match scorer (OPSIN-parsed names), weights fitted on held-out pairs",
     )
     register(
+        "tfidf_chem",
+        _spec_file("tfidf_chem"),
+        description="tfidf_fp whose text side also reads OPSIN-parsed chemical names (combined tfidf + chem_names)",
+    )
+    register(
         "tfidf_aman_names",
         _spec_file("tfidf_aman_names"),
         description="ensemble: tfidf_fp + aman fused with the structure_match scorer, weights fitted on held-out pairs",
