@@ -10,7 +10,7 @@ import pytest
 from zoo.errors import ComponentError, UnknownOptionError
 from zoo.registry import get_component, list_components
 from zoo.registry.catalog import COMPONENT_KINDS, Component, options_of, passes_options_to
-from zoo.spec import load_spec
+from zoo.spec import load_composition, load_spec
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 
@@ -20,7 +20,6 @@ PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 #: settings changed them on purpose.
 SHIPPED_HASHES = {
     "aman": "ad2414de1ad9",
-    "best": "efce736c7bd6",
     "tfidf_names": "efce736c7bd6",
     "gt_infonce": "7e8ec57c513d",
     "text2mol_attention": "50af666371c5",
@@ -31,8 +30,13 @@ SHIPPED_HASHES = {
 }
 
 
+#: ``EnsembleSpec.hash()`` of the shipped ensemble compositions (their members' hashes at seed 0 and scorers)
+SHIPPED_ENSEMBLE_HASHES = {"names_ensemble": "6a4aadd3dba9", "best": "6a4aadd3dba9"}
+
+
 def test_shipped_composition_hashes_are_unchanged():
     assert {name: load_spec(name).hash() for name in SHIPPED_HASHES} == SHIPPED_HASHES
+    assert {name: load_composition(name).hash() for name in SHIPPED_ENSEMBLE_HASHES} == SHIPPED_ENSEMBLE_HASHES
 
 
 def test_builtin_registrations_do_not_repeat_defaults():

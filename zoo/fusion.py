@@ -572,14 +572,14 @@ def default_ensemble_dir(spec_hash: str, root: str | Path = "runs") -> Path:
     return Path(root) / f"ensemble-{spec_hash}"
 
 
-def _member_runs(dirs: Sequence[Path], scorer_names: Sequence[object]) -> list[dict]:
+def _member_runs(dirs: Sequence[Path], scorers: Sequence[object]) -> list[dict]:
     """The results of the member runs: at least two members (runs and scorers), no folder twice, every
     run finished and not itself an ensemble, all on one task and data."""
     from zoo.runs import load_run
 
     if not dirs:
         raise RunError("zoo ensemble needs at least one run folder")
-    if len(dirs) == 1 and not scorer_names:
+    if len(dirs) == 1 and not scorers:
         raise RunError("one run alone is not an ensemble: give more runs or a --scorer (see `zoo list scorer`)")
     resolved = [d.resolve() for d in dirs]
     repeated = sorted({str(d) for d, r in zip(dirs, resolved) if resolved.count(r) > 1})

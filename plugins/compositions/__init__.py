@@ -6,7 +6,7 @@ from zoo.registry import hookimpl
 
 SPEC_DIR = Path(__file__).parent
 #: What ``best`` resolves to: the strongest composition measured (docs/results.md, "best").
-BEST = "tfidf_names"
+BEST = "names_ensemble"
 
 
 def _spec_file(name: str):
@@ -60,8 +60,8 @@ def register_compositions(register):
         description="tfidf_fp whose text side also reads OPSIN-parsed chemical names (combined tfidf + chem_names)",
     )
     register(
-        "tfidf_aman_names",
-        _spec_file("tfidf_aman_names"),
-        description="ensemble: tfidf_fp + aman fused with the structure_match scorer, weights fitted on held-out pairs",
+        "names_ensemble",
+        _spec_file("names_ensemble"),
+        description="ensemble: tfidf_fp + tfidf_chem + aman fused with the structure_match scorer, weights fitted on held-out pairs",
     )
     register("best", _spec_file(BEST), description=f"alias of {BEST}: the strongest composition measured")
