@@ -345,8 +345,11 @@ def test_an_ensemble_composition_trains_its_members_once_and_fuses_them(env, tmp
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "e0b")]) == 0  # the finished member is reused, not retrained
     assert f"done ({member_dir / 'results.json'}), skipping" in capsys.readouterr().out
-    assert main([*base, "--set", "train.seed=1", "--out", str(tmp_path / "e1")]) == 0
-    assert sorted(d.name[-2:] for d in members.iterdir()) == ["s0", "s1"]
+    assert main([*base, "--set", "train.seed=1"]) == 0  # without --out: beside its members
+    (fused,) = [d for d in members.iterdir() if d.name.startswith("tiny_names-")]
+    assert fused.name.endswith("-s1") and read_results(fused / "results.json")["spec"]["train"]["seed"] == 1
+    assert sorted(d.name[-2:] for d in members.iterdir() if d.name.startswith("tfidf_fp-")) == ["s0", "s1"]
+    shutil.move(fused, tmp_path / "e1")
 
     capsys.readouterr()
     assert main(["leaderboard", str(tmp_path / "e0"), str(tmp_path / "e1"), "--gallery", "all", "--format", "json"]) == 0

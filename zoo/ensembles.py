@@ -5,7 +5,7 @@ Each member trains at the ensemble's seed into its usual run folder, ``MEMBERS_R
 (the folders of ``zoo run``, ``zoo sweep`` and ``zoo ablate``, so a member finished by any of them
 is reused, never retrained), then :func:`zoo.fusion.build_ensemble` fuses the members' similarities
 and the scorers with weights fitted on the held-out pairs only, into ``--out`` (default
-``runs/NAME-HASH-sSEED``). The results file is an ensemble's, named after the composition; its
+``MEMBERS_ROOT/NAME-HASH-sSEED``, beside its members). The results file is an ensemble's, named after the composition; its
 seeds make one leaderboard row.
 """
 
@@ -20,7 +20,7 @@ __all__ = ["run_ensemble_composition", "default_ensemble_out"]
 
 
 def default_ensemble_out(spec: EnsembleSpec, root: str | Path = "runs") -> Path:
-    """``ROOT/NAME-HASH-sSEED``: where ``zoo run`` writes an ensemble composition without ``--out``."""
+    """``ROOT/NAME-HASH-sSEED``: where ``zoo run`` writes an ensemble composition without ``--out`` (ROOT: its members' root)."""
     return Path(root) / f"{spec.name}-{spec.hash()}-s{spec.seed}"
 
 
@@ -40,5 +40,5 @@ def run_ensemble_composition(spec: EnsembleSpec, *, out: str | Path | None = Non
     log(f"ensemble {spec.name} seed {spec.seed}: members " + ", ".join(str(p.out_dir) for p in planned)
         + "".join(f" + scorer {s.label}" for s in scorers))
     run_ablation(planned, data_dir=data_dir, strict=strict, progress=progress, log=log)
-    return build_ensemble([p.out_dir for p in planned], scorers, out=out or default_ensemble_out(spec), fresh=fresh,
+    return build_ensemble([p.out_dir for p in planned], scorers, out=out or default_ensemble_out(spec, members_root), fresh=fresh,
                           data_dir=data_dir, composition=spec, log=log)
