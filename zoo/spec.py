@@ -631,9 +631,14 @@ def load_composition(name_or_path: str) -> CompositionSpec | EnsembleSpec:
     """A registered composition by name, or a TOML file path: an :class:`EnsembleSpec` where it names
     ``members``, else a :class:`CompositionSpec`."""
     data, source = _composition_data(name_or_path)
-    if "members" in data:
-        return EnsembleSpec.from_dict(data, source=source)
-    return CompositionSpec.from_dict(data, source=source)
+    if "members" not in data:
+        return CompositionSpec.from_dict(data, source=source)
+    spec = EnsembleSpec.from_dict(data, source=source)
+    if source.endswith(".toml"):  # a member spec file named relative to the ensemble's own file
+        here = Path(source).parent
+        spec = dataclasses.replace(spec, members=tuple(
+            str(here / m) if m.endswith(".toml") and not Path(m).is_absolute() else m for m in spec.members))
+    return spec
 
 
 def load_spec(name_or_path: str) -> CompositionSpec:
