@@ -175,3 +175,16 @@ def test_zoo_eval_bf16_is_recorded_and_close_to_fp32(tiny_run, tmp_path):
     assert again["molecule_precision"] == "bf16"
     bf16, fp32 = again["scores"]["test"]["text_to_molecule"], results["scores"]["test"]["text_to_molecule"]
     assert bf16["mrr"] == pytest.approx(fp32["mrr"], abs=0.05)
+
+
+def test_default_run_folder_is_named_by_the_requested_spec_like_a_sweep(tiny_env, tmp_path, monkeypatch):
+    """`zoo run aman` without --out (SciBERT substituted offline) writes where `zoo sweep aman` and ensemble
+    compositions look for it: runs/NAME-HASH-sSEED with the requested spec's hash, the one `zoo run` prints."""
+    from zoo.sweep import plan_sweep
+
+    monkeypatch.chdir(tmp_path)
+    sets = [*TINY, "train.epochs=1"]
+    assert main(["run", "aman", "--data-dir", str(tiny_env), "--no-progress", *sum((["--set", s] for s in sets), [])]) == 0
+    (planned,) = plan_sweep(["aman"], 1, sets, out_root="runs")
+    results = json.loads((tmp_path / planned.out_dir / "results.json").read_text())
+    assert results["requested_spec_hash"] == planned.spec.hash() != results["spec_hash"]  # substituted, named by the request

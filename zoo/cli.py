@@ -62,7 +62,7 @@ def _add_run_command(sub) -> None:
                    help="override: slot=component, slot.option=value, train.key=value (repeatable)")
     p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
     p.add_argument("--download", action="store_true", help="download ChEBI-20 into the user cache if missing")
-    p.add_argument("--out", help="run folder (default runs/NAME-HASH-sSEED)")
+    p.add_argument("--out", help="run folder (default runs/NAME-HASH-sSEED, HASH the requested spec's, as printed; zoo sweep names runs alike)")
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component (e.g. SciBERT offline)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint/results in the run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

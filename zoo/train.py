@@ -138,7 +138,9 @@ def _build_model(requested: CompositionSpec, opts: RunOptions, device: torch.dev
 
 def _open_run_folder(spec: CompositionSpec, opts: RunOptions, data, is_main: bool, log: Callable[[str], None],
                      undo: list[Callable[[], None]]) -> Path:
-    """The run folder (``--out``, else :func:`zoo.runs.default_out_dir`): refused when it is not a folder,
+    """The run folder (``--out``, else :func:`zoo.runs.default_out_dir` of the *requested* ``spec``, the hash
+    ``zoo run`` prints and ``zoo sweep``/``ablate``/ensemble compositions name their runs by, whatever was
+    substituted while building): refused when it is not a folder,
     holds a finished run (unless ``--fresh``) or a checkpoint made on other data. On rank 0, ``undo`` gets
     the remover of what a run failing before its first checkpoint wrote."""
     from zoo.cache import folder_problem
@@ -341,7 +343,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     model, report, text_mode = _build_model(requested, opts, device, log)
     spec = report.spec
     timings["build_s"] = time.time() - t0
-    out_dir = _open_run_folder(spec, opts, data, dctx.is_main, log, undo)
+    out_dir = _open_run_folder(requested, opts, data, dctx.is_main, log, undo)
     # scorers fused after training (zoo.fusion): built now, so a bad one fails before anything is trained
     scorers = [scorer_member(s.name, dict(s.options)) for s in spec.scorers] if dctx.is_main else []
     fit_notes, prepared = _prepare(model, spec, opts, data, out_dir, dctx, device, timings, log)
