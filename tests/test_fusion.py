@@ -348,6 +348,7 @@ def test_an_ensemble_composition_trains_its_members_once_and_fuses_them(env, tmp
     assert main([*base, "--set", "train.seed=1"]) == 0  # without --out: beside its members
     (fused,) = [d for d in members.iterdir() if d.name.startswith("tiny_names-")]
     assert fused.name.endswith("-s1") and read_results(fused / "results.json")["spec"]["train"]["seed"] == 1
+    assert read_results(fused / "results.json")["requested_spec_hash"] == fused.name.split("-")[1]  # the printed hash
     assert sorted(d.name[-2:] for d in members.iterdir() if d.name.startswith("tfidf_fp-")) == ["s0", "s1"]
     shutil.move(fused, tmp_path / "e1")
 

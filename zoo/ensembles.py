@@ -5,8 +5,9 @@ Each member trains at the ensemble's seed into its usual run folder, ``MEMBERS_R
 (the folders of ``zoo run``, ``zoo sweep`` and ``zoo ablate``, so a member finished by any of them
 is reused, never retrained), then :func:`zoo.fusion.build_ensemble` fuses the members' similarities
 and the scorers with weights fitted on the held-out pairs only, into ``--out`` (default
-``MEMBERS_ROOT/NAME-HASH-sSEED``, beside its members). The results file is an ensemble's, named after the composition; its
-seeds make one leaderboard row.
+``MEMBERS_ROOT/NAME-HASH-sSEED``, beside its members). The results file is an ensemble's, named after
+the composition (``requested_spec_hash``: the composition's hash, the folder's HASH); its seeds make one
+leaderboard row.
 """
 
 from __future__ import annotations

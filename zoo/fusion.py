@@ -681,7 +681,8 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorers: Sequence[str | Membe
                "holdout_seed": member_results[0].get("seeds", {}).get("holdout_seed", 0),
                "members": [e["seed"] for e in entries]},
         notes=[task.protocol_note(data.protocol), f"ensemble: {METHOD}; weights fitted on {FITTED_ON}"],
-        extra={"fusion": fusion_record(members, fit), "member_scores": member_scores,
+        extra={**({"requested_spec_hash": composition.hash()} if composition is not None else {}),  # the hash `zoo run` printed
+               "fusion": fusion_record(members, fit), "member_scores": member_scores,
                "ensemble": {"runs": [{"run": _relative(d, out_dir), "spec_hash": e["spec_hash"], "seed": e["seed"]}
                                      for d, e in zip(dirs, entries)], "training_data_dir": trained_dir}},
     )
