@@ -66,7 +66,7 @@ def _add_run_command(sub) -> None:
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component (e.g. SciBERT offline)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint/results in the run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--members-root", default="runs", metavar="DIR",
+    p.add_argument("--members-root", metavar="DIR",
                    help="an ensemble composition's member runs: DIR/NAME-HASH-sSEED, finished ones reused (default runs)")
 
 
@@ -244,11 +244,11 @@ def cmd_run(args) -> int:
 
         _refuse_under_torchrun(f"run {args.name} (an ensemble composition)")
         print(f"zoo run {spec.name} (ensemble composition, spec hash {spec.hash()})", flush=True)
-        run_ensemble_composition(spec, out=args.out, members_root=args.members_root, data_dir=args.data_dir,
+        run_ensemble_composition(spec, out=args.out, members_root=args.members_root or "runs", data_dir=args.data_dir,
                                  strict=args.strict, fresh=args.fresh, progress=not args.no_progress,
                                  log=lambda m: print(m, flush=True))
         return 0
-    if args.members_root != "runs":
+    if args.members_root is not None:
         raise SpecError(f"--members-root: {args.name!r} is not an ensemble composition (it has no member runs)")
     opts = RunOptions(data_dir=args.data_dir, out_dir=args.out, strict=args.strict, fresh=args.fresh,
                       progress=not args.no_progress, download=args.download,
