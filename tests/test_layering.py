@@ -25,7 +25,7 @@ ALLOWED = {
     "zoo.plugins": {"zoo.api", "zoo.registry"},
     "zoo.registry": {"zoo.errors"},
     "zoo.evals": {"zoo.cache", "zoo.errors", "zoo.registry"},
-    "zoo.api": {"zoo.cache", "zoo.checks", "zoo.chemnames", "zoo.errors", "zoo.featurize", "zoo.layers", "zoo.opsin",
+    "zoo.api": {"zoo.cache", "zoo.checks", "zoo.chemnames", "zoo.chemrelations", "zoo.errors", "zoo.featurize", "zoo.layers", "zoo.opsin",
                 "zoo.protocols", "zoo.registry"},
 }
 

@@ -78,6 +78,7 @@ if TYPE_CHECKING:
     from zoo.featurize import (ATOM_FEATURE_DIM, ATOM_STEREO_COLUMNS, BOND_FEATURE_DIM, BOND_STEREO_COLUMNS,
                                FEATURIZER_NAME, FEATURIZER_VERSION, clean_smiles, featurize, parse_smiles)
     from zoo.chemnames import candidate_bits, description_structures, morgan_count_matrix, structure_match_scores
+    from zoo.chemrelations import description_relations, molecule_keys, relation_match_scores
     from zoo.layers import Dropout, mlp_blocks, with_single_state
 
 #: Loaded on first access (numpy + RDKit, torch): ``from zoo.api import parse_smiles`` works as usual.
@@ -86,6 +87,8 @@ _FEATURIZE = ("ATOM_FEATURE_DIM", "BOND_FEATURE_DIM", "ATOM_STEREO_COLUMNS", "BO
 _LAYERS = ("Dropout", "mlp_blocks", "with_single_state")
 #: chemical names in descriptions, parsed by OPSIN (see zoo.chemnames)
 _CHEMNAMES = ("candidate_bits", "description_structures", "morgan_count_matrix", "structure_match_scores")
+#: relations descriptions state to named molecules (see zoo.chemrelations)
+_CHEMRELATIONS = ("description_relations", "molecule_keys", "relation_match_scores")
 
 __all__ = [
     # registration (options stated once, in the factory's signature)
@@ -101,6 +104,7 @@ __all__ = [
     "check_ints", "check_dropout", "check_pair_batch", *_LAYERS,
     # chemical names parsed into structures (OPSIN)
     *_CHEMNAMES,
+    *_CHEMRELATIONS,
     # errors
     "ZooError", "ZooWarning", "ComponentError", "UnknownComponentError", "UnknownOptionError", "DataError",
     "SmilesError", "FeaturizeError", "TextEncoderUnavailable", "OpsinError", "IntegrityError",
@@ -114,6 +118,8 @@ def __getattr__(name: str) -> Any:
         from zoo import layers as module
     elif name in _CHEMNAMES:
         from zoo import chemnames as module
+    elif name in _CHEMRELATIONS:
+        from zoo import chemrelations as module
     else:
         raise AttributeError(f"module 'zoo.api' has no attribute {name!r}")
     return getattr(module, name)

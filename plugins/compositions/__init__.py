@@ -6,7 +6,7 @@ from zoo.registry import hookimpl
 
 SPEC_DIR = Path(__file__).parent
 #: What ``best`` resolves to: the strongest composition measured (docs/results.md, "best").
-BEST = "names_ensemble"
+BEST = "chem_ensemble"
 
 
 def _spec_file(name: str):
@@ -63,5 +63,10 @@ def register_compositions(register):
         "names_ensemble",
         _spec_file("names_ensemble"),
         description="ensemble: tfidf_fp + tfidf_chem + aman fused with the structure_match scorer, weights fitted on held-out pairs",
+    )
+    register(
+        "chem_ensemble",
+        _spec_file("chem_ensemble"),
+        description="ensemble: names_ensemble + the relation_match scorer (stated conjugate acid/base, enantiomer, tautomer)",
     )
     register("best", _spec_file(BEST), description=f"alias of {BEST}: the strongest composition measured")

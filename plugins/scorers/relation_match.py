@@ -1,0 +1,33 @@
+"""The ``relation_match`` scorer: relations the description states to a named molecule, checked on the candidate.
+
+"It is a conjugate base of X", "... conjugate acid of X", "... enantiomer of X", "... tautomer of X":
+texts are prepared by :func:`zoo.api.description_relations` (names parsed by OPSIN in one batch,
+cached on disk), molecules by :func:`zoo.api.molecule_keys` (charge-parent structure keys, cached on
+disk); the score is :func:`zoo.api.relation_match_scores`: 1 where the candidate satisfies a stated
+relation, 0.5 for a conjugate one with the wrong charge, else 0.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+class RelationMatchScorer:
+    """1 for a candidate that is the stated conjugate acid/base, enantiomer or tautomer of a named molecule."""
+
+    def prepare_texts(self, texts: Sequence[str]) -> list:
+        from zoo.api import description_relations
+
+        return description_relations(list(texts))
+
+    def prepare_molecules(self, smiles: Sequence[str]) -> np.ndarray:
+        from zoo.api import molecule_keys
+
+        return molecule_keys(list(smiles))
+
+    def score(self, texts: list, molecules: np.ndarray) -> np.ndarray:
+        from zoo.api import relation_match_scores
+
+        return relation_match_scores(texts, molecules)
