@@ -1,4 +1,4 @@
-"""The `best` and `best`-ablation tables of docs/results.md, from the committed results files.
+"""The `best` and ablation tables of docs/results.md, from the committed results files.
 
     python results/tables.py results
 """
@@ -11,9 +11,15 @@ from pathlib import Path
 from zoo.evals.leaderboard import summarize
 from zoo.evals.results import read_results
 
-#: ablation variants: folder prefix under ROOT/best-ablation, and the row label
-VARIANTS = (("no_aman", "− `aman`"), ("no_sm", "− the `structure_match` scorer"), ("no_chem", "− `tfidf_chem`"),
-            ("no_fp", "− `tfidf_fp`"))
+BEST = "chem_ensemble"
+#: per ablated ensemble: its rows' label and per-seed folder patterns under ROOT ({s}: the seed), one row each
+ABLATIONS = {
+    BEST: (("− `aman`", "chem-ablation/no_aman-s{s}"), ("− the `relation_match` scorer (= `names_ensemble`)", "board/names_ensemble-*-s{s}"),
+           ("− the `structure_match` scorer", "chem-ablation/no_sm-s{s}"), ("− `tfidf_chem`", "chem-ablation/no_chem-s{s}"),
+           ("− `tfidf_fp`", "chem-ablation/no_fp-s{s}")),
+    "names_ensemble": (("− `aman`", "best-ablation/no_aman-s{s}"), ("− the `structure_match` scorer", "best-ablation/no_sm-s{s}"),
+                       ("− `tfidf_chem`", "best-ablation/no_chem-s{s}"), ("− `tfidf_fp`", "best-ablation/no_fp-s{s}")),
+}
 
 
 def t2m(results: dict, metric: str = "mrr", direction: str = "text_to_molecule") -> float:
@@ -25,8 +31,15 @@ def cell(values: list[float], fmt: str = ".3f") -> str:
     return f"{s.mean:{fmt}}" if s.std is None else f"{s.mean:{fmt}} ± {s.std:{fmt}}"
 
 
+def seeds_of(root: Path, name: str) -> dict[int, dict]:
+    """The board's runs of ensemble composition ``name``, by seed."""
+    runs = [read_results(p) for p in sorted((root / "board").glob(f"{name}-*/results.json"))]
+    return dict(sorted((r["spec"]["train"]["seed"], r) for r in runs))
+
+
 def best_table(best: dict[int, dict]) -> list[str]:
-    rows = ["| seed | held-out MRR (fits the weights) | fitted weights (tfidf_fp : tfidf_chem : aman : structure_match) "
+    labels = " : ".join(m["label"].split("-")[0] for m in next(iter(best.values()))["fusion"]["members"])
+    rows = [f"| seed | held-out MRR (fits the weights) | fitted weights ({labels}) "
             "| test MRR | Hits@1 | Hits@10 | ties | molecule→text MRR |", "|---:|---:|---|---:|---:|---:|---:|---:|"]
     for seed, r in best.items():
         weights = " : ".join(format(m["weight"], "g") for m in r["fusion"]["members"])
@@ -38,11 +51,13 @@ def best_table(best: dict[int, dict]) -> list[str]:
     return rows
 
 
-def ablation_table(best: dict[int, dict], root: Path) -> list[str]:
-    rows = ["| variant | seeds | test MRR | Δ vs `best` |", "|---|---|---:|---:|",
-            f"| `best` (all four) | {', '.join(map(str, best))} | {cell([t2m(r) for r in best.values()])} | – |"]
-    for name, label in VARIANTS:
-        found = {s: read_results(p) for s in best if (p := root / "best-ablation" / f"{name}-s{s}" / "results.json").exists()}
+def ablation_table(name: str, best: dict[int, dict], root: Path) -> list[str]:
+    rows = [f"| variant | seeds | test MRR | Δ vs `{name}` |", "|---|---|---:|---:|",
+            f"| `{name}` (all) | {', '.join(map(str, best))} | {cell([t2m(r) for r in best.values()])} | – |"]
+    for label, pattern in ABLATIONS[name]:
+        found = {s: read_results(ps[0]) for s in best if (ps := sorted(root.glob(pattern.format(s=s) + "/results.json")))}
+        if not found:
+            continue
         deltas = [t2m(found[s]) - t2m(best[s]) for s in found]
         rows.append(f"| {label} | {', '.join(map(str, found))} | {cell([t2m(r) for r in found.values()])} "
                     f"| {cell(deltas).replace('-', '−')} |")
@@ -50,9 +65,11 @@ def ablation_table(best: dict[int, dict], root: Path) -> list[str]:
 
 
 def main(root: Path) -> None:
-    runs = [read_results(p) for p in sorted((root / "board").glob("names_ensemble-*/results.json"))]
-    best = dict(sorted((r["spec"]["train"]["seed"], r) for r in runs))
-    print("\n".join([*best_table(best), "", *ablation_table(best, root)]))
+    for name in ABLATIONS:
+        runs = seeds_of(root, name)
+        if not runs:
+            continue
+        print(f"## {name}\n", *best_table(runs), "", *ablation_table(name, runs, root), "", sep="\n")
 
 
 if __name__ == "__main__":
