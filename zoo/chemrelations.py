@@ -184,10 +184,8 @@ def relation_match_scores(targets: Sequence[Sequence[Target]], candidates: np.nd
     scores = np.zeros((len(targets), len(candidates)), dtype=np.float32)
     if not any(targets) or not len(candidates):
         return scores
-    iso, flat, shape, charge = candidates.T
-    parsed = iso != 0  # a row of zeros (unparsable) matches nothing: key 0 is never looked up
-    by_key = {ENANTIOMER: _index(np.where(parsed, flat, 0)), TAUTOMER: _index(np.where(parsed, shape, 0))}
-    by_iso = _index(np.where(parsed, iso, 0))
+    iso, flat, shape, charge = candidates.T  # an unparsable candidate's keys are 0, which no hash of a target is
+    by_iso, by_key = _index(iso), {ENANTIOMER: _index(flat), TAUTOMER: _index(shape)}
     none = np.zeros(0, dtype=np.int64)
     for q, per_query in enumerate(targets):
         for kind, keys in per_query:
