@@ -289,3 +289,23 @@ def test_ties_column_comes_from_the_results_files():
     (table,) = build_leaderboard(runs, gallery="all").tables
     assert table.rows[0].metrics["text_to_molecule"]["queries_with_ties"].mean == 13.0
     assert "| ties |" in render(build_leaderboard(runs, gallery="all")).replace(" ties ", " ties ")
+
+
+def test_shipped_keeps_only_installed_compositions_as_shipped(tmp_path, capsys):
+    from zoo.spec import shipped_spec_hash
+
+    shipped = shipped_spec_hash("tfidf_fp", 1)
+    assert shipped and shipped != shipped_spec_hash("tfidf_fp", 0) and shipped_spec_hash("no_such_thing", 0) is None
+    as_shipped = {**make_results(seed=1, mrr=0.30, name="tfidf_fp"), "requested_spec_hash": shipped}
+    variant = {**make_results(seed=1, mrr=0.50, name="tfidf_fp", loss="infonce"), "requested_spec_hash": "0123456789ab"}
+    write(tmp_path, "runs/a", as_shipped)
+    write(tmp_path, "runs/b", variant)  # an ablation variant or a --set run of the same composition
+    write(tmp_path, f"runs/tfidf_fp-{shipped_spec_hash('tfidf_fp', 0)}-s0", make_results(seed=0, mrr=0.20, name="tfidf_fp"))
+    write(tmp_path, "runs/c", make_results(seed=0, mrr=0.9, name="my_screen"))  # not an installed composition
+    assert main(["leaderboard", str(tmp_path / "runs"), "--shipped", "--gallery", "all", "--format", "csv"]) == 0
+    (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert row["composition"] == "tfidf_fp" and row["seeds"] == "0;1"  # the folder-named old run counts too
+    assert float(row["text_to_molecule.mrr.mean"]) == pytest.approx(0.25)
+    write(tmp_path, "other/c", make_results(seed=0, name="my_screen"))
+    assert main(["leaderboard", str(tmp_path / "other"), "--shipped"]) == 2
+    assert "--shipped: none of the 1 runs" in capsys.readouterr().err

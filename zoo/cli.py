@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo import DEBUG_ENV, __version__, debug_enabled
-from zoo.errors import OutputPathError, PluginLoadWarning, RunError, SpecError, ZooError
+from zoo.errors import LeaderboardError, OutputPathError, PluginLoadWarning, RunError, SpecError, ZooError
 from zoo.runs import CHECKPOINT_DIR, RESULTS_FILE, eval_path
 
 RUN_HELP = f"run folder (holds {RESULTS_FILE} and {CHECKPOINT_DIR}/)"
@@ -103,6 +103,9 @@ def _add_results_commands(sub) -> None:
     p.add_argument("--filter", dest="filters", action="append", default=[], metavar="KEY=VALUE",
                    help="keep runs whose slot or spec option matches, e.g. loss=infonce, loss.margin=0.2 (KEY!=VALUE excludes; repeatable)")
     p.add_argument("--composition", metavar="PATTERN", help="wildcard on the composition name, e.g. 'text2mol*'")
+    p.add_argument("--shipped", action="store_true",
+                   help="only runs of installed compositions as shipped (`zoo run NAME` at the run's seed: "
+                        "no --set, no ablation variant)")
     _add_table_options(p, metric_help="metric columns (repeatable; default all five)")
     p.add_argument("--sort", default="mrr", help="metric to rank by (best first): hits@1, hits@10, mrr, mean_rank, median_rank")
     p.add_argument("--plot", metavar="FILE.png", help="also write a bar chart of the --sort metric with std error bars")
@@ -313,11 +316,35 @@ def _emit_board(board, args, metric: str = "mrr") -> None:
         print(f"wrote {plot_leaderboard(board, args.plot, metric=metric)}", file=sys.stderr)
 
 
+def _shipped_runs(runs: list) -> list:
+    """The runs whose requested spec is their composition's as installed, at the run's seed (results files
+    that predate ``requested_spec_hash`` are matched by their run folder's name, ``NAME-HASH-sSEED``)."""
+    from zoo.spec import shipped_spec_hash
+
+    expected: dict[tuple[str, int], str | None] = {}
+    kept = []
+    for run in runs:
+        if run.seed is None:
+            continue
+        key = (run.composition, run.seed)
+        if key not in expected:
+            expected[key] = shipped_spec_hash(*key)
+        requested = run.results.get("requested_spec_hash") or Path(run.source).parent.name
+        if expected[key] is not None and requested in (expected[key], f"{run.composition}-{expected[key]}-s{run.seed}"):
+            kept.append(run)
+    if not kept:
+        raise LeaderboardError(f"--shipped: none of the {len(runs)} runs is an installed composition as shipped "
+                               f"(compositions present: {', '.join(sorted({r.composition for r in runs})) or 'none'})")
+    return kept
+
+
 def cmd_leaderboard(args) -> int:
     from zoo.evals.leaderboard import build_leaderboard, load_runs
 
     _check_out(args.out, "leaderboard", args.format)
     runs, notes = load_runs(args.paths, strict=args.strict)
+    if args.shipped:
+        runs = _shipped_runs(runs)
     board = build_leaderboard(runs, gallery=args.gallery, direction=args.direction, metrics=args.metrics,
                               filters=args.filters, composition=args.composition, sort=args.sort, warnings=notes)
     _emit_board(board, args, metric=args.sort)

@@ -641,6 +641,15 @@ def load_composition(name_or_path: str) -> CompositionSpec | EnsembleSpec:
     return spec
 
 
+def shipped_spec_hash(name: str, seed: int) -> str | None:
+    """The requested spec hash of ``zoo run NAME --set train.seed=SEED`` (the one it prints and names
+    its run folder by), or None where ``name`` is not an installed composition or does not resolve."""
+    try:
+        return load_composition(name).with_overrides([f"train.seed={seed}"]).resolve().hash()
+    except (SpecError, ComponentError):  # not installed (UnknownComponentError), or no longer resolves
+        return None
+
+
 def load_spec(name_or_path: str) -> CompositionSpec:
     """A registered composition (one component per slot) by name, or a TOML file path; an ensemble
     composition is refused with a pointer to ``zoo run`` (it has no slots to train, sweep or ablate)."""
