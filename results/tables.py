@@ -64,7 +64,35 @@ def ablation_table(name: str, best: dict[int, dict], root: Path) -> list[str]:
     return rows
 
 
+#: screens of `aman` tuned within its slots (docs/results.md): label and per-seed folder pattern under ROOT
+AMAN_SCREENS = (
+    ("text slot + a char 3–5-gram TF-IDF part", "aman-screens/aman_tfidf-s{s}"),
+    ("the same, `aligner.weight=0.01`", "aman-screens/aman_tfidf_w001-s{s}"),
+    ("text slot + TF-IDF + `chem_names` parts", "aman-screens/aman_tfidf_names-s{s}"),
+    ("the same spec named `aman` (the candidate `aman`)", "aman-screens/aman_next-s{s}"),
+)
+
+
+def aman_screens_table(root: Path) -> list[str]:
+    """`aman` as shipped (its board runs) against each screen, test text→molecule, gallery `all`."""
+    from zoo.spec import shipped_spec_hash
+
+    rows = ["| variant | seeds | test MRR | Hits@1 | Hits@10 | molecule→text MRR |", "|---|---|---:|---:|---:|---:|"]
+    shipped = {s: ps[0] for s in range(3) if (ps := sorted(root.glob(f"board/aman-{shipped_spec_hash('aman', s)}-s{s}/results.json")))}
+    for label, paths in (("`aman` as shipped", shipped),
+                         *((label, {s: ps[0] for s in range(3) if (ps := sorted(root.glob(pattern.format(s=s) + "/results.json")))})
+                           for label, pattern in AMAN_SCREENS)):
+        if not paths:
+            continue
+        runs = [read_results(p) for p in paths.values()]
+        rows.append(f"| {label} | {', '.join(map(str, paths))} | {cell([t2m(r) for r in runs])} "
+                    f"| {cell([100 * t2m(r, 'hits@1') for r in runs], '.1f')} % | {cell([100 * t2m(r, 'hits@10') for r in runs], '.1f')} % "
+                    f"| {cell([t2m(r, direction='molecule_to_text') for r in runs])} |")
+    return rows
+
+
 def main(root: Path) -> None:
+    print("## aman screens\n", *aman_screens_table(root), "", sep="\n")
     for name in ABLATIONS:
         runs = seeds_of(root, name)
         if not runs:
