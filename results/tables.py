@@ -75,10 +75,11 @@ AMAN_SCREENS = (
 
 def aman_screens_table(root: Path) -> list[str]:
     """`aman` as shipped (its board runs) against each screen, test text→molecule, gallery `all`."""
+    from zoo.runs import run_folder_name
     from zoo.spec import shipped_spec_hash
 
     rows = ["| variant | seeds | test MRR | Hits@1 | Hits@10 | molecule→text MRR |", "|---|---|---:|---:|---:|---:|"]
-    shipped = {s: ps[0] for s in range(3) if (ps := sorted(root.glob(f"board/aman-{shipped_spec_hash('aman', s)}-s{s}/results.json")))}
+    shipped = {s: ps[0] for s in range(3) if (ps := sorted(root.glob(f"board/{run_folder_name('aman', shipped_spec_hash('aman', s), s)}/results.json")))}
     for label, paths in (("`aman` as shipped", shipped),
                          *((label, {s: ps[0] for s in range(3) if (ps := sorted(root.glob(pattern.format(s=s) + "/results.json")))})
                            for label, pattern in AMAN_SCREENS)):

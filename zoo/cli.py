@@ -319,6 +319,7 @@ def _emit_board(board, args, metric: str = "mrr") -> None:
 def _shipped_runs(runs: list) -> list:
     """The runs whose requested spec is their composition's as installed, at the run's seed (results files
     that predate ``requested_spec_hash`` are matched by their run folder's name, ``NAME-HASH-sSEED``)."""
+    from zoo.runs import run_folder_name
     from zoo.spec import shipped_spec_hash
 
     expected: dict[tuple[str, int], str | None] = {}
@@ -329,8 +330,11 @@ def _shipped_runs(runs: list) -> list:
         key = (run.composition, run.seed)
         if key not in expected:
             expected[key] = shipped_spec_hash(*key)
-        requested = run.results.get("requested_spec_hash") or Path(run.source).parent.name
-        if expected[key] is not None and requested in (expected[key], f"{run.composition}-{expected[key]}-s{run.seed}"):
+        if expected[key] is None:
+            continue
+        recorded = run.results.get("requested_spec_hash")
+        if (recorded == expected[key] if recorded
+                else Path(run.source).parent.name == run_folder_name(run.composition, expected[key], run.seed)):
             kept.append(run)
     if not kept:
         raise LeaderboardError(f"--shipped: none of the {len(runs)} runs is an installed composition as shipped "

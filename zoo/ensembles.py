@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from zoo.runs import run_folder_name
 from zoo.spec import EnsembleSpec
 
 __all__ = ["run_ensemble_composition", "default_ensemble_out"]
@@ -22,7 +23,7 @@ __all__ = ["run_ensemble_composition", "default_ensemble_out"]
 
 def default_ensemble_out(spec: EnsembleSpec, root: str | Path = "runs") -> Path:
     """``ROOT/NAME-HASH-sSEED``: where ``zoo run`` writes an ensemble composition without ``--out`` (ROOT: its members' root)."""
-    return Path(root) / f"{spec.name}-{spec.hash()}-s{spec.seed}"
+    return Path(root) / run_folder_name(spec.name, spec.hash(), spec.seed)
 
 
 def run_ensemble_composition(spec: EnsembleSpec, *, out: str | Path | None = None, members_root: str | Path = "runs",

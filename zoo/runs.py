@@ -39,9 +39,14 @@ SEARCH_DIR = "search"
 INDEXES_DIR = "indexes"
 
 
+def run_folder_name(name: str, spec_hash: str, seed: int) -> str:
+    """``NAME-SPECHASH-sSEED``: the folder name of a run (or an ensemble composition's run) of a spec."""
+    return f"{name}-{spec_hash}-s{seed}"
+
+
 def run_name(spec: "CompositionSpec") -> str:
-    """``NAME-SPECHASH-sSEED``: the folder name of a run of ``spec``."""
-    return f"{spec.name}-{spec.hash()}-s{spec.train.seed}"
+    """The folder name of a run of ``spec`` (:func:`run_folder_name`)."""
+    return run_folder_name(spec.name, spec.hash(), spec.train.seed)
 
 
 def default_out_dir(spec: "CompositionSpec", root: str | Path = "runs") -> Path:
