@@ -143,10 +143,12 @@ def test_show_aman(capsys):
     spec = load_spec("aman")
     assert digest == spec.hash()
     assert data["name"] == "aman"
-    assert data["text_encoder"]["name"] == "scibert"
+    assert data["text_encoder"]["name"] == "combined"
+    scibert, tfidf, names = data["text_encoder"]["parts"]
+    assert (scibert["name"], tfidf["name"], names["name"]) == ("scibert", "tfidf", "chem_names")
     # resolved: registered defaults are spelled out
     assert data["loss"]["margin"] == pytest.approx(0.2)
-    assert data["text_encoder"]["model"] == "allenai/scibert_scivocab_uncased"
+    assert scibert["model"] == "allenai/scibert_scivocab_uncased"
     assert set(data) >= {"text_encoder", "molecule_encoder", "aligner", "loss", "train", "eval"}
 
 
