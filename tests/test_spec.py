@@ -40,11 +40,12 @@ name = "triplet"
 def test_load_aman_by_name(aman):
     assert aman.name == "aman"
     assert {slot: getattr(aman, slot).name for slot in SLOTS} == {
-        "text_encoder": "scibert",
+        "text_encoder": "combined",
         "molecule_encoder": "graph_transformer",
         "aligner": "adversarial",
         "loss": "triplet",
     }
+    assert [part.name for part in aman.text_encoder.options["parts"]] == ["scibert", "tfidf", "chem_names"]
     assert aman.molecule_encoder.options["readout"] == "attention"
     assert aman.aligner.options["mode"] == "grl"
     assert aman.loss.options["mining"] == "semihard"
@@ -101,7 +102,7 @@ def test_hash_ignores_name_and_description(aman):
 
 @pytest.mark.parametrize(
     "override",
-    ["loss.margin=0.3", "train.epochs=5", "embed_dim=128", "text_encoder.pooling=\"cls\"", "eval.galleries=[\"test\"]",
+    ["loss.margin=0.3", "train.epochs=5", "embed_dim=128", "text_encoder.scibert.pooling=\"cls\"", "text_encoder.tfidf.svd_dim=256", "eval.galleries=[\"test\"]",
      "aligner=none", "train.seed=1"],
 )
 def test_hash_changes_with_options(aman, override):
@@ -126,7 +127,9 @@ def test_resolve_fills_defaults(aman):
     # explicit spec values win over registered defaults, missing ones get the default
     assert resolved.loss.options["mining"] == "semihard"  # aman.toml overrides the registered default "hard"
     assert resolved.loss.options["margin"] == get_component("loss", "triplet").config["margin"]
-    assert resolved.text_encoder.options["model"] == "allenai/scibert_scivocab_uncased"
+    scibert = resolved.text_encoder.options["parts"][0]
+    assert set(scibert.options) == set(get_component("text_encoder", "scibert").config)  # parts are resolved too
+    assert scibert.options["model"] == "allenai/scibert_scivocab_uncased"
     assert resolved.resolve() == resolved  # idempotent
 
 
@@ -169,12 +172,12 @@ def test_override_with_the_same_component_keeps_its_options(aman):
 
 
 def test_overrides_apply_with_types(aman):
-    spec = aman.with_overrides(["loss.margin=0.3", "train.epochs=5", "embed_dim=128", "text_encoder.pooling=max"])
+    spec = aman.with_overrides(["loss.margin=0.3", "train.epochs=5", "embed_dim=128", "text_encoder.scibert.pooling=max"])
     assert spec.loss.options["margin"] == pytest.approx(0.3)
     assert isinstance(spec.loss.options["margin"], float)
     assert spec.train.epochs == 5 and isinstance(spec.train.epochs, int)
     assert spec.embed_dim == 128
-    assert spec.text_encoder.options["pooling"] == "max"  # bare strings are accepted
+    assert spec.text_encoder.options["parts"][0].options["pooling"] == "max"  # bare strings are accepted
     assert spec.train.batch_size == aman.train.batch_size
     assert aman.train.epochs == 60  # the original is unchanged
 
@@ -186,7 +189,7 @@ def test_override_train_float_accepts_int(aman):
 def test_overrides_apply_in_order(aman):
     spec = aman.with_overrides(["text_encoder=minilm", "text_encoder.pooling=cls"])
     assert spec.text_encoder == SlotSpec("minilm", {"pooling": "cls"})
-    spec = aman.with_overrides(["text_encoder.pooling=cls", "text_encoder=minilm"])
+    spec = aman.with_overrides(["text_encoder.scibert.pooling=cls", "text_encoder=minilm"])
     assert spec.text_encoder == SlotSpec("minilm", {})
 
 

@@ -28,6 +28,18 @@ def test_plan_is_seed_major_and_applies_slot_options_only_where_they_exist(tmp_p
         assert p.out_dir == tmp_path / f"{p.spec.name}-{p.spec.hash()}-s{p.seed}"
 
 
+def test_part_options_apply_to_combined_slots_and_swaps_come_first(tmp_path):
+    """``text_encoder.scibert.pooling`` reaches aman's SciBERT part; after ``text_encoder=minilm`` (a swap, applied
+    first wherever it stands) a plain ``text_encoder.pooling`` applies instead, to every composition."""
+    aman, tfidf = (p.spec for p in plan_sweep(["aman", "tfidf_fp"], seeds=1, out_root=tmp_path,
+                                               sets=["text_encoder.scibert.pooling=cls"]))
+    assert aman.text_encoder.options["parts"][0].options["pooling"] == "cls"
+    assert tfidf.text_encoder.name == "tfidf"
+    swapped = [p.spec for p in plan_sweep(["aman", "tfidf_fp"], seeds=1, out_root=tmp_path,
+                                          sets=["text_encoder.pooling=cls", "text_encoder=minilm"])]
+    assert [(s.text_encoder.name, s.text_encoder.options["pooling"]) for s in swapped] == [("minilm", "cls")] * 2
+
+
 def test_a_sweep_row_and_an_ablation_reference_share_their_runs(tmp_path):
     sweep = plan_sweep(["aman"], seeds=2, sets=["train.epochs=2"], out_root=tmp_path)
     configs = build_grid("aman", ["loss=triplet,infonce"], ["train.epochs=2"], one_at_a_time=True)
@@ -40,6 +52,7 @@ def test_a_sweep_row_and_an_ablation_reference_share_their_runs(tmp_path):
 @pytest.mark.parametrize("names, sets, message", [
     (["tfidf_fpp"], [], "Did you mean: tfidf_fp"),
     (["tfidf_fp"], ["molecule_encoder.heads=4"], "none of the swept compositions"),
+    (["aman"], ["text_encoder.tfidf.heads=4"], "none of the swept compositions"),
     ([], [], "at least one composition"),
 ])
 def test_bad_input(tmp_path, names, sets, message):

@@ -327,7 +327,7 @@ def small_aman():
     from zoo.spec import load_spec
 
     return load_spec("aman").with_overrides(
-        ["embed_dim=32", "text_encoder.max_length=32", "text_encoder.pooling=cls",
+        ["text_encoder=scibert", "embed_dim=32", "text_encoder.max_length=32", "text_encoder.pooling=cls",
          "molecule_encoder.hidden_dim=32", "molecule_encoder.layers=1", "molecule_encoder.heads=2",
          "aligner.hidden_dim=16"]
     )

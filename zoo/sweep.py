@@ -7,9 +7,10 @@ is then a sweep's row), trains the
 missing ones seed-major (seed 0 of every composition first, so a partial sweep is already a
 one-seed leaderboard), and prints the leaderboard of exactly those runs.
 
-The base ``--set`` list applies to every composition; an assignment to a slot option
-(``molecule_encoder.hidden_dim=128``) applies only to compositions whose component in that slot
-has the option, and is an error when none has it.
+The base ``--set`` list applies to every composition, component swaps (``text_encoder=minilm``)
+first, as in ``zoo ablate``; an assignment to a slot option (``molecule_encoder.hidden_dim=128``,
+or a combined slot's part option ``text_encoder.tfidf.svd_dim=256``) applies only to compositions
+whose component in that slot (after the swaps) has the option, and is an error when none has it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from zoo.ablate import AblationConfig, PlannedRun, plan_runs, slot_option_accepted
+from zoo.ablate import AblationConfig, PlannedRun, is_component_swap, plan_runs, slot_option_accepted
 from zoo.errors import ComponentError, SpecError
 from zoo.spec import load_spec
 
@@ -34,12 +35,14 @@ def plan_sweep(compositions: Sequence[str], seeds: int, sets: Sequence[str] = ()
     applied: set[str] = set()
     for name in names:
         base = load_spec(name)
-        kept = [s for s in sets if slot_option_accepted(base, s)]
-        applied.update(kept)
+        swaps = [s for s in sets if is_component_swap(s)]
         try:
+            swapped = base.with_overrides(swaps) if swaps else base
+            kept = swaps + [s for s in sets if not is_component_swap(s) and slot_option_accepted(swapped, s)]
             spec = base.with_overrides(kept).resolve() if kept else base.resolve()
         except ComponentError as exc:
             raise SpecError(f"sweep composition {name!r}: {exc}") from None
+        applied.update(kept)
         configs.append(AblationConfig(label=name, settings=(), assignments=tuple(kept), spec=spec, is_reference=False,
                                       not_applied=tuple(s for s in sets if s not in kept)))
     never = [s for s in sets if s not in applied]

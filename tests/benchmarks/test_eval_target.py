@@ -43,6 +43,7 @@ def setup():
     """The aman model (MiniLM substituted for SciBERT offline), the cached gallery graphs and test texts."""
     from zoo.cache import featurize_molecules
     from zoo.data import load_chebi20
+    from zoo.fitting import is_fittable
     from zoo.model import build_model
     from zoo.spec import load_spec
 
@@ -51,6 +52,8 @@ def setup():
     model, _ = build_model(spec, allow_substitution=True)
     if hasattr(model.text_encoder, "set_mode"):
         model.text_encoder.set_mode("frozen")
+    if is_fittable(model.text_encoder):  # aman's TF-IDF part, fitted on the training descriptions as `zoo run` does
+        model.text_encoder.fit([p.description for p in data.train], seed=0)
     graphs = featurize_molecules([m.smiles for m in data.gallery], model.molecule_encoder.featurize,
                                  model.molecule_encoder.featurizer, progress=False)
     # the same text list as `zoo run` (every description), so the frozen-state cache is shared with it

@@ -126,7 +126,7 @@ def test_text_backbone(benchmark, pairs, minilm, device):
 
 HEADS = {
     "minilm_defaults": {},  # the registered defaults: one transformer adapter layer, mean pooling
-    "aman": {"adapter_layers": 0, "pooling": "attention", "lexical_dim": 256},  # plugins/compositions/aman.toml
+    "aman": {"adapter_layers": 0, "pooling": "attention", "lexical_dim": 256},  # aman.toml's SciBERT part
 }
 
 
