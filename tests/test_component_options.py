@@ -17,21 +17,22 @@ PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 #: ``CompositionSpec.hash()`` of the shipped compositions, computed on main 4a5bc7c / 3d81066 (before options
 #: were read from signatures): moving the defaults must not change a resolved spec. The fingerprint_mlp
 #: compositions were re-pinned on 38e10b2, whose new options (pretrain_epochs, pretrain_mask) and tfidf_fp
-#: settings changed them on purpose.
+#: settings changed them on purpose; aman (its text slot's TF-IDF and chem_names parts) and the three
+#: tfidf_* compositions (molecule_encoder.extra = ["maccs", "feature_morgan"]) on 2026-12-04.
 SHIPPED_HASHES = {
-    "aman": "d8cba5f80126",  # re-pinned 2026-12-04: the text slot got its TF-IDF and chem_names parts
-    "tfidf_names": "efce736c7bd6",
+    "aman": "d8cba5f80126",
+    "tfidf_names": "8fd2cd284e2f",
     "gt_infonce": "7e8ec57c513d",
     "text2mol_attention": "50af666371c5",
     "text2mol_gcn": "980bcde7cd14",
     "text2mol_mlp": "10d96b4e3126",
-    "tfidf_fp": "3761d7b7863a",
-    "tfidf_chem": "5e9185cb1f9a",  # added with its composition (2026-12-04)
+    "tfidf_fp": "b4ec3513b2e0",
+    "tfidf_chem": "ac7ee270b1d0",
 }
 
 
 #: ``EnsembleSpec.hash()`` of the shipped ensemble compositions (their members' hashes at seed 0 and scorers)
-SHIPPED_ENSEMBLE_HASHES = {"names_ensemble": "a0a9b6646595", "chem_ensemble": "0e2e8c636f14", "best": "0e2e8c636f14"}
+SHIPPED_ENSEMBLE_HASHES = {"names_ensemble": "8f2195413afc", "chem_ensemble": "3dd647c62203", "best": "3dd647c62203"}
 
 
 def test_shipped_composition_hashes_are_unchanged():
