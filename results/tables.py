@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -12,36 +13,39 @@ from zoo.evals.leaderboard import summarize
 from zoo.evals.results import read_results
 
 BEST = "chem_ensemble"
-#: the earlier `best`, names_ensemble, was ablated with the previous `aman` (SciBERT alone in its text slot): its runs
-PREVIOUS_NAMES_ENSEMBLE = ("board/names_ensemble-6a4aadd3dba9-s0", "board/names_ensemble-6334bcbc2945-s1",
-                           "board/names_ensemble-5b575e52348a-s2")
-#: per ablated ensemble: the reference runs' folder pattern under ROOT ({s}: the seed; {shipped}: the folder of the
-#: composition exactly as shipped at that seed), then each row's label and per-seed folder pattern
+#: the runs of a composition's previous spec (before this stop's changes to it), spec hash by seed
+PREVIOUS = {
+    "aman": ("ad2414de1ad9", "12567097d8b3", "052f609cb6ab"),  # SciBERT alone in the text slot
+    "tfidf_fp": ("3761d7b7863a", "4f19c894ebdd", "745e93867d0d"),  # Morgan counts only
+    "tfidf_chem": ("5e9185cb1f9a", "135f88e923fa", "f8453257b7d8"),
+    "names_ensemble": ("6a4aadd3dba9", "6334bcbc2945", "5b575e52348a"),  # the previous members
+}
+#: per ablated ensemble: the reference runs' folder pattern under ROOT (see :func:`folder`), then each row's
+#: label and per-seed folder pattern
 ABLATIONS = {
     BEST: ("board/{shipped}",
            (("− `aman`", "chem-ablation/no_aman-s{s}"),
             ("− the `relation_match` scorer (= `names_ensemble`)", "board/{shipped:names_ensemble}"),
             ("− the `structure_match` scorer", "chem-ablation/no_sm-s{s}"), ("− `tfidf_chem`", "chem-ablation/no_chem-s{s}"),
             ("− `tfidf_fp`", "chem-ablation/no_fp-s{s}"))),
-    "names_ensemble": ("{previous_names_ensemble}",
+    "names_ensemble": ("board/{previous}",
                        (("− `aman`", "best-ablation/no_aman-s{s}"), ("− the `structure_match` scorer", "best-ablation/no_sm-s{s}"),
                         ("− `tfidf_chem`", "best-ablation/no_chem-s{s}"), ("− `tfidf_fp`", "best-ablation/no_fp-s{s}"))),
 }
 
 
 def folder(pattern: str, name: str, seed: int) -> str:
-    """``pattern`` at ``seed``: ``{s}``, ``{shipped}`` (``name`` as shipped), ``{shipped:OTHER}``, ``{previous_names_ensemble}``."""
+    """``pattern`` at ``seed``: ``{s}`` the seed, ``{shipped}``/``{previous}`` the run folder of ``name`` as shipped /
+    of its :data:`PREVIOUS` spec, ``{shipped:OTHER}``/``{previous:OTHER}`` those of composition OTHER."""
     from zoo.runs import run_folder_name
     from zoo.spec import shipped_spec_hash
 
-    def shipped(composition: str) -> str:
-        return run_folder_name(composition, shipped_spec_hash(composition, seed), seed)
+    def run(match: re.Match) -> str:
+        composition = match[2] or name
+        spec_hash = shipped_spec_hash(composition, seed) if match[1] == "shipped" else PREVIOUS[composition][seed]
+        return run_folder_name(composition, spec_hash, seed)
 
-    if pattern.startswith("board/{shipped"):
-        return "board/" + shipped(pattern[len("board/{shipped"):-1].lstrip(":") or name)
-    if pattern == "{previous_names_ensemble}":
-        return PREVIOUS_NAMES_ENSEMBLE[seed]
-    return pattern.format(s=seed)
+    return re.sub(r"\{(shipped|previous)(?::(\w+))?\}", run, pattern).replace("{s}", str(seed))
 
 
 def runs_at(root: Path, pattern: str, name: str, seeds=range(3)) -> dict[int, dict]:
@@ -87,7 +91,7 @@ def ablation_table(name: str, best: dict[int, dict], root: Path) -> list[str]:
 
 #: screens of `aman` tuned within its slots (docs/results.md): label and per-seed folder pattern under ROOT
 AMAN_SCREENS = (
-    ("the previous `aman`: SciBERT alone in the text slot", "board/aman-{previous}-s{s}"),
+    ("the previous `aman`: SciBERT alone in the text slot", "board/{previous}"),
     ("text slot + a char 3–5-gram TF-IDF part", "aman-screens/aman_tfidf-s{s}"),
     ("the same, `aligner.weight=0.01`", "aman-screens/aman_tfidf_w001-s{s}"),
     ("text slot + TF-IDF + `chem_names` parts", "aman-screens/aman_tfidf_names-s{s}"),
@@ -95,16 +99,11 @@ AMAN_SCREENS = (
 )
 
 
-def aman_screens_table(root: Path) -> list[str]:
-    """The previous `aman`, each screen and `aman` as shipped (its board runs), test text→molecule, gallery `all`."""
-    from zoo.spec import CompositionSpec
-
-    previous = CompositionSpec.from_toml(root / "aman-screens" / "aman_scibert_only.toml")
+def screens_table(screens: tuple[tuple[str, str], ...], name: str, root: Path) -> list[str]:
+    """One row per screen (its runs at seeds 0–2 that exist), test text→molecule, gallery `all`."""
     rows = ["| variant | seeds | test MRR | Hits@1 | Hits@10 | molecule→text MRR |", "|---|---|---:|---:|---:|---:|"]
-    for label, pattern in AMAN_SCREENS:
-        found = {s: r for s in range(3)
-                 if (r := runs_at(root, pattern.replace("{previous}", previous.with_overrides([f"train.seed={s}"]).resolve().hash()),
-                                  "aman", [s]).get(s))}
+    for label, pattern in screens:
+        found = runs_at(root, pattern, name)
         if not found:
             continue
         runs = list(found.values())
@@ -114,8 +113,23 @@ def aman_screens_table(root: Path) -> list[str]:
     return rows
 
 
+#: screens of fingerprint_mlp's extra fingerprints in tfidf_fp and tfidf_chem (docs/results.md)
+FP_SCREENS = (
+    ("`tfidf_fp` before: Morgan counts only", "board/{previous:tfidf_fp}"),
+    ("+ MACCS keys", "fp-screens/maccs-s{s}"),
+    ("+ atom-pair counts", "fp-screens/atompair-s{s}"),
+    ("+ MACCS + atom-pair", "fp-screens/maccs_atompair-s{s}"),
+    ("**+ MACCS + feature-Morgan = `tfidf_fp` as shipped**", "board/{shipped:tfidf_fp}"),
+    ("`tfidf_chem` before: Morgan counts only", "board/{previous:tfidf_chem}"),
+    ("+ MACCS keys", "fp-screens/chem_maccs-s{s}"),
+    ("+ MACCS + feature-Morgan", "fp-screens/chem_maccs_featmorgan-s{s}"),
+    ("**`tfidf_chem` as shipped** (the same spec)", "board/{shipped:tfidf_chem}"),
+)
+
+
 def main(root: Path) -> None:
-    print("## aman screens\n", *aman_screens_table(root), "", sep="\n")
+    print("## aman screens\n", *screens_table(AMAN_SCREENS, "aman", root), "", sep="\n")
+    print("## fingerprint screens\n", *screens_table(FP_SCREENS, "tfidf_fp", root), "", sep="\n")
     for name, (reference, _) in ABLATIONS.items():
         runs = runs_at(root, reference, name)
         if runs:
