@@ -120,9 +120,23 @@ def flatten_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
             flat.update({f"{key}.{s.get('name')}.{k}": v for s in scorers for k, v in s.items() if k != "name"})
         elif isinstance(value, Mapping):
             for sub, item in value.items():
-                flat[key if sub == "name" and key in SLOTS else f"{key}.{sub}"] = item
+                if sub == "parts" and isinstance(item, list) and all(isinstance(p, Mapping) for p in item):
+                    flat.update(_flatten_parts(key, item))
+                else:
+                    flat[key if sub == "name" and key in SLOTS else f"{key}.{sub}"] = item
         else:
             flat[key] = value
+    return flat
+
+
+def _flatten_parts(slot: str, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A combined slot's parts: ``SLOT.parts`` = their names, each option ``SLOT.PART.option`` (``--set``'s
+    spelling; PART is the part's index when two parts share a name)."""
+    names = [str(p.get("name")) for p in parts]
+    flat: dict[str, Any] = {f"{slot}.parts": names}
+    for i, part in enumerate(parts):
+        label = names[i] if names.count(names[i]) == 1 else str(i)
+        flat.update({f"{slot}.{label}.{k}": v for k, v in part.items() if k != "name"})
     return flat
 
 
@@ -433,7 +447,7 @@ def _fmt_value(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
+        return ",".join(map(str, value)) if value else "[]"
     return str(value)
 
 

@@ -309,3 +309,15 @@ def test_shipped_keeps_only_installed_compositions_as_shipped(tmp_path, capsys):
     write(tmp_path, "other/c", make_results(seed=0, name="my_screen"))
     assert main(["leaderboard", str(tmp_path / "other"), "--shipped"]) == 2
     assert "--shipped: none of the 1 runs" in capsys.readouterr().err
+
+
+def test_combined_slot_parts_flatten_to_set_keys_and_empty_lists_show():
+    """A combined slot's parts read as ``--set`` spells them (``text_encoder.tfidf.svd_dim``), not as dict reprs;
+    two parts of one component are told apart by index; an empty list shows as ``[]``."""
+    from zoo.evals.leaderboard import _fmt_value, flatten_spec
+
+    flat = flatten_spec({"text_encoder": {"name": "combined", "mode": "auto", "parts": [
+        {"name": "minilm", "pooling": "attention"}, {"name": "tfidf", "svd_dim": 512}, {"name": "tfidf", "svd_dim": 64}]}})
+    assert flat == {"text_encoder": "combined", "text_encoder.mode": "auto", "text_encoder.parts": ["minilm", "tfidf", "tfidf"],
+                    "text_encoder.minilm.pooling": "attention", "text_encoder.1.svd_dim": 512, "text_encoder.2.svd_dim": 64}
+    assert _fmt_value(flat["text_encoder.parts"]) == "minilm,tfidf,tfidf" and _fmt_value([]) == "[]"
