@@ -100,3 +100,26 @@ def test_bad_search_input(run_copy, tmp_path, capsys, argv, message):
     argv = [{"RUN": str(run_dir), "EMPTY": str(tmp_path / "empty.txt")}.get(a, a) for a in argv]
     assert main(["search", *argv, "--data-dir", str(data_dir), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_finished_run_seeds_its_search_cache_with_the_evaluated_gallery(tiny_run, tmp_path):
+    """`zoo run` writes RUN/search/gallery.npz from its test evaluation on gallery `all`: the gallery `zoo search` and
+    fusion would embed (same order, same embeddings), so they do not embed it again."""
+    from zoo.data import load_chebi20, sha256_file
+    from zoo.runs import gallery_cache_path, load_trained_run
+    from zoo.search import Gallery, gallery_key, run_gallery
+
+    data_dir, run_dir, _ = tiny_run
+    seeded_path = gallery_cache_path(run_dir)
+    trained = load_trained_run(run_dir, "cpu")
+    data = load_chebi20(data_dir, holdout_fraction=trained.spec.train.holdout_fraction, holdout_seed=0)
+    seeded = Gallery.load(seeded_path, gallery_key(sha256_file(trained.checkpoint), data.checksums))
+    assert seeded is not None, "the run left no usable search cache"
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    gallery_cache_path(copy).unlink()
+    embedded = run_gallery(load_trained_run(copy, "cpu"), sha256_file(trained.checkpoint), data=data, progress=False, log=lambda _m: None)
+    assert embedded.molecule_cids.tolist() == seeded.molecule_cids.tolist() == [m.cid for m in data.gallery]
+    assert embedded.text_cids.tolist() == seeded.text_cids.tolist() and embedded.descriptions.tolist() == seeded.descriptions.tolist()
+    np.testing.assert_allclose(seeded.molecule_embeddings, embedded.molecule_embeddings, atol=1e-5)
+    np.testing.assert_allclose(seeded.text_embeddings, embedded.text_embeddings, atol=1e-5)

@@ -119,6 +119,30 @@ def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | N
     return gallery
 
 
+def cache_evaluated_gallery(run_dir: str | Path, checkpoint: Path, data: "ChEBI20", embedded: dict[str, "np.ndarray"]) -> bool:
+    """Seed ``RUN/search/gallery.npz`` with what a run's test evaluation on gallery ``all`` embedded with its
+    best weights (every gallery molecule, every description: ``embedded`` is that gallery's entry of
+    :func:`zoo.evaluate.evaluate_pairs`' embeddings), so ``zoo search`` and fusion reuse it instead of
+    embedding the gallery again. Returns whether it was written (not when the order differs from the data's)."""
+    import numpy as np
+
+    from zoo.data import sha256_file
+
+    molecule_cids = np.asarray(embedded["molecule_candidate_cids"]).astype(str)
+    text_cids = np.asarray(embedded["text_candidate_cids"]).astype(str)
+    if (molecule_cids.tolist() != [m.cid for m in data.gallery] or text_cids.tolist() != [p.cid for p in data.descriptions]):
+        return False
+    gallery = Gallery(np.asarray(embedded["molecule_candidates"]), molecule_cids, np.array([m.smiles for m in data.gallery], dtype=str),
+                      np.asarray(embedded["text_candidates"]), text_cids, np.array([p.description for p in data.descriptions], dtype=str))
+    path = gallery_cache_path(run_dir)
+    try:
+        gallery.save(path, gallery_key(sha256_file(checkpoint), data.checksums))
+    except OSError as exc:
+        warnings.warn(f"could not cache the gallery embeddings in {path} ({exc}); `zoo search` embeds them again")
+        return False
+    return True
+
+
 def top_k(scores: "np.ndarray", k: int) -> "np.ndarray":
     """Indices of the ``k`` highest scores, best first."""
     import numpy as np

@@ -300,18 +300,23 @@ def _prepare(model, spec: CompositionSpec, opts: RunOptions, data, out_dir: Path
 
 
 def _evaluate(model, prepared, scorers: list, data, spec: CompositionSpec, opts: RunOptions, device: torch.device,
-              timings: dict[str, float], log: Callable[[str], None]) -> tuple[dict, dict, dict[str, Any]]:
+              timings: dict[str, float], log: Callable[[str], None],
+              run_dir: Path | None = None) -> tuple[dict, dict, dict[str, Any]]:
     """The test scores per gallery of ``model`` (its best weights loaded), and the galleries; with ``scorers``,
     the learned similarity fused with them, weights fitted on the held-out pairs (:mod:`zoo.fusion`), and the
-    results' extra fields (``fusion``, ``learned_scores``)."""
+    results' extra fields (``fusion``, ``learned_scores``). Gallery ``all``'s embeddings seed ``run_dir``'s search
+    cache (:func:`zoo.search.cache_evaluated_gallery`)."""
     from zoo.evaluate import evaluate_pairs
     from zoo.fusion import fuse_composition
+    from zoo.search import cache_evaluated_gallery
 
     t0 = time.time()
-    scores, galleries, _ = evaluate_pairs(model, data.test, data, prepared.graphs, prepared.mol_index, prepared.text_items,
+    scores, galleries, embedded = evaluate_pairs(model, data.test, data, prepared.graphs, prepared.mol_index, prepared.text_items,
                                           prepared.text_index, spec.eval.galleries, spec.train.eval_batch_size,
                                           spec.eval.chunk_size, device, progress=opts.progress, log=log)
     timings["eval_s"] = time.time() - t0
+    if run_dir is not None and "all" in embedded:
+        cache_evaluated_gallery(run_dir, runs.best_checkpoint(run_dir), data, embedded["all"])
     if not scorers:
         return scores, galleries, {}
     t0 = time.time()
@@ -378,7 +383,8 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
 
     # 5. evaluate the best weights on test (fused with the spec's scorers, if any)
     load_weights(model, loop.best_path, "rerun with --fresh to retrain")
-    scores, galleries, fused = _evaluate(model, prepared, scorers, data, spec, opts, device, timings, log)
+    scores, galleries, fused = _evaluate(model, prepared, scorers, data, spec, opts, device, timings, log,
+                                         run_dir=out_dir)
     timings["total_s"] = time.time() - started
 
     # 6. results
