@@ -39,12 +39,12 @@ from zoo.evals.leaderboard import (
 )
 from zoo.registry import get_component
 from zoo.runs import default_out_dir, results_path
-from zoo.spec import SLOTS, CompositionSpec, load_spec
+from zoo.spec import SLOTS, CompositionSpec, find_part, load_spec
 
 __all__ = [
     "Axis", "AblationConfig", "PlannedRun", "Comparison", "AblationTable",
     "parse_vary", "build_grid", "plan_runs", "describe_plan", "run_ablation", "compare", "ablation_table",
-    "render_ablation", "read_json", "slot_option_accepted", "is_component_swap",
+    "render_ablation", "read_json", "slot_option_accepted", "applicable_sets",
 ]
 
 
@@ -94,7 +94,7 @@ class AblationConfig:
 
 def slot_option_accepted(spec: CompositionSpec, assignment: str) -> bool:
     """Whether ``slot.option=value`` names an option of the component ``spec`` has in that slot, or
-    ``slot.PART.option=value`` an option of a part (by name or index) of a combined slot."""
+    ``slot.PART.option=value`` an option of a part (by name or index, as ``--set`` finds it) of a combined slot."""
     key = assignment.partition("=")[0].strip()
     head, _, tail = key.partition(".")
     if head not in SLOTS or not tail:
@@ -103,16 +103,32 @@ def slot_option_accepted(spec: CompositionSpec, assignment: str) -> bool:
     if tail in get_component(SLOTS[head], slot.name).config:
         return True
     part_key, dot, option = tail.partition(".")
-    parts = list(slot.options.get("parts", ())) if dot else []
-    matches = ([parts[int(part_key)]] if part_key.isdigit() and int(part_key) < len(parts)
-               else [p for p in parts if p.name == part_key])
-    return any(option in get_component(SLOTS[head], p.name).config for p in matches)
+    if not dot or not slot.options.get("parts"):
+        return False
+    names = [p.name for p in slot.options["parts"]]
+    try:
+        part = find_part([{"name": name} for name in names], part_key, f"--set {key}")
+    except SpecError:  # no such part: not this composition's; several of that name: --set says so itself
+        return part_key in names
+    return option in get_component(SLOTS[head], part["name"]).config
 
 
-def is_component_swap(assignment: str) -> bool:
-    """Whether ``assignment`` swaps a slot's component (``text_encoder=minilm``) rather than setting an option."""
+def _is_swap(assignment: str) -> bool:
     key = assignment.partition("=")[0].strip()
     return key in SLOTS
+
+
+def applicable_sets(base: CompositionSpec, sets: Sequence[str], swaps: Sequence[str] = ()) -> tuple[list[str], list[str], list[str]]:
+    """The base ``--set`` list for composition ``base``: ``(swaps, kept, dropped)`` — its component swaps (then
+    ``swaps``), applied first, and its option assignments split by whether the swapped spec's components accept
+    them (:func:`slot_option_accepted`). A bad swap raises :class:`ComponentError`."""
+    swaps = [s for s in sets if _is_swap(s)] + list(swaps)
+    swapped = base.with_overrides(swaps) if swaps else base
+    kept, dropped = [], []
+    for s in sets:
+        if not _is_swap(s):
+            (kept if slot_option_accepted(swapped, s) else dropped).append(s)
+    return swaps, kept, dropped
 
 
 def build_grid(composition: str, varies: Sequence[str | Axis], sets: Sequence[str] = (),
@@ -139,19 +155,14 @@ def build_grid(composition: str, varies: Sequence[str | Axis], sets: Sequence[st
     else:
         points = [tuple(zip((a.key for a in axes), combo)) for combo in itertools.product(*(a.values for a in axes))]
 
-    base_swaps = [s for s in sets if is_component_swap(s)]
-    base_options = [s for s in sets if not is_component_swap(s)]
+    base_options = [s for s in sets if not _is_swap(s)]
     configs: list[AblationConfig] = []
     applied_anywhere: set[str] = set()
     for i, point in enumerate(points):
         axis_sets = [f"{k}={v}" for k, v in point]
-        swaps = base_swaps + [s for s in axis_sets if is_component_swap(s)]
         try:
-            spec = base.with_overrides(swaps) if swaps else base
-            kept, dropped = [], []
-            for s in base_options:
-                (kept if slot_option_accepted(spec, s) else dropped).append(s)
-            assignments = swaps + kept + [s for s in axis_sets if not is_component_swap(s)]
+            swaps, kept, dropped = applicable_sets(base, sets, [s for s in axis_sets if _is_swap(s)])
+            assignments = swaps + kept + [s for s in axis_sets if not _is_swap(s)]
             spec = base.with_overrides(assignments).resolve() if assignments else base.resolve()
         except ComponentError as exc:  # unknown component/option, bad value: name the grid point
             where = ", ".join(axis_sets)

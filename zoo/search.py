@@ -50,6 +50,25 @@ class Gallery:
     text_cids: "np.ndarray"
     descriptions: "np.ndarray"
 
+    @classmethod
+    def of(cls, data: "ChEBI20", molecule_embeddings: "np.ndarray", text_embeddings: "np.ndarray") -> "Gallery":
+        """Embeddings of ``data.gallery`` and ``data.descriptions`` (in that order) with their CIDs, SMILES and texts."""
+        import numpy as np
+
+        return cls(np.asarray(molecule_embeddings), np.array([m.cid for m in data.gallery], dtype=str),
+                   np.array([m.smiles for m in data.gallery], dtype=str), np.asarray(text_embeddings),
+                   np.array([p.cid for p in data.descriptions], dtype=str),
+                   np.array([p.description for p in data.descriptions], dtype=str))
+
+    def cache(self, path: Path, key: str) -> bool:
+        """:meth:`save`, a failure a warning (the next search embeds the gallery again). Returns whether it was saved."""
+        try:
+            self.save(path, key)
+        except OSError as exc:
+            warnings.warn(f"could not cache the gallery embeddings in {path} ({exc}); the next search embeds them again")
+            return False
+        return True
+
     def save(self, path: Path, key: str) -> None:
         import numpy as np
 
@@ -82,8 +101,6 @@ def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | N
     """The run's embedded gallery: from ``RUN/search/gallery.npz`` when it was embedded with this
     checkpoint from the run's training data, else embedded and cached. Other data is refused.
     ``data``: the task's data, loaded already (else loaded from ``data_dir`` when the cache misses)."""
-    import numpy as np
-
     from zoo.gallery import prepare_gallery
 
     path = gallery_cache_path(trained.run_dir)
@@ -108,14 +125,8 @@ def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | N
     prepared = prepare_gallery(model, data, dev, progress=progress, desc="featurizing gallery")
     molecules = prepared.embed_molecules(model, None, spec.train.eval_batch_size, dev, progress=progress, desc="embedding gallery")
     texts = prepared.embed_texts(model, None, spec.train.eval_batch_size, dev)
-    gallery = Gallery(molecules.numpy(), np.array([m.cid for m in data.gallery], dtype=str),
-                      np.array([m.smiles for m in data.gallery], dtype=str), texts.numpy(),
-                      np.array([p.cid for p in data.descriptions], dtype=str),
-                      np.array([p.description for p in data.descriptions], dtype=str))
-    try:
-        gallery.save(path, key)
-    except OSError as exc:
-        warnings.warn(f"could not cache the gallery embeddings in {path} ({exc}); the next search embeds them again")
+    gallery = Gallery.of(data, molecules.numpy(), texts.numpy())
+    gallery.cache(path, key)
     return gallery
 
 
@@ -124,23 +135,13 @@ def cache_evaluated_gallery(run_dir: str | Path, checkpoint: Path, data: "ChEBI2
     best weights (every gallery molecule, every description: ``embedded`` is that gallery's entry of
     :func:`zoo.evaluate.evaluate_pairs`' embeddings), so ``zoo search`` and fusion reuse it instead of
     embedding the gallery again. Returns whether it was written (not when the order differs from the data's)."""
-    import numpy as np
-
     from zoo.data import sha256_file
 
-    molecule_cids = np.asarray(embedded["molecule_candidate_cids"]).astype(str)
-    text_cids = np.asarray(embedded["text_candidate_cids"]).astype(str)
-    if (molecule_cids.tolist() != [m.cid for m in data.gallery] or text_cids.tolist() != [p.cid for p in data.descriptions]):
+    if (list(map(str, embedded["molecule_candidate_cids"])) != [m.cid for m in data.gallery]
+            or list(map(str, embedded["text_candidate_cids"])) != [p.cid for p in data.descriptions]):
         return False
-    gallery = Gallery(np.asarray(embedded["molecule_candidates"]), molecule_cids, np.array([m.smiles for m in data.gallery], dtype=str),
-                      np.asarray(embedded["text_candidates"]), text_cids, np.array([p.description for p in data.descriptions], dtype=str))
-    path = gallery_cache_path(run_dir)
-    try:
-        gallery.save(path, gallery_key(sha256_file(checkpoint), data.checksums))
-    except OSError as exc:
-        warnings.warn(f"could not cache the gallery embeddings in {path} ({exc}); `zoo search` embeds them again")
-        return False
-    return True
+    gallery = Gallery.of(data, embedded["molecule_candidates"], embedded["text_candidates"])
+    return gallery.cache(gallery_cache_path(run_dir), gallery_key(sha256_file(checkpoint), data.checksums))
 
 
 def top_k(scores: "np.ndarray", k: int) -> "np.ndarray":

@@ -419,7 +419,7 @@ class CompositionSpec:
                     data[head] = {"name": value}
             elif head in SLOTS and "." in tail and data[head]["name"] == COMBINERS.get(head):
                 part_key, _, option = tail.partition(".")
-                part = _find_part(data[head].get("parts", []), part_key, f"--set {_short(assignment)}")
+                part = find_part(data[head].get("parts", []), part_key, f"--set {_short(assignment)}")
                 try:
                     get_component(SLOTS[head], part["name"]).check_options({option: value})
                 except ComponentError as exc:
@@ -487,7 +487,7 @@ def _checked(key: str, value: Any, where: str) -> Any:
     return value
 
 
-def _find_part(parts: list[dict[str, Any]], key: str, where: str) -> dict[str, Any]:
+def find_part(parts: list[dict[str, Any]], key: str, where: str) -> dict[str, Any]:
     """The part named ``key`` (or at index ``key``) of a combined slot's parts."""
     names = [part["name"] for part in parts]
     if key.isdigit():

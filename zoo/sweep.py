@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from zoo.ablate import AblationConfig, PlannedRun, is_component_swap, plan_runs, slot_option_accepted
+from zoo.ablate import AblationConfig, PlannedRun, applicable_sets, plan_runs
 from zoo.errors import ComponentError, SpecError
 from zoo.spec import load_spec
 
@@ -35,10 +35,9 @@ def plan_sweep(compositions: Sequence[str], seeds: int, sets: Sequence[str] = ()
     applied: set[str] = set()
     for name in names:
         base = load_spec(name)
-        swaps = [s for s in sets if is_component_swap(s)]
         try:
-            swapped = base.with_overrides(swaps) if swaps else base
-            kept = swaps + [s for s in sets if not is_component_swap(s) and slot_option_accepted(swapped, s)]
+            swaps, options, _ = applicable_sets(base, sets)
+            kept = swaps + options
             spec = base.with_overrides(kept).resolve() if kept else base.resolve()
         except ComponentError as exc:
             raise SpecError(f"sweep composition {name!r}: {exc}") from None
