@@ -158,12 +158,17 @@ def seedless_spec_hash(spec: Mapping[str, Any]) -> str:
 
 def run_behaviour(results: Mapping[str, Any]) -> dict[str, str]:
     """How a run of a spec actually behaved where that can differ between runs of one spec: the text
-    backbone mode ``mode=auto`` chose (frozen on a CPU, fine-tuned on a GPU) and component
+    backbone mode ``mode=auto`` chose (frozen on a CPU, fine-tuned on a GPU), the training precision
+    ``train.cpu_bf16 = "auto"`` chose (bf16 where the CPU has it natively, else fp32) and component
     substitutions (SciBERT replaced offline). Runs that differ here are separate leaderboard rows."""
     out: dict[str, str] = {}
     training = results.get("training")
     if isinstance(training, Mapping) and training.get("text_mode"):
         out["text_mode"] = str(training["text_mode"])
+    spec = results.get("spec") if isinstance(results.get("spec"), Mapping) else {}
+    train = spec.get("train") if isinstance(spec.get("train"), Mapping) else {}
+    if train.get("cpu_bf16") == "auto" and isinstance(training, Mapping) and training.get("precision"):
+        out["precision"] = str(training["precision"])
     subs = results.get("substitutions")
     if isinstance(subs, list) and subs:
         out["substituted"] = ", ".join(f"{s.get('used')} for {s.get('requested')}" for s in subs if isinstance(s, Mapping))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -34,23 +35,30 @@ ABLATIONS = {
 }
 
 
-def folder(pattern: str, name: str, seed: int) -> str:
+def folders(pattern: str, name: str, seed: int) -> list[str]:
     """``pattern`` at ``seed``: ``{s}`` the seed, ``{shipped}``/``{previous}`` the run folder of ``name`` as shipped /
-    of its :data:`PREVIOUS` spec, ``{shipped:OTHER}``/``{previous:OTHER}`` those of composition OTHER."""
+    of its :data:`PREVIOUS` spec, ``{shipped:OTHER}``/``{previous:OTHER}`` those of composition OTHER (as shipped:
+    one folder per spelling of its request, see :func:`zoo.spec.shipped_spec_hashes`)."""
     from zoo.runs import run_folder_name
-    from zoo.spec import shipped_spec_hash
+    from zoo.spec import shipped_spec_hashes
 
-    def run(match: re.Match) -> str:
-        composition = match[2] or name
-        spec_hash = shipped_spec_hash(composition, seed) if match[1] == "shipped" else PREVIOUS[composition][seed]
-        return run_folder_name(composition, spec_hash, seed)
-
-    return re.sub(r"\{(shipped|previous)(?::(\w+))?\}", run, pattern).replace("{s}", str(seed))
+    parts = re.split(r"\{(shipped|previous)(?::(\w+))?\}", pattern)
+    choices: list[list[str]] = [[parts[0]]]
+    for i in range(1, len(parts), 3):
+        kind, composition = parts[i], parts[i + 1] or name
+        hashes = sorted(shipped_spec_hashes(composition, seed)) if kind == "shipped" else [PREVIOUS[composition][seed]]
+        choices += [[run_folder_name(composition, h, seed) for h in hashes], [parts[i + 2]]]
+    return ["".join(combo).replace("{s}", str(seed)) for combo in itertools.product(*choices)]
 
 
 def runs_at(root: Path, pattern: str, name: str, seeds=range(3)) -> dict[int, dict]:
-    """The results files under ROOT matching ``pattern`` (see :func:`folder`), by seed."""
-    return {s: read_results(ps[0]) for s in seeds if (ps := sorted(root.glob(folder(pattern, name, s) + "/results.json")))}
+    """The results files under ROOT matching ``pattern`` (see :func:`folders`), by seed."""
+    found = {}
+    for s in seeds:
+        paths = sorted(p for f in folders(pattern, name, s) for p in root.glob(f + "/results.json"))
+        if paths:
+            found[s] = read_results(paths[0])
+    return found
 
 
 def t2m(results: dict, metric: str = "mrr", direction: str = "text_to_molecule") -> float:

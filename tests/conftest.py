@@ -7,6 +7,18 @@ import pytest
 from zoo.registry import plugins as _plugins
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fp32_cpu():
+    """Every test computes in fp32 on the CPU whatever the machine's bf16 support, so that scores compare
+    across machines: ``train.cpu_bf16 = "auto"`` and ``zoo eval --precision auto`` resolve to fp32
+    (tests/test_precision.py checks the real decision with the CPU report mocked)."""
+    from zoo import precision
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(precision, "cpu_bf16_support", lambda: precision.Bf16Support(False, "fp32 in tests (tests/conftest.py)"))
+        yield
+
+
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """An empty registry state with no ZOO_* plugin environment variables set.

@@ -292,10 +292,14 @@ def test_ties_column_comes_from_the_results_files():
 
 
 def test_shipped_keeps_only_installed_compositions_as_shipped(tmp_path, capsys):
-    from zoo.spec import shipped_spec_hash
+    from zoo.spec import load_spec, shipped_spec_hashes
+
+    def shipped_spec_hash(name: str, seed: int) -> str:
+        return load_spec(name).with_overrides([f"train.seed={seed}"]).hash()
 
     shipped = shipped_spec_hash("tfidf_fp", 1)
-    assert shipped and shipped != shipped_spec_hash("tfidf_fp", 0) and shipped_spec_hash("no_such_thing", 0) is None
+    assert shipped in shipped_spec_hashes("tfidf_fp", 1) and shipped not in shipped_spec_hashes("tfidf_fp", 0)
+    assert shipped_spec_hashes("no_such_thing", 0) == set()
     as_shipped = {**make_results(seed=1, mrr=0.30, name="tfidf_fp"), "requested_spec_hash": shipped}
     variant = {**make_results(seed=1, mrr=0.50, name="tfidf_fp", loss="infonce"), "requested_spec_hash": "0123456789ab"}
     write(tmp_path, "runs/a", as_shipped)

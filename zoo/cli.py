@@ -80,8 +80,10 @@ def _add_results_commands(sub) -> None:
     p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--save-embeddings", metavar="DIR", help="write query/candidate embeddings with CIDs as .npz")
-    p.add_argument("--bf16", action="store_true",
-                   help="embed molecules under bf16 autocast on the CPU too (~2x faster with AMX; always on CUDA)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="molecule embedding on the CPU: auto (default) = bf16 autocast only where the CPU has native "
+                        "bf16 (AVX512-BF16/AMX, ~2x faster there), fp32 = as `zoo run` scores its test split; CUDA is always bf16")
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="same as --precision bf16")
     p.add_argument("--out", help=f"results file (default {eval_path('RUN', 'SPLIT')})")
     p.add_argument("--allow-other-data", action="store_true",
                    help="evaluate on data other than the run's training data (refused by default; the results say so)")
@@ -267,7 +269,7 @@ def cmd_eval(args) -> int:
 
     evaluate_run(args.run, split=args.split, galleries=args.galleries or ["all", "test"], data_dir=args.data_dir,
                  device=args.device, save_embeddings=args.save_embeddings, out=args.out,
-                 progress=not args.no_progress, log=lambda m: print(m, flush=True), bf16=args.bf16,
+                 progress=not args.no_progress, log=lambda m: print(m, flush=True), precision=args.precision,
                  allow_other_data=args.allow_other_data)
     return 0
 
@@ -320,21 +322,20 @@ def _shipped_runs(runs: list) -> list:
     """The runs whose requested spec is their composition's as installed, at the run's seed (results files
     that predate ``requested_spec_hash`` are matched by their run folder's name, ``NAME-HASH-sSEED``)."""
     from zoo.runs import run_folder_name
-    from zoo.spec import shipped_spec_hash
+    from zoo.spec import shipped_spec_hashes
 
-    expected: dict[tuple[str, int], str | None] = {}
+    expected: dict[tuple[str, int], set[str]] = {}
     kept = []
     for run in runs:
         if run.seed is None:
             continue
         key = (run.composition, run.seed)
         if key not in expected:
-            expected[key] = shipped_spec_hash(*key)
-        if expected[key] is None:
-            continue
+            expected[key] = shipped_spec_hashes(*key)
         recorded = run.results.get("requested_spec_hash")
-        if (recorded == expected[key] if recorded
-                else Path(run.source).parent.name == run_folder_name(run.composition, expected[key], run.seed)):
+        folder = Path(run.source).parent.name
+        if (recorded in expected[key] if recorded
+                else any(folder == run_folder_name(run.composition, h, run.seed) for h in expected[key])):
             kept.append(run)
     if not kept:
         raise LeaderboardError(f"--shipped: none of the {len(runs)} runs is an installed composition as shipped "

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 from zoo import runs
 from zoo.errors import RunError
+from zoo.precision import PRECISIONS, precision_name, resolve_cpu_bf16
 from zoo.tasks import get_task
 
 OTHER_DATA_FLAG = "--allow-other-data"
@@ -47,9 +48,11 @@ def _save_embeddings(folder: Path, split: str, embeddings: dict, log: Callable[[
 def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequence[str] = ("all", "test"),
                  data_dir: str | None = None, device: str = "auto", save_embeddings: str | Path | None = None,
                  out: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print,
-                 bf16: bool = False, allow_other_data: bool = False) -> Path:
+                 precision: str = "auto", allow_other_data: bool = False) -> Path:
     """Re-evaluate ``run_dir`` and write ``RUN/eval-SPLIT.json`` (or ``out``); returns that path.
-    ``bf16`` embeds molecules under bf16 autocast on the CPU too (recorded in the results).
+    ``precision`` is how molecules are embedded on the CPU: ``auto`` under bf16 autocast where the CPU has
+    native bf16 (:mod:`zoo.precision`), ``fp32`` as ``zoo run`` scores its test split, or ``bf16``
+    (recorded in the results as ``molecule_precision``; CUDA always autocasts).
 
     Data other than the run's training data (other checksums) is refused unless
     ``allow_other_data``; the results then name the data used and, separately, the training data.
@@ -64,6 +67,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise RunError(f"--split {split!r}: choose from {', '.join(SPLITS)}")
+    if precision not in PRECISIONS:
+        raise RunError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    cpu_bf16 = resolve_cpu_bf16({"auto": "auto", "fp32": False, "bf16": True}[precision])
     task = get_task(runs.recorded_task(run_dir))
     bad = [g for g in galleries if not task.valid_gallery(g)]
     if bad or not galleries:
@@ -87,7 +93,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     pairs = data.test if split == "test" else data.select
     scores, counts, embeddings = evaluate_pairs(model, pairs, data, g.graphs, g.mol_index, g.text_items, g.text_index, list(galleries),
                                                 spec.train.eval_batch_size, spec.eval.chunk_size, dev, progress=progress,
-                                                log=log, label=split, cpu_bf16=bf16)
+                                                log=log, label=split, cpu_bf16=cpu_bf16)
     fused: dict = {}
     if fusion.is_fused(previous):  # a composition with scorers: fused with the weights its run fitted
         learned = fusion.learned_member(model, g, dev, spec.train.eval_batch_size)
@@ -108,7 +114,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
         scores=scores, timings={"total_s": time.time() - started}, seeds=previous["seeds"],
         notes=notes,
         extra={"evaluated_run": str(run_dir), "checkpoint": str(checkpoint),
-               "molecule_precision": "bf16" if bf16 or dev.type == "cuda" else "fp32", **fused},
+               "molecule_precision": precision_name(dev, cpu_bf16), **fused},
     )
     path = Path(out) if out else runs.eval_path(run_dir, split)
     write_results(path, results)

@@ -64,6 +64,7 @@ class Loop:
     skip_backbone: bool  # a frozen text backbone is not stored in checkpoints
     meta: dict[str, str]  # checkpoint metadata, checked when loading
     log: Callable[[str], None]
+    cpu_bf16: bool = False  # bf16 autocast on the CPU: ``train.cpu_bf16`` resolved for this machine (zoo.precision)
 
     @property
     def n(self) -> int:
@@ -93,7 +94,7 @@ def train_epoch(loop: Loop, epoch: int) -> dict[str, float]:
         text_batch = loop.collate_text([loop.train_text[i] for i in idx]).to(loop.device)
         mol_batch = loop.graphs.batch([loop.train_mols[i] for i in idx]).to(loop.device)
         logs = train_step(loop.train_model, loop.optimizer, text_batch, mol_batch, cfg.grad_clip, loop.device,
-                          cpu_bf16=cfg.cpu_bf16, where=f"epoch {epoch + 1} step {step + 1}")
+                          cpu_bf16=loop.cpu_bf16, where=f"epoch {epoch + 1} step {step + 1}")
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v
     if hasattr(loop.optimizer, "flush"):  # LazyAdamW: its deferred row updates land before the weights are read

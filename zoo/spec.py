@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import tomllib
@@ -194,7 +195,9 @@ class TrainConfig:
     holdout_fraction: float = 0.1
     max_minutes: float = 0.0
     eval_batch_size: int = 256
-    cpu_bf16: bool = False  # bf16 autocast while training on a CPU too (always on CUDA)
+    # bf16 autocast while training on a CPU: "auto" where the CPU has native bf16 (zoo.precision), or
+    # true/false to force it (CUDA always autocasts). The precision used is a run fact, not part of the hash.
+    cpu_bf16: bool | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -279,8 +282,16 @@ def _config_from(cls: type, data: Mapping[str, Any], where: str):
     return cls(**values)
 
 
+#: settings that take true, false or "auto" (their default)
+BOOL_OR_AUTO = frozenset({"cpu_bf16"})
+
+
 def _coerce(value: Any, default: Any, where: str) -> Any:
     """``value`` typed like ``default`` and checked against :data:`RANGES` (by the last part of ``where``)."""
+    if where.rsplit(".", 1)[-1] in BOOL_OR_AUTO:
+        if not (isinstance(value, bool) or value == "auto"):
+            raise SpecError(f"{where} must be true, false or \"auto\", got {_short(value)}")
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise SpecError(f"{where} must be true or false, got {_short(value)}")
@@ -372,9 +383,22 @@ class CompositionSpec:
         return tomli_w.dumps(self.to_dict())
 
     def hash(self) -> str:
-        """sha256 of the resolved spec without its name and description (12 hex digits)."""
+        """sha256 of the resolved spec without its name and description (12 hex digits).
+
+        ``train.cpu_bf16 = "auto"`` hashes as ``false`` did before 0.2 (the default then): it asks for the
+        fp32 result and lets a CPU with native bf16 compute it faster, so the hash does not depend on the
+        hardware. The precision used is recorded in the results and splits leaderboard rows."""
         payload = {k: v for k, v in self.resolve().to_dict().items() if k not in {"name", "description"}}
+        if payload["train"].get("cpu_bf16") == "auto":
+            payload["train"]["cpu_bf16"] = False
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def precision_spellings(self) -> list["CompositionSpec"]:
+        """This spec, and where it asks for ``cpu_bf16 = "auto"`` the same spec forcing bf16: how a run that
+        auto makes on a bf16 CPU was spelled before 0.2 (``zoo leaderboard --shipped`` accepts both)."""
+        if self.train.cpu_bf16 != "auto":
+            return [self]
+        return [self, dataclasses.replace(self, train=dataclasses.replace(self.train, cpu_bf16=True))]
 
     # -- validation & overrides ------------------------------------------------------------
     def resolve(self) -> "CompositionSpec":
@@ -588,9 +612,18 @@ class EnsembleSpec:
 
     def hash(self) -> str:
         """sha256 of the members' spec hashes (at this seed) and the resolved scorers (12 hex digits)."""
-        payload = {"members": [spec.hash() for spec in self.member_specs()], "seed": self.seed,
+        return self._hash_of([spec.hash() for spec in self.member_specs()])
+
+    def _hash_of(self, member_hashes: list[str]) -> str:
+        payload = {"members": member_hashes, "seed": self.seed,
                    "scorers": [scorer.to_dict() for scorer in self.resolve().scorers]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def precision_spelling_hashes(self) -> set[str]:
+        """This ensemble's hash with each member spelled either way :meth:`CompositionSpec.precision_spellings`
+        allows (the members' runs made before 0.2 included)."""
+        choices = [[spelling.hash() for spelling in spec.precision_spellings()] for spec in self.member_specs()]
+        return {self._hash_of(list(combo)) for combo in itertools.product(*choices)}
 
     def with_overrides(self, assignments: list[str]) -> "EnsembleSpec":
         """``--set train.seed=N`` (the only setting of an ensemble composition; members have their own specs)."""
@@ -641,13 +674,18 @@ def load_composition(name_or_path: str) -> CompositionSpec | EnsembleSpec:
     return spec
 
 
-def shipped_spec_hash(name: str, seed: int) -> str | None:
-    """The requested spec hash of ``zoo run NAME --set train.seed=SEED`` (the one it prints and names
-    its run folder by), or None where ``name`` is not an installed composition or does not resolve."""
+def shipped_spec_hashes(name: str, seed: int) -> set[str]:
+    """The requested spec hash of ``zoo run NAME --set train.seed=SEED`` (the one it prints and names its run
+    folder by) and, where a member asks for ``cpu_bf16 = "auto"``, the hash of the same request spelled as
+    before 0.2 with bf16 forced (what auto does on a bf16 CPU); empty where ``name`` is not an installed
+    composition or does not resolve."""
     try:
-        return load_composition(name).with_overrides([f"train.seed={seed}"]).resolve().hash()
+        spec = load_composition(name).with_overrides([f"train.seed={seed}"]).resolve()
+        if isinstance(spec, EnsembleSpec):
+            return spec.precision_spelling_hashes()
+        return {spelling.hash() for spelling in spec.precision_spellings()}
     except (SpecError, ComponentError):  # not installed (UnknownComponentError), or no longer resolves
-        return None
+        return set()
 
 
 def load_spec(name_or_path: str) -> CompositionSpec:

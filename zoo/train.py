@@ -23,6 +23,7 @@ from zoo.checkpoints import TrainerState, check_resume_data, data_provenance, lo
 from zoo.loop import train_step  # noqa: F401  (re-exported: zoo.train.train_step)
 from zoo.devices import resolve_device
 from zoo.errors import RunError
+from zoo.precision import describe_precision, precision_name
 from zoo.spec import CompositionSpec
 from zoo.tasks import get_task
 
@@ -91,8 +92,9 @@ def _new_files_remover(out_dir: Path, first_checkpoint: Path, log: Callable[[str
 
 def _start(requested: CompositionSpec, opts: RunOptions):
     """Check what needs no data (device, task, galleries), seed, and join the torchrun group if launched
-    by torchrun. Returns the task, the device, the distributed context, and this process's options and log
-    (silent, without progress bars, on ranks other than 0)."""
+    by torchrun; say which precision training uses. Returns the task, the device, the distributed context,
+    this process's options and log (silent, without progress bars, on ranks other than 0), and whether to
+    autocast to bf16 on the CPU (``train.cpu_bf16`` resolved for this machine)."""
     from dataclasses import replace
 
     from zoo import distributed
@@ -110,11 +112,13 @@ def _start(requested: CompositionSpec, opts: RunOptions):
     unknown = [g for g in requested.eval.galleries if not task.valid_gallery(g)]
     if unknown or not requested.eval.galleries:
         raise RunError(f"eval.galleries: unknown or empty {unknown or []}; choose from {', '.join(task.galleries)}, inbatch:N")
+    cpu_bf16, line = describe_precision(cfg.cpu_bf16, device)
+    log(line)
     seed_everything(cfg.seed)
     if "OMP_NUM_THREADS" not in os.environ:  # an explicit thread count wins (several runs side by side)
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(max(1, cpus // dctx.local_world_size))  # processes on one machine share its cores
-    return task, device, dctx, opts, log
+    return task, device, dctx, opts, log, cpu_bf16
 
 
 def _build_model(requested: CompositionSpec, opts: RunOptions, device: torch.device, log: Callable[[str], None]):
@@ -334,7 +338,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     timings: dict[str, float] = {}
     requested = spec.resolve()
     cfg = requested.train
-    task, device, dctx, opts, log = _start(requested, opts)
+    task, device, dctx, opts, log, cpu_bf16 = _start(requested, opts)
 
     # 1. data (bad input fails here, before anything slow)
     t0 = time.time()
@@ -372,7 +376,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
                 train_text=prepared.texts_of(data.train), train_mols=prepared.molecules_of(data.train),
                 select_text=prepared.texts_of(data.select), select_mols=prepared.molecules_of(data.select),
                 dctx=dctx, device=device, last_path=runs.last_checkpoint(out_dir), best_path=runs.best_checkpoint(out_dir),
-                skip_backbone=text_mode == "frozen", meta=meta, log=log)
+                skip_backbone=text_mode == "frozen", meta=meta, log=log, cpu_bf16=cpu_bf16)
     state = train_epochs(loop, state)
     timings["train_s"] = state.train_seconds
     if gather_hook is not None:
@@ -392,7 +396,8 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
                    training={"device": str(device), "text_mode": text_mode, "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "best_heldout_mrr": state.best_mrr,
                              "stop_reason": state.stop_reason, "history": state.history,
-                             "bf16_autocast": device.type == "cuda" or cfg.cpu_bf16, "world_size": dctx.world_size,
+                             "bf16_autocast": device.type == "cuda" or cpu_bf16,
+                             "precision": precision_name(device, cpu_bf16), "world_size": dctx.world_size,
                              "distributed_backend": dctx.backend, "global_batch_size": loop.global_batch,
                              "molecule_pretraining": pretraining},
                    checkpoint=loop.best_path, log=log, extra=fused)

@@ -192,18 +192,20 @@ def private_cache(tmp_path_factory):
         yield
 
 
-def _training_epoch(name: str, device: str, pairs, reference: bool = False):
+def _training_epoch(name: str, device: str, pairs, reference: bool = False, cpu_bf16: bool | None = None):
     """``(epoch, optimizer)``: ``epoch()`` runs the optimizer steps of ``N_TRAIN`` pairs as ``zoo run``
     does per step (collate, forward, backward, clipping, optimizer step via ``zoo.train.train_step``),
     the text backbone frozen over cached states on CPU and fine-tuned on CUDA (``mode = "auto"``).
 
     ``reference=True`` trains as commit ea00f38 did, same model: dense gradients for the embedding
-    tables and timm's AdamW, torch's dropout, no CPU bf16 autocast."""
+    tables and timm's AdamW, torch's dropout, no CPU bf16 autocast. ``cpu_bf16`` forces the CPU precision
+    (default: the spec's ``train.cpu_bf16`` resolved for this machine, as ``zoo run`` does)."""
     from zoo.cache import PackedGraphs
     from zoo.evaluate import autocast
     from zoo.fitting import is_fittable
     from zoo.model import build_model
     from zoo.optim import build_optimizer, sparse_tables
+    from zoo.precision import resolve_cpu_bf16
     from zoo.spec import load_spec
     from zoo.train import seed_everything, train_step
 
@@ -211,7 +213,8 @@ def _training_epoch(name: str, device: str, pairs, reference: bool = False):
     seed_everything(0)
     model, report = build_model(load_spec(name), on_substitute=lambda _message: None)  # SciBERT offline: MiniLM
     cfg, text = report.spec.train, model.text_encoder
-    cpu_bf16 = cfg.cpu_bf16 and not reference
+    if cpu_bf16 is None:
+        cpu_bf16 = resolve_cpu_bf16(cfg.cpu_bf16) and not reference
     if reference:
         from timm.optim import create_optimizer_v2
         from zoo.layers import Dropout
@@ -276,7 +279,9 @@ def test_aman_training_speedup_over_ea00f38(benchmark, pairs, private_cache):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # CPU seconds of one thread: the ratio does not depend on the machine's load
     try:
-        shipped, _ = _training_epoch("aman", "cpu", pairs)
+        from zoo.precision import detect_cpu_bf16
+
+        shipped, _ = _training_epoch("aman", "cpu", pairs, cpu_bf16=detect_cpu_bf16().native)  # as `zoo run` here
         reference, _ = _training_epoch("aman", "cpu", pairs, reference=True)
         shipped(), reference()  # warm-up
         seconds = {"shipped": 0.0, "reference": 0.0}
@@ -294,3 +299,23 @@ def test_aman_training_speedup_over_ea00f38(benchmark, pairs, private_cache):
     benchmark.extra_info.update({"speedup": round(ratio, 2), "shipped_pairs_per_s_1thread": round(3 * N_TRAIN / seconds["shipped"], 1),
                                  "reference_pairs_per_s_1thread": round(3 * N_TRAIN / seconds["reference"], 1)})
     assert ratio >= AMAN_SPEEDUP_FLOOR, f"aman training is {ratio:.2f}x the ea00f38 way, below the {AMAN_SPEEDUP_FLOOR}x floor"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_aman_training_step_precision(benchmark, pairs, private_cache, precision):
+    """One ``aman`` optimizer step on the CPU (batch 64, as shipped) in fp32 and under bf16 autocast, and
+    which one ``train.cpu_bf16 = "auto"`` picks on this machine (``extra_info``: ``auto_picks``, ``why``,
+    ``step_ms``). On a CPU without native bf16 the bf16 step is many times slower; with AMX it is faster."""
+    from zoo.precision import detect_cpu_bf16
+
+    support = detect_cpu_bf16()  # the machine's own answer (tests/conftest.py pins fp32 for the other tests)
+    epoch, _ = _training_epoch("aman", "cpu", pairs, cpu_bf16=precision == "bf16")
+    epoch()  # warm-up
+    logs = benchmark.pedantic(epoch, rounds=3, iterations=1)
+    assert all(math.isfinite(v) for v in logs.values())
+    steps = N_TRAIN // 64
+    benchmark.extra_info.update({"step_ms": round(1e3 * benchmark.stats["mean"] / steps, 1),
+                                 "auto_picks": "bf16" if support.native else "fp32", "why": support.why,
+                                 "cpu_capability": torch.backends.cpu.get_cpu_capability()})
+    print(f"\naman training step, {precision}: {1e3 * benchmark.stats['mean'] / steps:.1f} ms; "
+          f"train.cpu_bf16=auto picks {'bf16' if support.native else 'fp32'} here ({support.why})")
