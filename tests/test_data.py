@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo import data as zdata
-from zoo.data import Molecule, find_data_dir, load_chebi20, read_molecules, read_pairs
+from zoo.plugins.tasks import chebi20 as zdata
+from zoo.plugins.tasks.chebi20 import Molecule, find_data_dir, load_chebi20, read_molecules, read_pairs
 from zoo.errors import DataError, DataWarning
 
 PAIR_HEADER = "CID\tSMILES\tdescription"
