@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from tiny import LINKERS, RINGS, GROUPS
+from tiny import tiny_pairs
 from zoo.cli import main
 from zoo.registry import plugins as plugins_mod
 
@@ -75,14 +75,8 @@ TINY = ["eval.task=csv_pairs", "task.seed=1", "embed_dim=32", "text_encoder.svd_
 
 
 def write_pairs_csv(path, header=("id", "smiles", "text")):
-    """The tiny ChEBI-20-like pairs (tests/tiny.py: ring x substituent x linker) as a CSV."""
-    import itertools
-
-    rows = []
-    for cid, ((ring, ring_smi), (group, group_smi), (linker, linker_smi)) in enumerate(
-            itertools.product(RINGS.items(), GROUPS.items(), LINKERS.items()), start=1000):
-        rows.append((str(cid), ring_smi.format(linker_smi + group_smi),
-                     f"The molecule is a {ring} derivative carrying a {group} substituent {linker}."))
+    """The tiny ChEBI-20-like pairs (tests/tiny.py) as a CSV."""
+    rows = tiny_pairs()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)

@@ -138,8 +138,6 @@ class TaskBase:
     title: str = ""
     galleries: tuple[str, ...] = ("all", "test")
     protocols: tuple[str, ...] = ("default",)
-    #: what ``--data-dir`` means for this task (help and messages)
-    data_help: str = "the task's data folder"
 
     def load(self, data_dir: str | Path | None = None, *, download: bool = False, **options: Any) -> Dataset:
         raise NotImplementedError

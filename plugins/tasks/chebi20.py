@@ -322,7 +322,6 @@ class ChEBI20Task(TaskBase):
     title = "ChEBI-20"
     galleries = ("all", "test")
     protocols = ("canonical", "offline-low-data")
-    data_help = "ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)"
 
     def load(self, data_dir: str | Path | None = None, *, holdout_fraction: float = 0.1, holdout_seed: int = 0,
              download: bool = False) -> ChEBI20:

@@ -222,7 +222,6 @@ class PairsTask(TaskBase):
     title = "pairs"
     galleries = ("all", "test")
     protocols = ("split-column", "seeded-split")
-    data_help = "the folder task.path is relative to"
 
     def load(self, data_dir: str | Path | None = None, *, path: str = "", format: str = "auto", id_column: str = "id",
              smiles_column: str = "smiles", text_column: str = "text", split_column: str = "",
@@ -268,7 +267,7 @@ class PairsTask(TaskBase):
         decoys = self._decoys(extra_molecules, base, format, id_column, smiles_column, seen, skipped, checksums) \
             if extra_molecules else []
         _warn_skipped(skipped)
-        return TaskData(data_dir=base.resolve(), protocol="split-column" if split_column else "seeded-split",
+        return TaskData(data_dir=(base if not Path(path).expanduser().is_absolute() else file.parent).resolve(), protocol="split-column" if split_column else "seeded-split",
                         train=split["train"], select=split["select"], test=split["test"],
                         gallery=[Molecule(p.cid, p.smiles) for p in pairs] + decoys, descriptions=list(pairs),
                         checksums=checksums, skipped=skipped)
