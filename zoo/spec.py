@@ -50,7 +50,7 @@ from typing import Any, Mapping
 from zoo.errors import ComponentError, SpecError
 from zoo.registry import get_component
 from zoo.registry.catalog import did_you_mean
-from zoo.tasks import DEFAULT_TASK, resolve_task_options
+from zoo.tasks import DEFAULT_TASK, get_task, parse_galleries, resolve_task_options
 
 #: Component slots of a composition and the kind of component each takes.
 SLOTS: dict[str, str] = {
@@ -401,7 +401,8 @@ class CompositionSpec:
         train = _config_from(TrainConfig, dataclasses.asdict(self.train), "train")
         evaluation = _config_from(EvalConfig, dataclasses.asdict(self.eval), "eval")
         scorers = tuple(_resolve_slot(f"scorers.{i}", "scorer", scorer) for i, scorer in enumerate(self.scorers))
-        get_component("task", evaluation.task)  # an unknown task is refused here (zoo show as zoo run), with close matches
+        # an unknown task, gallery or task option is refused here (zoo show as zoo run), with close matches
+        parse_galleries(get_task(evaluation.task), evaluation.galleries, "eval.galleries")
         task = resolve_task_options(evaluation.task, self.task, _coerce)
         return dataclasses.replace(self, train=train, eval=evaluation, scorers=scorers, task=task, **slots)
 
