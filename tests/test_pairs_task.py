@@ -175,3 +175,17 @@ def test_zoo_run_on_a_users_csv_then_eval_from_elsewhere(tmp_path, monkeypatch, 
     assert json.loads((run / "eval-test.json").read_text())["scores"] == results["scores"]
     assert main(["run", "tfidf_fp", "--set", "eval.task=pairs", "--set", "task.pth=x.csv"]) == 2
     assert "Did you mean: path" in capsys.readouterr().err
+
+
+def test_holdout_seed_is_recorded_and_runs_of_other_task_options_are_not_fused(tmp_path):
+    from zoo.errors import RunError
+    from zoo.fusion import _check_same_task_and_data
+    from zoo.tasks import holdout_seed
+
+    assert holdout_seed("chebi20", {}) == 0 and holdout_seed("chebi20", {"holdout_seed": 3}) == 3
+    spec = load_spec("tfidf_fp").resolve().to_dict()
+    member = {"spec": spec, "task": {"data_checksums": {"a": "1"}}}
+    other = {"spec": {**spec, "task": {"holdout_seed": 3}}, "task": {"data_checksums": {"a": "1"}}}
+    _check_same_task_and_data([tmp_path / "a", tmp_path / "b"], [member, member])
+    with pytest.raises(RunError, match="different task options"):
+        _check_same_task_and_data([tmp_path / "a", tmp_path / "b"], [member, other])

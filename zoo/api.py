@@ -66,6 +66,7 @@ from zoo.errors import (
     DataError,
     DataWarning,
     FeaturizeError,
+    GalleryError,
     SmilesError,
     IntegrityError,
     OpsinError,
@@ -78,7 +79,7 @@ from zoo.errors import (
 from zoo.protocols import Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, RetrievalLoss, Scorer, TextEncoder
 from zoo.registry.catalog import options_of, passes_options_to
 from zoo.registry.hookspecs import hookimpl
-from zoo.taskdata import Dataset, Gallery, GalleryError, Molecule, Pair, TaskBase, TaskData
+from zoo.taskdata import Dataset, Gallery, Molecule, Pair, TaskBase, TaskData
 
 if TYPE_CHECKING:
     from zoo.featurize import (ATOM_FEATURE_DIM, ATOM_STEREO_COLUMNS, BOND_FEATURE_DIM, BOND_STEREO_COLUMNS,

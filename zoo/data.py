@@ -10,10 +10,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from zoo.cache import data_fingerprint, sha256_file
+from zoo.cache import data_fingerprint
 from zoo.errors import DataError, DataWarning
 
-__all__ = ["check_same_data", "data_fingerprint", "sha256_file"]
+__all__ = ["check_same_data", "data_fingerprint"]
 
 
 def check_same_data(recorded: dict[str, str] | None, recorded_dir: str | None, data: Any,

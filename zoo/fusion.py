@@ -184,7 +184,7 @@ class RunScorer(ModelScorer):
         super().__init__(self.trained.model, self.trained.device, self.trained.spec.train.eval_batch_size)
 
     def prepare_gallery(self, data: "Dataset") -> tuple[np.ndarray, np.ndarray]:
-        from zoo.data import sha256_file
+        from zoo.cache import sha256_file
         from zoo.search import run_gallery
 
         gallery = run_gallery(self.trained, sha256_file(self.trained.checkpoint), data=data, progress=False, log=lambda _m: None)

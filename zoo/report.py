@@ -201,7 +201,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     and nothing is written.
     """
     from zoo.cache import atomic_write_text
-    from zoo.tasks import get_task, load_run_data
+    from zoo.tasks import galleries_of, get_task, load_run_data
 
     out = Path(out)
     dirs = [Path(d) for d in run_dirs]
@@ -213,8 +213,8 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
         raise RunError(f"run folder given more than once: {', '.join(repeated)}")
     task_name = runs.recorded_task(dirs[0])
     task = get_task(task_name)  # the runs' task (a run of another task is refused below)
-    if gallery not in task.galleries:
-        raise RunError(f"--gallery {gallery!r}: choose from {', '.join(task.galleries)}")
+    if gallery not in galleries_of(task):  # a named gallery (a report draws no inbatch:N blocks)
+        raise RunError(f"--gallery {gallery!r}: choose from {', '.join(galleries_of(task))}")
     if samples < 1:
         raise RunError(f"--samples {samples}: need at least 1 sampled description")
     if out.is_dir():

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from zoo.cache import content_hash, load_sealed_npz, save_sealed_npz
-from zoo.data import check_same_data, data_fingerprint, sha256_file
+from zoo.cache import content_hash, data_fingerprint, load_sealed_npz, save_sealed_npz, sha256_file
+from zoo.data import check_same_data
 from zoo.errors import DataError, IntegrityError, RunError, UnverifiedFileWarning
 from zoo.featurize import clean_smiles
 from zoo.library import LibraryIndex, embed_smiles, load_index
@@ -133,8 +133,6 @@ def cache_evaluated_gallery(run_dir: str | Path, checkpoint: Path, data: "Datase
     best weights (every gallery molecule, every description: ``embedded`` is that gallery's entry of
     :func:`zoo.evaluate.evaluate_pairs`' embeddings), so ``zoo search`` and fusion reuse it instead of
     embedding the gallery again. Returns whether it was written (not when the order differs from the data's)."""
-    from zoo.data import sha256_file
-
     if (list(map(str, embedded["molecule_candidate_cids"])) != [m.cid for m in data.gallery]
             or list(map(str, embedded["text_candidate_cids"])) != [p.cid for p in data.descriptions]):
         return False

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from zoo.errors import SpecError
+from zoo.errors import GalleryError
 
 
 @dataclass(frozen=True)
@@ -117,10 +117,6 @@ class Gallery:
 
     def __str__(self) -> str:
         return f"inbatch:{self.block}" if self.block is not None else self.name
-
-
-class GalleryError(SpecError):
-    """A gallery name a task does not have."""
 
 
 class TaskBase:

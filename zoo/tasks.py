@@ -15,10 +15,10 @@ import inspect
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
-from zoo.errors import SpecError
+from zoo.errors import GalleryError, SpecError
 from zoo.registry import get_component
 from zoo.registry.catalog import TASK_LOADER_ARGUMENTS, did_you_mean
-from zoo.taskdata import Dataset, Gallery, GalleryError
+from zoo.taskdata import Dataset, Gallery
 
 #: The task of a spec that names none (:class:`zoo.spec.EvalConfig`).
 DEFAULT_TASK = "chebi20"
