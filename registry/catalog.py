@@ -34,6 +34,10 @@ COMPONENT_KINDS = ("text_encoder", "molecule_encoder", "aligner", "loss", "score
 #: Factory arguments the assembly passes itself (never spec options).
 CONTEXT_ARGUMENTS = frozenset({"embed_dim"})
 
+#: Arguments of a task's ``load`` that the harness passes itself (never ``[task]`` options): the data
+#: location, ``--download`` and the spec's ``train.holdout_fraction``.
+TASK_LOADER_ARGUMENTS = frozenset({"data_dir", "download", "holdout_fraction"})
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -100,9 +104,12 @@ class Component:
         """Every option the factory accepts, with its default (specs are checked against it)."""
         if self.stated_config is not None:
             return dict(self.stated_config)
-        if self.kind not in COMPONENT_KINDS:
+        if self.kind not in (*COMPONENT_KINDS, "task"):
             return {}
         try:
+            if self.kind == "task":  # a task's options: its loader's keyword parameters with defaults
+                load = getattr(self.load(), "load", None)
+                return {k: v for k, v in (options_of(load) if callable(load) else {}).items() if k not in TASK_LOADER_ARGUMENTS}
             return options_of(self.load())
         except (TypeError, ValueError) as exc:  # no signature to read (a builtin, a C extension)
             raise ComponentError(f"{self.kind} {self.name!r} from plugin {self.plugin!r}: cannot read the options of "

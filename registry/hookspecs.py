@@ -188,20 +188,33 @@ def register_compositions(register):
 
 @hookspec
 def register_tasks(register):
-    """Register evaluation tasks (datasets with a split and gallery protocol), e.g. ``chebi20``.
+    """Register evaluation tasks (datasets with a split and gallery protocol), e.g. ``chebi20``, ``pairs``.
 
-    The factory, called without arguments, returns a task object (:class:`zoo.tasks.Task`: its
-    data loader, galleries and protocols; ``zoo.data:ChEBI20Task`` for ``chebi20``). ``task.load(
-    data_dir, holdout_fraction=, holdout_seed=, download=)`` returns the pairs (``train``, ``select``
-    (held out), ``test``, ``gallery``), ``protocol``, ``data_dir`` and ``checksums`` (the data's
-    cache key: runs, checkpoints and caches record it, and a run refuses other data). ``config``
-    lists the loader's options, which are not factory arguments (e.g. ``holdout_fraction``). A spec
-    names its task in ``[eval] task``. Example::
+    The factory, called without arguments, returns a task object (:class:`zoo.api.TaskBase` gives the
+    defaults): ``name``, ``galleries`` (named ones; ``inbatch:N`` always exists), ``protocols`` and
+    ``load(data_dir=None, *, download=False, **options)`` returning the loaded data, a
+    :class:`zoo.api.Dataset` (e.g. :class:`zoo.api.TaskData` of :class:`zoo.api.Pair` and
+    :class:`zoo.api.Molecule`, or any object with the same attributes): ``train``, ``select`` (held
+    out), ``test``, ``gallery``, ``descriptions``, ``protocol``, ``data_dir`` and ``checksums`` (the
+    data's identity: runs, checkpoints and caches record it, and a run refuses other data). Raise
+    :class:`zoo.api.DataError` naming the file, row and field for bad input.
+
+    Options: the keyword parameters of ``load`` with defaults are the task's options (``[task]`` in a
+    spec, ``--set task.KEY=VALUE``), checked like a component's before any work; a spec records only
+    the values that differ from the defaults. ``load`` also receives ``data_dir`` (``--data-dir``; for
+    a finished run, the folder it recorded) and, where it takes them, ``download`` and
+    ``holdout_fraction`` (the spec's ``train.holdout_fraction``). A spec names its task in
+    ``[eval] task``. Example (``docs/tasks.md``)::
 
         @hookimpl
         def register_tasks(register):
-            register("chebi20", "zoo.data:ChEBI20Task", description="ChEBI-20 retrieval",
-                     config={"holdout_fraction": 0.1, "holdout_seed": 0})
+            register("my_pairs", "my_package.tasks:MyPairs", description="my text-molecule pairs")
+
+        # my_package/tasks.py: options file and seed
+        class MyPairs(TaskBase):
+            name, galleries, protocols = "my_pairs", ("all", "test"), ("random-80-10-10",)
+            def load(self, data_dir=None, *, file: str = "pairs.csv", seed: int = 0, download: bool = False):
+                ...  # -> TaskData(data_dir, protocol, train, select, test, gallery, descriptions, checksums)
     """
 
 

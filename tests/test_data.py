@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 import warnings
 from pathlib import Path
 
 import pytest
 
-from zoo import data as zdata
-from zoo.data import Molecule, find_data_dir, load_chebi20, read_molecules, read_pairs
+from zoo.plugins.tasks import chebi20 as zdata
+from zoo.plugins.tasks.chebi20 import Molecule, find_data_dir, load_chebi20, read_molecules, read_pairs
 from zoo.errors import DataError, DataWarning
 
 PAIR_HEADER = "CID\tSMILES\tdescription"
@@ -269,13 +268,10 @@ REAL_DIR = _real_dir()
 
 @pytest.mark.skipif(REAL_DIR is None, reason="shared ChEBI-20 files not present")
 def test_real_shared_data():
-    t0 = time.perf_counter()
-    d = load_chebi20(REAL_DIR)
-    elapsed = time.perf_counter() - t0
+    d = load_chebi20(REAL_DIR)  # its time is a benchmark (tests/benchmarks/test_throughput.py -k load_chebi20)
     assert d.protocol == "offline-low-data"
     assert len(d.gallery) == 33008 and len(d.test) == 3300
     assert len(d.train) + len(d.select) == 3301 and not d.skipped
     assert not {p.cid for p in d.train + d.select} & {p.cid for p in d.test}
     assert all(d.summary()["published_checksum_match"].values())
-    assert elapsed < 30, f"loading took {elapsed:.1f}s"
     assert isinstance(d.gallery[0], Molecule)

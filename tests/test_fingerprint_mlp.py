@@ -185,7 +185,7 @@ def test_invalid_pretrain_options(options, word):
 def test_pretraining_sees_only_training_side_molecules(tiny_env):
     """zoo run hands the encoder the unlabeled train molecules and the training pairs' molecules:
     never a held-out (selection) or test molecule."""
-    from zoo.data import load_chebi20
+    from zoo.plugins.tasks.chebi20 import load_chebi20
     from zoo.gallery import PreparedGallery
     from zoo.train import _pretrain_molecule_encoder
 

@@ -284,7 +284,7 @@ def test_report_of_an_ensemble_uses_fused_scores(env, tmp_path):
                  "--no-progress"]) == 0
     html = page.read_text()
     assert "ensemble(tfidf_fp+structure_match)" in html and "fused score" in html
-    from zoo.data import load_chebi20
+    from zoo.plugins.tasks.chebi20 import load_chebi20
     from zoo.report import retrieve_fused
 
     results = read_results(out / "results.json")

@@ -119,7 +119,8 @@ def test_resuming_on_other_data_is_refused_with_both_fingerprints(env, capsys):
     (run / "results.json").unlink()  # an unfinished run: checkpoint/last.safetensors remains
     before = {p: p.read_bytes() for p in run.rglob("*.safetensors")}
     line = error_line(capsys, run_args(other, run))
-    from zoo.data import data_fingerprint, load_chebi20
+    from zoo.data import data_fingerprint
+    from zoo.plugins.tasks.chebi20 import load_chebi20
 
     a, b = (data_fingerprint(load_chebi20(d, holdout_fraction=0.15).checksums) for d in (data, other))
     assert a != b and a in line and b in line and "validation.txt" in line and "--fresh" in line
@@ -133,7 +134,8 @@ def test_eval_on_other_data_is_refused_or_allowed_and_then_recorded_truthfully(e
     data, other, run = env
     trained = json.loads((run / "results.json").read_text())["task"]
     line = error_line(capsys, ["eval", str(run), "--data-dir", str(other), "--no-progress"])
-    from zoo.data import data_fingerprint, load_chebi20
+    from zoo.data import data_fingerprint
+    from zoo.plugins.tasks.chebi20 import load_chebi20
 
     assert "--allow-other-data" in line and data_fingerprint(trained["data_checksums"]) in line
     assert not (run / "eval-test.json").exists()
@@ -159,7 +161,7 @@ def test_search_and_report_refuse_other_data_and_the_gallery_key_covers_the_data
     line = error_line(capsys, ["report", str(run), "--data-dir", str(other), "--no-progress", "--out", str(tmp_path / "r.html")])
     assert "was made on other data" in line
 
-    from zoo.data import load_chebi20, sha256_file
+    from zoo.plugins.tasks.chebi20 import load_chebi20, sha256_file
     from zoo.runs import gallery_cache_path
     from zoo.search import Gallery, gallery_key
 
@@ -419,7 +421,8 @@ def test_fuzz_a_results_file_in_a_folder_scan_is_skipped_with_a_warning(env, tmp
 def test_fuzz_chebi20_files_are_refused_or_skipped_and_never_used_as_the_runs_data(env, tmp_path):
     """A damaged ChEBI-20 file is a DataError or rows skipped with a DataWarning, and in any case not
     the data the run was trained on: its checksum differs, so zoo eval/search/report refuse it."""
-    from zoo.data import check_same_data, load_chebi20
+    from zoo.data import check_same_data
+    from zoo.plugins.tasks.chebi20 import load_chebi20
 
     data, _, run = env
     recorded = json.loads((run / "results.json").read_text())["task"]["data_checksums"]

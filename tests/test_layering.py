@@ -26,13 +26,14 @@ ALLOWED = {
     "zoo.registry": {"zoo.errors"},
     "zoo.evals": {"zoo.cache", "zoo.errors", "zoo.registry"},
     "zoo.api": {"zoo.cache", "zoo.checks", "zoo.chemnames", "zoo.chemrelations", "zoo.errors", "zoo.featurize", "zoo.layers", "zoo.opsin",
-                "zoo.protocols", "zoo.registry"},
+                "zoo.protocols", "zoo.registry", "zoo.taskdata"},
 }
 
 #: Modules that use finished runs (evaluate, search, index, report) and the run-folder, checkpoint and
 #: device modules they rely on: none of them may import the training loop (pyproject's contract (e)).
 NEVER_TRAIN = {"zoo.eval_run", "zoo.evaluate", "zoo.search", "zoo.library", "zoo.report", "zoo.report_figures",
-               "zoo.runs", "zoo.checkpoints", "zoo.devices", "zoo.fitting", "zoo.tasks", "zoo.gallery", "zoo.fusion"}
+               "zoo.runs", "zoo.checkpoints", "zoo.devices", "zoo.fitting", "zoo.tasks", "zoo.gallery", "zoo.fusion",
+               "zoo.external"}
 
 #: What contract (e) forbids them: the run assembly (zoo.train) and its epoch loop (zoo.loop).
 TRAINING_LOOP = ["zoo.train", "zoo.loop"]

@@ -37,7 +37,7 @@ def report(tiny_run, tiny_cache, tmp_path_factory) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def retrieval(tiny_run, tiny_cache):
-    from zoo.data import load_chebi20
+    from zoo.plugins.tasks.chebi20 import load_chebi20
     from zoo.report import retrieve
 
     data_dir, run_dir, _ = tiny_run
@@ -102,7 +102,7 @@ def test_report_metrics_match_the_harness(retrieval, tiny_run):
 
 
 def test_report_escapes_text(retrieval):
-    from zoo.data import Pair
+    from zoo.api import Pair
     from zoo.report import render_report
 
     data, r = retrieval

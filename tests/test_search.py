@@ -56,12 +56,12 @@ def test_text_and_smiles_queries_rank_the_gallery(run_copy, capsys):
 
 
 def test_gallery_cache_is_reused_and_follows_the_checkpoint(run_copy, capsys, monkeypatch):
-    import zoo.data
+    import zoo.plugins.tasks.chebi20 as chebi20
     from safetensors.torch import load_file, save_file
 
     data_dir, run_dir = run_copy
     search(capsys, run_dir, QUERY, "--data-dir", data_dir)  # makes sure the cache exists
-    monkeypatch.setattr(zoo.data, "load_chebi20", lambda *a, **k: pytest.fail("the cached gallery should be used"))
+    monkeypatch.setattr(chebi20, "load_chebi20", lambda *a, **k: pytest.fail("the cached gallery should be used"))
     first = search(capsys, run_dir, QUERY, "-k", "3")
 
     checkpoint = run_dir / "checkpoint" / "best.safetensors"
@@ -105,7 +105,7 @@ def test_bad_search_input(run_copy, tmp_path, capsys, argv, message):
 def test_a_finished_run_seeds_its_search_cache_with_the_evaluated_gallery(tiny_run, tmp_path):
     """`zoo run` writes RUN/search/gallery.npz from its test evaluation on gallery `all`: the gallery `zoo search` and
     fusion would embed (same order, same embeddings), so they do not embed it again."""
-    from zoo.data import load_chebi20, sha256_file
+    from zoo.plugins.tasks.chebi20 import load_chebi20, sha256_file
     from zoo.runs import gallery_cache_path, load_trained_run
     from zoo.search import Gallery, gallery_key, run_gallery
 

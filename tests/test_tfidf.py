@@ -122,7 +122,7 @@ def _with_test_only_word(data_dir, word: str = "zanzibarite") -> None:
 
 
 def test_fit_sees_only_the_training_descriptions(tiny_env, tmp_path):
-    from zoo.data import load_chebi20
+    from zoo.plugins.tasks.chebi20 import load_chebi20
 
     _with_test_only_word(tiny_env)
     run_tfidf(tiny_env, tmp_path / "run", "train.epochs=1")

@@ -45,9 +45,8 @@ TINY = [
 ]
 
 
-def write_tiny_chebi(root: Path) -> Path:
-    """80 synthetic molecule-description pairs (ring x substituent x linker): 64 validation, 16 test,
-    plus 6 description-less train molecules, in the layout of the shared offline data."""
+def tiny_pairs() -> list[tuple[str, str, str]]:
+    """80 synthetic ChEBI-20-like ``(CID, SMILES, description)`` pairs (ring x substituent x linker), shuffled."""
     pairs = []
     for cid, ((ring, ring_smi), (group, group_smi), (linker, linker_smi)) in enumerate(
         itertools.product(RINGS.items(), GROUPS.items(), LINKERS.items()), start=1000
@@ -55,6 +54,13 @@ def write_tiny_chebi(root: Path) -> Path:
         text = f"The molecule is a {ring} derivative carrying a {group} substituent {linker}."
         pairs.append((str(cid), ring_smi.format(linker_smi + group_smi), text))
     random.Random(0).shuffle(pairs)
+    return pairs
+
+
+def write_tiny_chebi(root: Path) -> Path:
+    """80 synthetic molecule-description pairs (:func:`tiny_pairs`): 64 validation, 16 test,
+    plus 6 description-less train molecules, in the layout of the shared offline data."""
+    pairs = tiny_pairs()
     header = "CID\tSMILES\tdescription\n"
     root.mkdir(parents=True, exist_ok=True)
     (root / "validation.txt").write_text(header + "".join("\t".join(p) + "\n" for p in pairs[:64]))

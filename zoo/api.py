@@ -38,6 +38,10 @@ The featurized-batch contract (molecule encoders)
       change it whenever ``featurize``'s output changes, or stale cached features are reused and
       old checkpoints load against new features. Encoders sharing one featurization share one key.
 
+Tasks (``register_tasks``) return a :class:`TaskBase`-like object whose ``load(data_dir, *, download,
+**options)`` returns a :class:`Dataset` (e.g. :class:`TaskData` of :class:`Pair` and :class:`Molecule`);
+its options are ``load``'s keyword parameters with defaults (``[task]`` in a spec). See ``docs/tasks.md``.
+
 Scorers (``register_scorers``) implement :class:`Scorer`: ``prepare_texts``/``prepare_molecules``
 once per gallery, then ``score(text_rows, molecule_rows) -> [T, M]``; :mod:`zoo.fusion` z-scores
 and fuses them with the learned similarity, with weights fitted on the held-out pairs.
@@ -55,12 +59,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from zoo.cache import (CACHE_UNVERIFIED_HINT, atomic_path, atomic_save_tensors, atomic_write_bytes, atomic_write_text,
-                       cache_root, content_hash, read_safetensors)
+                       cache_root, content_hash, read_safetensors, sha256_file)
 from zoo.checks import check_dropout, check_ints, check_pair_batch
 from zoo.errors import (
     ComponentError,
     DataError,
+    DataWarning,
     FeaturizeError,
+    GalleryError,
     SmilesError,
     IntegrityError,
     OpsinError,
@@ -73,6 +79,7 @@ from zoo.errors import (
 from zoo.protocols import Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, RetrievalLoss, Scorer, TextEncoder
 from zoo.registry.catalog import options_of, passes_options_to
 from zoo.registry.hookspecs import hookimpl
+from zoo.taskdata import Dataset, Gallery, Molecule, Pair, TaskBase, TaskData
 
 if TYPE_CHECKING:
     from zoo.featurize import (ATOM_FEATURE_DIM, ATOM_STEREO_COLUMNS, BOND_FEATURE_DIM, BOND_STEREO_COLUMNS,
@@ -95,20 +102,34 @@ __all__ = [
     "hookimpl", "options_of", "passes_options_to",
     # component contracts
     "Encoded", "Aligned", "TextEncoder", "MoleculeEncoder", "Aligner", "RetrievalLoss", "Fittable", "Scorer",
+    # tasks: the data a task returns and its galleries (see zoo.taskdata)
+    "Pair", "Molecule", "Dataset", "TaskData", "TaskBase", "Gallery",
+    # scoring a model that lives outside the zoo (its embeddings) on a task
+    "score_embeddings",
     # featurization (rdkit_graph) and SMILES parsing
     *_FEATURIZE,
     # caches and atomic writes
     "cache_root", "content_hash", "atomic_path", "atomic_save_tensors", "atomic_write_bytes", "atomic_write_text",
-    "read_safetensors", "CACHE_UNVERIFIED_HINT",
+    "read_safetensors", "CACHE_UNVERIFIED_HINT", "sha256_file",
     # option checks and shared layers
     "check_ints", "check_dropout", "check_pair_batch", *_LAYERS,
     # chemical names parsed into structures (OPSIN)
     *_CHEMNAMES,
     *_CHEMRELATIONS,
     # errors
-    "ZooError", "ZooWarning", "ComponentError", "UnknownComponentError", "UnknownOptionError", "DataError",
+    "ZooError", "ZooWarning", "ComponentError", "UnknownComponentError", "UnknownOptionError", "DataError", "DataWarning", "GalleryError",
     "SmilesError", "FeaturizeError", "TextEncoderUnavailable", "OpsinError", "IntegrityError",
 ]
+
+
+def score_embeddings(*args: Any, **kwargs: Any) -> Any:
+    """Score a model that lives outside the zoo by its embeddings: see :func:`zoo.external.score_embeddings`.
+
+    For users, not for component plugins: it loads a task and writes a results file, so it is imported
+    on first call (``zoo.api`` itself stays below the commands; import-linter contract (d))."""
+    import importlib
+
+    return importlib.import_module("zoo.external").score_embeddings(*args, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -91,6 +91,15 @@ def data_fingerprint(checksums: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(checksums), sort_keys=True).encode()).hexdigest()[:12]
 
 
+def sha256_file(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def content_hash(*parts: object) -> str:
     """sha256 hex digest over a stable, length-framed encoding of ``parts``.
 

@@ -19,7 +19,7 @@ import torch
 from zoo.errors import RunError
 
 if TYPE_CHECKING:
-    from zoo.data import ChEBI20
+    from zoo.taskdata import Dataset
 
 
 @dataclass
@@ -72,12 +72,12 @@ def load_weights(model: torch.nn.Module, path: Path, fix: str) -> None:
     _load_model_state(model, state, path, meta)
 
 
-def data_provenance(data: "ChEBI20") -> dict[str, str]:
+def data_provenance(data: "Dataset") -> dict[str, str]:
     """Checkpoint metadata naming the training data (checked on resume: :func:`check_resume_data`)."""
     return {"data_dir": str(data.data_dir), "data_checksums": json.dumps(data.checksums, sort_keys=True)}
 
 
-def check_resume_data(path: Path, data: "ChEBI20", out_dir: Path) -> None:
+def check_resume_data(path: Path, data: "Dataset", out_dir: Path) -> None:
     """Refuse to resume ``path`` (a checkpoint) on other data than it was trained on."""
     from zoo.data import check_same_data
 

@@ -17,6 +17,13 @@ from zoo.errors import LeaderboardError, OutputPathError, PluginLoadWarning, Run
 from zoo.runs import CHECKPOINT_DIR, RESULTS_FILE, eval_path
 
 RUN_HELP = f"run folder (holds {RESULTS_FILE} and {CHECKPOINT_DIR}/)"
+DATA_DIR_HELP = ("the task's data: a folder (chebi20: else $ZOO_DATA_DIR, else the user cache; a finished run: "
+                 "else the folder it recorded) or, for pairs, the folder its task.path is relative to")
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    """``--data-dir``, the same for every command that loads a task's data."""
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
 
 KIND_ALIASES = {
     "text_encoders": "text_encoder", "text": "text_encoder",
@@ -59,9 +66,9 @@ def _add_run_command(sub) -> None:
     p = sub.add_parser("run", help="train and evaluate a composition, write results JSON")
     p.add_argument("name", help="composition name (e.g. aman) or spec .toml file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override: slot=component, slot.option=value, train.key=value (repeatable)")
-    p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
-    p.add_argument("--download", action="store_true", help="download ChEBI-20 into the user cache if missing")
+                   help="override: slot=component, slot.option=value, train.key=value, task.option=value (repeatable)")
+    _add_data_dir(p)
+    p.add_argument("--download", action="store_true", help="chebi20: download ChEBI-20 into the user cache if missing")
     p.add_argument("--out", help="run folder (default runs/NAME-HASH-sSEED, HASH the requested spec's, as printed; zoo sweep names runs alike)")
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component (e.g. SciBERT offline)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint/results in the run folder")
@@ -72,12 +79,19 @@ def _add_run_command(sub) -> None:
 
 def _add_results_commands(sub) -> None:
     """eval, report, leaderboard: use finished runs and their results files."""
-    p = sub.add_parser("eval", help="evaluate a finished run's best checkpoint without retraining")
-    p.add_argument("run", help=RUN_HELP)
+    p = sub.add_parser("eval", help="evaluate a finished run's best checkpoint without retraining, or an external "
+                                    "model's embeddings (--embeddings FILE.npz --task NAME)")
+    p.add_argument("run", nargs="?", help=RUN_HELP)
+    p.add_argument("--embeddings", metavar="FILE.npz",
+                   help="score an external model instead of a run: text_ids, text, molecule_ids, molecule arrays (docs/tasks.md)")
+    p.add_argument("--task", help="with --embeddings: the task to score on (e.g. chebi20, pairs)")
+    p.add_argument("--name", help="with --embeddings: the model's name (leaderboard row external:NAME; default the file's name)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="task.KEY=VALUE",
+                   help="with --embeddings: a task option, e.g. task.path=pairs.csv (repeatable)")
     p.add_argument("--split", default="test", help="test (default) or heldout")
     p.add_argument("--gallery", dest="galleries", action="append", metavar="G",
                    help="all, test or inbatch:N (repeatable; default: all and test)")
-    p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
+    _add_data_dir(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--save-embeddings", metavar="DIR", help="write query/candidate embeddings with CIDs as .npz")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -95,7 +109,7 @@ def _add_results_commands(sub) -> None:
     p.add_argument("--samples", type=int, default=8, help="test descriptions to show with their top-5 molecules (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the description sample (default 0)")
     p.add_argument("--gallery", default="all", choices=["all", "test"], help="molecules to retrieve from (default all)")
-    p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
+    _add_data_dir(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--no-progress", action="store_true")
 
@@ -127,7 +141,7 @@ def _add_grid_commands(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the configurations and runs, train nothing")
     _add_table_options(p, metric_help="metric(s) to compare (repeatable; default mrr)")
     p.add_argument("--gallery", help="candidate pool of the comparison (default: the spec's first, usually all)")
-    p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
+    _add_data_dir(p)
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component")
     p.add_argument("--no-progress", action="store_true")
 
@@ -141,7 +155,7 @@ def _add_grid_commands(sub) -> None:
     _add_table_options(p, metric_help="metric column(s) (repeatable; default: all)")
     p.add_argument("--gallery", help="only this gallery's table (all, test, inbatch:N)")
     p.add_argument("--plot", metavar="PNG", help="also draw the leaderboard as a bar chart")
-    p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
+    _add_data_dir(p)
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component")
     p.add_argument("--no-progress", action="store_true")
 
@@ -154,10 +168,10 @@ def _add_library_commands(sub) -> None:
     p.add_argument("--smiles", help="a molecule: prints the closest descriptions (with --index: the closest library molecules)")
     p.add_argument("--queries", metavar="FILE", help="one description per line; prints each result and p50/p99 latencies")
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
-    p.add_argument("--index", help="a library index folder, or its name under RUN/indexes (default: the run's ChEBI-20 gallery)")
+    p.add_argument("--index", help="a library index folder, or its name under RUN/indexes (default: the gallery of the run's task)")
     p.add_argument("--nprobe", type=int, help="approximate indexes: IVF lists to visit (hnsw: efSearch); more is slower and more exact")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--data-dir", help="ChEBI-20 folder for the first gallery search (else $ZOO_DATA_DIR, else the user cache)")
+    _add_data_dir(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--no-progress", action="store_true")
 
@@ -167,7 +181,7 @@ def _add_library_commands(sub) -> None:
                    help="also fuse this registered scorer, e.g. structure_match (repeatable; `zoo list scorer`)")
     p.add_argument("--out", help="ensemble folder (default runs/ensemble-HASH)")
     p.add_argument("--fresh", action="store_true", help="redo a finished ensemble in --out")
-    p.add_argument("--data-dir", help="ChEBI-20 folder (else $ZOO_DATA_DIR, else the user cache)")
+    _add_data_dir(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
 
     p = sub.add_parser("index", help="embed a molecule library with a finished run into a FAISS index for `zoo search`")
@@ -267,10 +281,44 @@ def cmd_run(args) -> int:
 def cmd_eval(args) -> int:
     from zoo.eval_run import evaluate_run
 
+    if args.embeddings is not None or args.task is not None:
+        return _eval_external(args)
+    if args.run is None:
+        raise RunError("zoo eval needs a run folder, or --embeddings FILE.npz --task NAME for an external model")
+    if args.overrides or args.name:
+        raise RunError("--set and --name go with --embeddings (a run re-evaluates with the options it ran with)")
+
     evaluate_run(args.run, split=args.split, galleries=args.galleries or ["all", "test"], data_dir=args.data_dir,
                  device=args.device, save_embeddings=args.save_embeddings, out=args.out,
                  progress=not args.no_progress, log=lambda m: print(m, flush=True), precision=args.precision,
                  allow_other_data=args.allow_other_data)
+    return 0
+
+
+def _eval_external(args) -> int:
+    """``zoo eval --embeddings FILE.npz --task NAME``: an external model's embeddings scored on a task."""
+    from zoo.external import default_out, score_embeddings
+    from zoo.spec import _parse_value
+
+    if args.run is not None:
+        raise RunError(f"--embeddings scores an external model: give no run folder (got {args.run})")
+    if args.embeddings is None or args.task is None:
+        raise RunError("an external model needs both --embeddings FILE.npz and --task NAME (see `zoo list task`)")
+    for flag, given in (("--save-embeddings", args.save_embeddings), ("--precision/--bf16", args.precision != "auto"), ("--allow-other-data", args.allow_other_data)):
+        if given:
+            raise RunError(f"{flag} applies to a run, not to --embeddings")
+    options = {}
+    for assignment in args.overrides:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key.startswith("task.") or "." in key[5:] or not key[5:]:
+            raise SpecError(f"--set {assignment}: with --embeddings only task options, e.g. --set task.path=pairs.csv")
+        options[key[5:]] = _parse_value(raw.strip(), f"--set {assignment}")
+    name = args.name or Path(args.embeddings).name.split(".")[0]
+    out = Path(args.out) if args.out else default_out(name)
+    if out.is_dir():
+        raise OutputPathError(f"--out {out} is a folder; give the results file's path, e.g. {out / 'results.json'}")
+    score_embeddings(args.embeddings, args.task, name=name, options=options, data_dir=args.data_dir, split=args.split,
+                     galleries=args.galleries or ["all", "test"], out=out, log=lambda m: print(m, flush=True))
     return 0
 
 

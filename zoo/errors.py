@@ -43,6 +43,10 @@ class SpecError(ComponentError):
     """A spec that cannot be read or validated."""
 
 
+class GalleryError(SpecError):
+    """A gallery name a task does not have (:meth:`zoo.taskdata.Gallery.parse`)."""
+
+
 class TextEncoderUnavailable(ZooError, RuntimeError):
     """The backbone's weights cannot be loaded (offline, missing path, bad files)."""
 

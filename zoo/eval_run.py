@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 from zoo import runs
 from zoo.errors import RunError
 from zoo.precision import PRECISIONS, precision_name, resolve_cpu_bf16
-from zoo.tasks import get_task
+from zoo.tasks import get_task, load_run_data, parse_galleries, task_block
 
 OTHER_DATA_FLAG = "--allow-other-data"
 
@@ -60,7 +60,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     from zoo.data import data_fingerprint
     from zoo.evaluate import evaluate_pairs
     from zoo.gallery import prepare_gallery
-    from zoo.evals.ranking import TIE_POLICY
     from zoo.evals.results import build_results, write_results
 
     started = time.time()
@@ -71,9 +70,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
         raise RunError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
     cpu_bf16 = resolve_cpu_bf16({"auto": "auto", "fp32": False, "bf16": True}[precision])
     task = get_task(runs.recorded_task(run_dir))
-    bad = [g for g in galleries if not task.valid_gallery(g)]
-    if bad or not galleries:
-        raise RunError(f"--gallery {bad or []}: choose from {', '.join(task.galleries)}, inbatch:N")
+    galleries = [str(g) for g in parse_galleries(task, galleries, "--gallery")]
     from zoo import fusion
 
     recorded = runs.load_run(run_dir)
@@ -85,7 +82,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
                                         out=out, log=log)
     trained = runs.load_trained_run(run_dir, device)
     previous, spec, model, dev = trained.results, trained.spec, trained.model, trained.device
-    data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction, holdout_seed=previous["seeds"].get("holdout_seed", 0))
+    data = load_run_data(previous, data_dir)  # the task's options and data folder the run recorded
     trained_on, trained_dir = runs.training_data(previous)
     notes = [f"re-evaluation of {run_dir} (best checkpoint) on {dev}", *_data_notes(run_dir, previous, data, allow_other_data, log)]
     checkpoint = trained.checkpoint
@@ -105,12 +102,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
         _save_embeddings(Path(save_embeddings), split, embeddings, log)
     results = build_results(
         spec=spec.to_dict(), spec_hash=previous["spec_hash"], components=previous["components"],
-        task={**previous["task"], "split": split, "galleries": counts, "protocol": data.protocol,
-              "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
-              "skipped_rows": data.skipped, "tie_policy": TIE_POLICY,
-              "training_data": {"data_dir": trained_dir, "data_checksums": trained_on,
-                                "fingerprint": data_fingerprint(trained_on) if trained_on else None},
-              "same_data_as_training": trained_on == data.checksums if trained_on else None},
+        task={**previous["task"], **task_block(
+            previous["task"].get("name", spec.eval.task), data, split, counts, spec.task,
+            training_data={"data_dir": trained_dir, "data_checksums": trained_on,
+                           "fingerprint": data_fingerprint(trained_on) if trained_on else None},
+            same_data_as_training=trained_on == data.checksums if trained_on else None)},
         scores=scores, timings={"total_s": time.time() - started}, seeds=previous["seeds"],
         notes=notes,
         extra={"evaluated_run": str(run_dir), "checkpoint": str(checkpoint),

@@ -1,4 +1,4 @@
-"""Embedding texts and molecules with a trained model, and scoring ChEBI-20 retrieval."""
+"""Embedding texts and molecules with a trained model, and scoring a task's retrieval."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 
 from zoo.evals.ranking import rank_of_true, retrieval_metrics
+from zoo.taskdata import Gallery
 
 
 @torch.no_grad()
@@ -77,8 +78,9 @@ def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_i
     text_q = embed_texts(model, [text_items[text_index[p.cid]] for p in pairs], batch_size, device)
     mols_q = [mol_index[p.cid] for p in pairs]
     scores, counts, embeddings = {}, {}, {}
-    for gallery in galleries:
-        if gallery == "all":
+    for parsed in map(Gallery.parse, galleries):  # a bad name: GalleryError (the callers check them first)
+        gallery = str(parsed)
+        if parsed.name == Gallery.ALL:
             mol_c = embed_molecules(model, graphs, list(range(len(data.gallery))), batch_size, device, progress=progress, cpu_bf16=cpu_bf16,
                                     desc="embedding gallery (all)")
             text_c = embed_texts(model, text_items, batch_size, device)
@@ -88,10 +90,10 @@ def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_i
             mol_cids = np.array([m.cid for m in data.gallery])
             text_cids = np.array(sorted(text_index, key=text_index.get))
             scores[gallery] = score_both_directions(text_q, mol_c, t2m_true, mol_q, text_c, m2t_true, chunk_size, device)
-        elif gallery == "test" or gallery.startswith("inbatch:"):
+        else:  # test, inbatch:N
             mol_c = embed_molecules(model, graphs, mols_q, batch_size, device, cpu_bf16=cpu_bf16)
             text_c, mol_q, mol_cids, text_cids = text_q, mol_c, query_cids, query_cids
-            size = len(pairs) if gallery == "test" else int(gallery.split(":", 1)[1])
+            size = parsed.block or len(pairs)
             ranks_t2m, ranks_m2t = [], []
             for start in range(0, len(pairs), size):
                 block = slice(start, start + size)
@@ -100,9 +102,7 @@ def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_i
                 ranks_m2t.append(rank_of_true(mol_c[block], text_q[block], true, chunk_size=chunk_size, device=device))
             scores[gallery] = {"text_to_molecule": retrieval_metrics(Ranks.cat(ranks_t2m)),
                                "molecule_to_text": retrieval_metrics(Ranks.cat(ranks_m2t))}
-        else:
-            raise ValueError(f"unknown gallery {gallery!r}; choose all, test or inbatch:N")
-        if gallery.startswith("inbatch:"):
+        if parsed.is_inbatch:
             counts[gallery] = {"block_size": size, "queries": len(pairs)}
         else:
             counts[gallery] = {"text_to_molecule_candidates": len(mol_c), "molecule_to_text_candidates": len(text_c),

@@ -33,12 +33,13 @@ import numpy as np
 
 from zoo.errors import RunError
 from zoo.evals.results import ENSEMBLE_SPEC_FORMAT, is_ensemble
+from zoo.taskdata import Gallery
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.data import ChEBI20, Pair
     from zoo.evals.ranking import Ranks
+    from zoo.taskdata import Dataset, Pair
     from zoo.gallery import PreparedGallery
     from zoo.spec import EnsembleSpec
 
@@ -156,7 +157,7 @@ class ModelScorer:
             raise RunError(f"cannot read molecule {list(smiles)[position]!r} ({reason})")
         return embedded.embeddings
 
-    def prepare_gallery(self, data: "ChEBI20") -> tuple[np.ndarray, np.ndarray]:
+    def prepare_gallery(self, data: "Dataset") -> tuple[np.ndarray, np.ndarray]:
         from zoo.gallery import prepare_gallery
 
         prepared = self.prepared if self.prepared is not None and self.prepared.data is data else \
@@ -182,8 +183,8 @@ class RunScorer(ModelScorer):
         self.trained = load_trained_run(run, device)
         super().__init__(self.trained.model, self.trained.device, self.trained.spec.train.eval_batch_size)
 
-    def prepare_gallery(self, data: "ChEBI20") -> tuple[np.ndarray, np.ndarray]:
-        from zoo.data import sha256_file
+    def prepare_gallery(self, data: "Dataset") -> tuple[np.ndarray, np.ndarray]:
+        from zoo.cache import sha256_file
         from zoo.search import run_gallery
 
         gallery = run_gallery(self.trained, sha256_file(self.trained.checkpoint), data=data, progress=False, log=lambda _m: None)
@@ -195,7 +196,7 @@ class GalleryScores:
     """Fusion members prepared on a task's gallery (every description, every gallery molecule; each
     side prepared once, when first needed) and scored per direction, z-scored per query row."""
 
-    def __init__(self, members: Sequence[Member], data: "ChEBI20", log: Callable[[str], None] = lambda _m: None) -> None:
+    def __init__(self, members: Sequence[Member], data: "Dataset", log: Callable[[str], None] = lambda _m: None) -> None:
         self.members, self.data, self.log = list(members), data, log
         self.text_index = {p.cid: i for i, p in enumerate(data.descriptions)}
         self.mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
@@ -332,14 +333,15 @@ def evaluate_fused(gallery: GalleryScores, pairs: Sequence["Pair"], galleries: S
     texts = [gallery.text_index[p.cid] for p in pairs]
     mols = [gallery.mol_index[p.cid] for p in pairs]
     scores, counts = {}, {}
-    for name in galleries:
-        if name == "all":
+    for parsed in map(Gallery.parse, galleries):  # a bad name: GalleryError (the callers check them first)
+        name = str(parsed)
+        if parsed.name == Gallery.ALL:
             t2m = gallery.ranks("text_to_molecule", texts, None, mols, weights)
             m2t = gallery.ranks("molecule_to_text", mols, None, texts, weights)
             counts[name] = {"text_to_molecule_candidates": len(gallery.data.gallery),
                             "molecule_to_text_candidates": len(gallery.data.descriptions), "queries": len(pairs)}
-        elif name == "test" or name.startswith("inbatch:"):
-            size = len(pairs) if name == "test" else int(name.split(":", 1)[1])
+        else:  # test, inbatch:N
+            size = parsed.block or len(pairs)
             parts_t2m, parts_m2t = [], []
             for s in range(0, len(pairs), size):
                 block_t, block_m = texts[s:s + size], mols[s:s + size]
@@ -347,10 +349,8 @@ def evaluate_fused(gallery: GalleryScores, pairs: Sequence["Pair"], galleries: S
                 parts_t2m.append(gallery.ranks("text_to_molecule", block_t, block_m, diagonal, weights))
                 parts_m2t.append(gallery.ranks("molecule_to_text", block_m, block_t, diagonal, weights))
             t2m, m2t = Ranks.cat(parts_t2m), Ranks.cat(parts_m2t)
-            counts[name] = ({"block_size": size, "queries": len(pairs)} if name.startswith("inbatch:") else
+            counts[name] = ({"block_size": size, "queries": len(pairs)} if parsed.is_inbatch else
                             {"text_to_molecule_candidates": len(pairs), "molecule_to_text_candidates": len(pairs), "queries": len(pairs)})
-        else:
-            raise RunError(f"unknown gallery {name!r}; choose all, test or inbatch:N")
         scores[name] = {"text_to_molecule": retrieval_metrics(t2m), "molecule_to_text": retrieval_metrics(m2t)}
         a, b = scores[name]["text_to_molecule"], scores[name]["molecule_to_text"]
         log(f"{label} gallery={name} (fused): text->molecule MRR={a['mrr']:.4f} H@1={a['hits@1']:.3f} H@10={a['hits@10']:.3f} "
@@ -364,7 +364,7 @@ def learned_member(model, prepared: "PreparedGallery", device, batch_size: int) 
     return Member(LEARNED, LEARNED, {}, ModelScorer(model, device, batch_size, prepared))
 
 
-def fuse_composition(model, prepared: "PreparedGallery", scorers: Sequence[Member], data: "ChEBI20", spec, device,
+def fuse_composition(model, prepared: "PreparedGallery", scorers: Sequence[Member], data: "Dataset", spec, device,
                      log: Callable[[str], None] = print) -> tuple[dict, dict, dict]:
     """``zoo run`` of a spec with scorers: fit the weights of the learned similarity and ``scorers`` on the
     held-out pairs, evaluate the fused scores on the test pairs. Returns ``(scores, gallery_counts, fusion record)``."""
@@ -410,23 +410,19 @@ class FusedRun:
 
 
 def load_fused(run_dir: str | Path, data_dir: str | None = None, device: str = "auto",
-               log: Callable[[str], None] = print, data: "ChEBI20 | None" = None) -> FusedRun:
+               log: Callable[[str], None] = print, data: "Dataset | None" = None) -> FusedRun:
     """A fused folder's members rebuilt on its task's data (``data``, else loaded from ``data_dir``; checked
     against the data it was made on)."""
     from zoo.data import check_same_data
     from zoo.runs import load_run, training_data
-    from zoo.tasks import get_task
+    from zoo.tasks import load_run_data
 
     run_dir = Path(run_dir)
     results = load_run(run_dir)
     if not is_fused(results):
         raise RunError(f"{run_dir} records no fusion: not a run with scorers or an ensemble")
-    spec = results["spec"]
-    task = get_task(spec.get("eval", {}).get("task", "chebi20"))
-    train = spec.get("train", {})
     if data is None:
-        data = task.load(data_dir, holdout_fraction=train.get("holdout_fraction", 0.1),
-                         holdout_seed=results.get("seeds", {}).get("holdout_seed", 0))
+        data = load_run_data(results, data_dir)  # the task's options and data folder the folder recorded
     check_same_data(*training_data(results), data, f"{run_dir}", "pass its data folder with --data-dir")
     members, weights = recorded_members(run_dir, results, device)
     return FusedRun(run_dir, results, GalleryScores(members, data, log), weights, [m.label for m in members])
@@ -457,8 +453,10 @@ class FusedSearcher:
 
     @property
     def searched(self) -> str:
+        from zoo.tasks import recorded_spec_task, task_title
+
         data = self.fused.gallery.data
-        return (f"ChEBI-20 gallery of {self.fused.run_dir} ({len(data.gallery):,} molecules, {len(data.descriptions):,} "
+        return (f"{task_title(recorded_spec_task(self.fused.results)[0])} gallery of {self.fused.run_dir} ({len(data.gallery):,} molecules, {len(data.descriptions):,} "
                 f"descriptions; fused: {', '.join(f'{label} x{w:g}' for label, w in zip(self.fused.labels, self.fused.weights))})")
 
     def text(self, query: str, k: int) -> dict:
@@ -548,7 +546,8 @@ def ensemble_spec(run_dirs: Sequence[Path], member_results: Sequence[dict], scor
             "scorers": [m.record() for m in scorers],
             "train": {**train, **({"seed": common} if common is not None else {})},
             "eval": {"task": first.get("eval", {}).get("task", "chebi20"),
-                     "galleries": list(first.get("eval", {}).get("galleries", ["all", "test"]))}}
+                     "galleries": list(first.get("eval", {}).get("galleries", ["all", "test"]))},
+            **({"task": dict(first["task"])} if first.get("task") else {})}  # the members' task options
 
 
 def _check_same_task_and_data(run_dirs: Sequence[Path], member_results: Sequence[dict]) -> None:
@@ -562,6 +561,10 @@ def _check_same_task_and_data(run_dirs: Sequence[Path], member_results: Sequence
     if len(set(prints)) > 1:
         raise RunError("runs made on different data cannot be fused: " + ", ".join(f"{d} (data {p})" for d, p in zip(run_dirs, prints))
                        + "; fuse runs trained on the same data")
+    options = [r["spec"].get("task", {}) for r in member_results]
+    if any(o != options[0] for o in options):
+        raise RunError("runs of one task with different task options (e.g. another hold-out seed) cannot be fused: "
+                       + ", ".join(f"{d} ({o or 'defaults'})" for d, o in zip(run_dirs, options)))
     holdouts = [r["spec"].get("train", {}).get("holdout_fraction") for r in member_results]
     if len(set(holdouts)) > 1:
         raise RunError("runs with different held-out splits cannot be fused (their train.holdout_fraction: "
@@ -631,10 +634,9 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorers: Sequence[str | Membe
     being run (names the ensemble). Returns the results path."""
     from zoo.cache import content_hash, data_fingerprint
     from zoo.data import check_same_data
-    from zoo.evals.ranking import TIE_POLICY
     from zoo.evals.results import build_results, write_results
     from zoo.runs import results_path, training_data
-    from zoo.tasks import get_task
+    from zoo.tasks import get_task, holdout_seed, load_run_data, protocol_note, task_block
 
     started = time.time()
     dirs = [Path(d) for d in run_dirs]
@@ -651,8 +653,7 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorers: Sequence[str | Membe
 
     trained_on, trained_dir = training_data(member_results[0])
     task = get_task(spec["eval"]["task"])
-    data = task.load(data_dir, holdout_fraction=spec["train"]["holdout_fraction"],
-                     holdout_seed=member_results[0].get("seeds", {}).get("holdout_seed", 0))
+    data = load_run_data(member_results[0], data_dir)  # the members' task options and data folder
     for d, r in zip(dirs, member_results):
         check_same_data(*training_data(r), data, f"run {d}", "pass the runs' data folder with --data-dir")
     log(f"ensemble of {', '.join(map(str, dirs))}" + (f" + {', '.join(m.label for m in scorers)}" if scorers else "")
@@ -672,15 +673,13 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorers: Sequence[str | Membe
     results = build_results(
         spec=spec, spec_hash=spec_hash,
         components=[{"member": m.label, "scorer": m.scorer_name, "options": m.options} for m in members],
-        task={"name": spec["eval"]["task"], "protocol": data.protocol, "split": "test", "galleries": counts,
-              "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
-              "skipped_rows": data.skipped, "tie_policy": TIE_POLICY,
-              "fingerprint": data_fingerprint(data.checksums)},
+        task=task_block(spec["eval"]["task"], data, "test", counts, spec.get("task"),
+                        fingerprint=data_fingerprint(data.checksums)),
         scores=scores, timings={"total_s": time.time() - started},
         seeds={**({"seed": spec["train"]["seed"]} if "seed" in spec["train"] else {}),
-               "holdout_seed": member_results[0].get("seeds", {}).get("holdout_seed", 0),
+               "holdout_seed": holdout_seed(spec["eval"]["task"], spec.get("task") or {}),
                "members": [e["seed"] for e in entries]},
-        notes=[task.protocol_note(data.protocol), f"ensemble: {METHOD}; weights fitted on {FITTED_ON}"],
+        notes=[protocol_note(task, data.protocol), f"ensemble: {METHOD}; weights fitted on {FITTED_ON}"],
         extra={**({"requested_spec_hash": composition.hash()} if composition is not None else {}),  # the hash `zoo run` printed
                "fusion": fusion_record(members, fit), "member_scores": member_scores,
                "ensemble": {"runs": [{"run": _relative(d, out_dir), "spec_hash": e["spec_hash"], "seed": e["seed"]}

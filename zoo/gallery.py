@@ -15,14 +15,14 @@ if TYPE_CHECKING:
     import torch
 
     from zoo.cache import PackedGraphs
-    from zoo.data import ChEBI20, Pair
+    from zoo.taskdata import Dataset, Pair
 
 
 @dataclass
 class PreparedGallery:
     """Featurized gallery molecules and prepared descriptions, each with its CID -> position index."""
 
-    data: "ChEBI20"
+    data: "Dataset"
     graphs: "PackedGraphs"  # one graph per ``data.gallery`` molecule
     mol_index: dict[str, int]
     text_items: list[Any]  # one item per ``data.descriptions`` pair
@@ -51,7 +51,7 @@ class PreparedGallery:
         return embed_texts(model, self.text_items if pairs is None else self.texts_of(pairs), batch_size, device)
 
 
-def prepare_gallery(model, data: "ChEBI20", device: "torch.device | str", progress: bool = True,
+def prepare_gallery(model, data: "Dataset", device: "torch.device | str", progress: bool = True,
                     desc: str = "featurizing molecules", timings: dict[str, float] | None = None) -> PreparedGallery:
     """Featurize ``data``'s gallery molecules and prepare all its descriptions for ``model`` (whose text
     encoder is fitted already, if it is fittable). ``timings`` receives ``featurize_s`` and ``text_features_s``."""

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from zoo.cache import (atomic_path, atomic_write_bytes, atomic_write_text, check_sealed_bytes, load_sealed_npz,
                        save_sealed_npz, sealed_json, unseal, warn_unverified)
-from zoo.data import sha256_file
+from zoo.cache import sha256_file
 from zoo.errors import DataError, IntegrityError, RunError
 from zoo.molfiles import Record, count_records, iter_records, library_format, record_smiles
 from zoo.runs import indexes_dir, load_run, run_checkpoint

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from zoo.data import ChEBI20, Pair
     from zoo.evals.ranking import Ranks
+    from zoo.taskdata import Dataset, Pair
 
 TOP_K = 5
 
@@ -88,7 +88,7 @@ def sample_indices(n_test: int, samples: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(n_test), min(samples, n_test)))
 
 
-def check_same_data(label: str, results: dict, data: "ChEBI20") -> None:
+def check_same_data(label: str, results: dict, data: "Dataset") -> None:
     """Refuse a run whose results record other data files than the ones loaded for the report."""
     from zoo.data import check_same_data as check
 
@@ -133,7 +133,7 @@ def score_rows(score_chunk: Callable[[int, int], "torch.Tensor"], n_queries: int
     return (*arrays[:2], ranks, *arrays[2:])
 
 
-def retrieve_fused(run_dir: Path, label: str, results: dict, data: "ChEBI20", samples: Sequence[int], gallery: str,
+def retrieve_fused(run_dir: Path, label: str, results: dict, data: "Dataset", samples: Sequence[int], gallery: str,
                    device: str) -> "RunRetrieval":
     """:func:`retrieve` for a fused folder (scorers or an ensemble): its fused scores with the recorded weights."""
     import torch
@@ -166,7 +166,7 @@ def _retrieval(label, run_dir, results, data, candidates, samples, true_index, t
     return RunRetrieval(label, Path(run_dir), results, len(candidates), true_scores, best_other, ranks, sampled)
 
 
-def retrieve(run_dir: Path, label: str, data: "ChEBI20", samples: Sequence[int], gallery: str, device: str,
+def retrieve(run_dir: Path, label: str, data: "Dataset", samples: Sequence[int], gallery: str, device: str,
              progress: bool) -> RunRetrieval:
     """Embed the test descriptions and the gallery with ``run_dir``'s best weights and rank them."""
     import torch
@@ -201,7 +201,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     and nothing is written.
     """
     from zoo.cache import atomic_write_text
-    from zoo.tasks import get_task
+    from zoo.tasks import galleries_of, get_task, load_run_data
 
     out = Path(out)
     dirs = [Path(d) for d in run_dirs]
@@ -213,8 +213,8 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
         raise RunError(f"run folder given more than once: {', '.join(repeated)}")
     task_name = runs.recorded_task(dirs[0])
     task = get_task(task_name)  # the runs' task (a run of another task is refused below)
-    if gallery not in task.galleries:
-        raise RunError(f"--gallery {gallery!r}: choose from {', '.join(task.galleries)}")
+    if gallery not in galleries_of(task):  # a named gallery (a report draws no inbatch:N blocks)
+        raise RunError(f"--gallery {gallery!r}: choose from {', '.join(galleries_of(task))}")
     if samples < 1:
         raise RunError(f"--samples {samples}: need at least 1 sampled description")
     if out.is_dir():
@@ -232,7 +232,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     other = [str(d) for d in dirs if runs.recorded_task(d) != task_name]
     if other:
         raise RunError(f"run {other[0]} is not a {task_name} run like {dirs[0]}: a report compares runs of one task")
-    data = task.load(data_dir)
+    data = load_run_data(results[0], data_dir)  # the task's options and data folder the first run recorded
     for label, result in zip(labels, results):
         check_same_data(label, result, data)
     chosen = sample_indices(len(data.test), samples, seed)
@@ -379,7 +379,7 @@ def _sample_block(index: int, pair: "Pair", retrievals: Sequence[RunRetrieval], 
             f"{''.join(rows)}</section>")
 
 
-def render_report(retrievals: Sequence[RunRetrieval], sampled: Sequence["Pair"], data: "ChEBI20", gallery: str,
+def render_report(retrievals: Sequence[RunRetrieval], sampled: Sequence["Pair"], data: "Dataset", gallery: str,
                   seed: int) -> str:
     """The complete HTML page."""
     from zoo import __version__

@@ -1,7 +1,7 @@
 """``zoo search``: query a trained run with a description or a molecule.
 
-A text query is ranked against molecules: the run's ChEBI-20 gallery (every molecule of
-train + validation + test), or a library index built by ``zoo index`` (:mod:`zoo.library`).
+A text query is ranked against molecules: the gallery of the run's task (ChEBI-20: every molecule
+of train + validation + test), or a library index built by ``zoo index`` (:mod:`zoo.library`).
 A SMILES query is ranked against the gallery's descriptions, or, with a library index, against
 the library's molecules (molecule similarity in the shared embedding space). Scores are cosine
 similarities of the L2-normalized embeddings.
@@ -21,19 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from zoo.cache import content_hash, load_sealed_npz, save_sealed_npz
-from zoo.data import check_same_data, data_fingerprint, sha256_file
+from zoo.cache import content_hash, data_fingerprint, load_sealed_npz, save_sealed_npz, sha256_file
+from zoo.data import check_same_data
 from zoo.errors import DataError, IntegrityError, RunError, UnverifiedFileWarning
 from zoo.featurize import clean_smiles
 from zoo.library import LibraryIndex, embed_smiles, load_index
 from zoo.runs import gallery_cache_path, indexes_dir, run_checkpoint, training_data
-from zoo.tasks import get_task
+from zoo.tasks import load_run_data, run_data_checksums, task_title
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from zoo.data import ChEBI20
     from zoo.runs import TrainedRun
+    from zoo.taskdata import Dataset
 
 GALLERY_FORMAT = "molzoo.search_gallery/2"
 TEXT_BATCH = 64
@@ -41,7 +41,7 @@ TEXT_BATCH = 64
 
 @dataclass
 class Gallery:
-    """The run's ChEBI-20 gallery, embedded: molecules (CID, SMILES) and descriptions (CID, text)."""
+    """The gallery of the run's task, embedded: molecules (id, SMILES) and descriptions (id, text)."""
 
     molecule_embeddings: "np.ndarray"
     molecule_cids: "np.ndarray"
@@ -51,7 +51,7 @@ class Gallery:
     descriptions: "np.ndarray"
 
     @classmethod
-    def of(cls, data: "ChEBI20", molecule_embeddings: "np.ndarray", text_embeddings: "np.ndarray") -> "Gallery":
+    def of(cls, data: "Dataset", molecule_embeddings: "np.ndarray", text_embeddings: "np.ndarray") -> "Gallery":
         """Embeddings of ``data.gallery`` and ``data.descriptions`` (in that order) with their CIDs, SMILES and texts."""
         import numpy as np
 
@@ -97,27 +97,25 @@ def gallery_key(checkpoint_sha256: str, checksums: dict[str, str]) -> str:
 
 
 def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | None = None, progress: bool = True,
-                log: Callable[[str], None] = print, data: "ChEBI20 | None" = None) -> Gallery:
+                log: Callable[[str], None] = print, data: "Dataset | None" = None) -> Gallery:
     """The run's embedded gallery: from ``RUN/search/gallery.npz`` when it was embedded with this
     checkpoint from the run's training data, else embedded and cached. Other data is refused.
     ``data``: the task's data, loaded already (else loaded from ``data_dir`` when the cache misses)."""
     from zoo.gallery import prepare_gallery
 
     path = gallery_cache_path(trained.run_dir)
-    task = get_task(trained.spec.eval.task)
     trained_on, trained_dir = training_data(trained.results)
     subject, fix = f"run {trained.run_dir}", "pass the run's data folder with --data-dir"
     if data is not None:
         check_same_data(trained_on, trained_dir, data, subject, fix)
     elif data_dir is not None:  # checked even when the cache answers: the data given must be the run's
-        check_same_data(trained_on, trained_dir, task.data_checksums(data_dir), subject, fix, data_dir)
+        check_same_data(trained_on, trained_dir, run_data_checksums(trained.results, data_dir), subject, fix, data_dir)
     cached = Gallery.load(path, gallery_key(checkpoint_sha256, trained_on)) if trained_on else None
     if cached is not None:
         return cached
     model, spec, dev = trained.model, trained.spec, trained.device
     if data is None:
-        data = task.load(data_dir, holdout_fraction=spec.train.holdout_fraction,
-                         holdout_seed=trained.results.get("seeds", {}).get("holdout_seed", 0))
+        data = load_run_data(trained.results, data_dir)  # the task's options and data folder the run recorded
         check_same_data(trained_on, trained_dir, data, subject, fix)
     key = gallery_key(checkpoint_sha256, data.checksums)
     log(f"embedding the gallery of {trained.run_dir} once: {len(data.gallery):,} molecules, "
@@ -130,13 +128,11 @@ def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | N
     return gallery
 
 
-def cache_evaluated_gallery(run_dir: str | Path, checkpoint: Path, data: "ChEBI20", embedded: dict[str, "np.ndarray"]) -> bool:
+def cache_evaluated_gallery(run_dir: str | Path, checkpoint: Path, data: "Dataset", embedded: dict[str, "np.ndarray"]) -> bool:
     """Seed ``RUN/search/gallery.npz`` with what a run's test evaluation on gallery ``all`` embedded with its
     best weights (every gallery molecule, every description: ``embedded`` is that gallery's entry of
     :func:`zoo.evaluate.evaluate_pairs`' embeddings), so ``zoo search`` and fusion reuse it instead of
     embedding the gallery again. Returns whether it was written (not when the order differs from the data's)."""
-    from zoo.data import sha256_file
-
     if (list(map(str, embedded["molecule_candidate_cids"])) != [m.cid for m in data.gallery]
             or list(map(str, embedded["text_candidate_cids"])) != [p.cid for p in data.descriptions]):
         return False
@@ -192,7 +188,7 @@ class Searcher:
         if self.library is not None:
             return f"library index {self.library.folder} ({len(self.library):,} molecules)"
         g = self.gallery
-        return (f"ChEBI-20 gallery of {self.trained.run_dir} ({len(g.molecule_cids):,} molecules, "  # type: ignore[union-attr]
+        return (f"{task_title(self.trained.spec.eval.task)} gallery of {self.trained.run_dir} ({len(g.molecule_cids):,} molecules, "  # type: ignore[union-attr]
                 f"{len(g.text_cids):,} descriptions)")  # type: ignore[union-attr]
 
     def embed_texts(self, texts: Sequence[str]) -> "np.ndarray":

@@ -21,6 +21,11 @@ A slot listed in :data:`COMBINERS` may name several components (``text_encoder =
 "minilm"]``, or ``[[text_encoder]]`` tables with per-part options): it becomes the combining
 component (``name = "combined"``) with those ``parts``, each resolved like a slot.
 
+An optional ``[task]`` table holds the options of the ``[eval] task`` (e.g. ``holdout_seed`` of
+``chebi20``, ``path`` of ``pairs``; ``--set task.KEY=VALUE``), checked against the task's options like
+a component's. Only values that differ from the task's defaults are kept, so a spec without them
+writes and hashes exactly as before.
+
 Optional ``[[scorers]]`` tables (``name`` and options; or ``scorers = ["structure_match"]``) add
 registered scorers (``zoo list scorer``) beside the learned cosine similarity: after training,
 ``zoo run`` fuses them (:mod:`zoo.fusion`, weights fitted on the held-out pairs only). A spec
@@ -46,7 +51,7 @@ from typing import Any, Mapping
 from zoo.errors import ComponentError, SpecError
 from zoo.registry import get_component
 from zoo.registry.catalog import did_you_mean
-from zoo.tasks import DEFAULT_TASK
+from zoo.tasks import DEFAULT_TASK, get_task, parse_galleries, resolve_task_options
 
 #: Component slots of a composition and the kind of component each takes.
 SLOTS: dict[str, str] = {
@@ -115,7 +120,7 @@ RANGES: dict[str, Range] = {
     "chunk_size": Range(1, 2**24), "lr": Range(0, low_open=True), "backbone_lr": Range(0, low_open=True),
     "weight_decay": Range(0), "warmup_epochs": Range(0, 100_000), "patience": Range(1, 100_000), "grad_clip": Range(0),
     "pretrain_epochs": Range(0, 100_000),
-    "seed": Range(0, 2**32 - 1), "holdout_fraction": Range(0, 1, low_open=True, high_open=True), "max_minutes": Range(0),
+    "seed": Range(0, 2**32 - 1), "holdout_seed": Range(0, 2**32 - 1), "holdout_fraction": Range(0, 1, low_open=True, high_open=True), "max_minutes": Range(0),
 }
 
 
@@ -269,6 +274,13 @@ def _scorers_from(raw: Any, where: str) -> tuple[SlotSpec, ...]:
     return tuple(out)
 
 
+def _task_from(raw: Any, where: str) -> dict[str, Any]:
+    """``[task]``: a table of the task's options (checked against the task when the spec is resolved)."""
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where}: [task] must be a table of the task's options, e.g. [task] holdout_seed = 1; got {_short(raw)}")
+    return dict(raw)
+
+
 def _config_from(cls: type, data: Mapping[str, Any], where: str):
     known = {f.name: f for f in fields(cls)}
     unknown = [k for k in data if k not in known]
@@ -331,13 +343,14 @@ class CompositionSpec:
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     scorers: tuple[SlotSpec, ...] = ()  # fused with the learned similarity after training (zoo.fusion)
+    task: Mapping[str, Any] = field(default_factory=dict)  # options of eval.task (only those differing from its defaults)
 
     # -- reading ---------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "spec") -> "CompositionSpec":
         _check_nesting(data, source)
         data = dict(data)
-        allowed = {"name", "description", "embed_dim", "train", "eval", "scorers", *SLOTS}
+        allowed = {"name", "description", "embed_dim", "train", "eval", "scorers", "task", *SLOTS}
         unknown = [k for k in data if k not in allowed]
         if unknown:
             hints = "".join(did_you_mean(k, sorted(allowed)) for k in unknown)
@@ -359,6 +372,7 @@ class CompositionSpec:
             train=_config_from(TrainConfig, data.get("train", {}), "train"),
             eval=_config_from(EvalConfig, data.get("eval", {}), "eval"),
             scorers=_scorers_from(data.get("scorers", ()), source),
+            task=_task_from(data.get("task", {}), source),
             **slots,
         )
 
@@ -375,6 +389,8 @@ class CompositionSpec:
         out["eval"] = {**dataclasses.asdict(self.eval), "galleries": list(self.eval.galleries)}
         if self.scorers:  # absent when empty: specs without scorers keep their hashes
             out["scorers"] = [scorer.to_dict() for scorer in self.scorers]
+        if self.task:  # absent when every task option has its default: such specs keep their hashes
+            out["task"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.task.items()}
         return out
 
     def to_toml(self) -> str:
@@ -409,7 +425,10 @@ class CompositionSpec:
         train = _config_from(TrainConfig, dataclasses.asdict(self.train), "train")
         evaluation = _config_from(EvalConfig, dataclasses.asdict(self.eval), "eval")
         scorers = tuple(_resolve_slot(f"scorers.{i}", "scorer", scorer) for i, scorer in enumerate(self.scorers))
-        return dataclasses.replace(self, train=train, eval=evaluation, scorers=scorers, **slots)
+        # an unknown task, gallery or task option is refused here (zoo show as zoo run), with close matches
+        parse_galleries(get_task(evaluation.task), evaluation.galleries, "eval.galleries")
+        task = resolve_task_options(evaluation.task, self.task, _coerce)
+        return dataclasses.replace(self, train=train, eval=evaluation, scorers=scorers, task=task, **slots)
 
     def with_overrides(self, assignments: list[str]) -> "CompositionSpec":
         """Apply ``--set`` assignments: ``slot=name``, ``slot.option=value``, ``train.key=value``,
@@ -419,6 +438,7 @@ class CompositionSpec:
         A combinable slot takes a list of parts (``text_encoder=["tfidf","minilm"]``); a part's option
         is ``text_encoder.PART.option=value`` with PART the part's name or 0-based index."""
         data = self.to_dict()
+        task_set: set[str] = set()  # task options set here (kept when eval.task changes; the spec's are dropped)
         for assignment in assignments:
             key, sep, raw = assignment.partition("=")
             key = key.strip()
@@ -426,7 +446,7 @@ class CompositionSpec:
                 raise SpecError(f"--set {_short(assignment)}: expected KEY=VALUE, e.g. loss.margin=0.3 or text_encoder=minilm")
             value = _parse_value(raw.strip(), f"--set {_short(assignment)}")
             head, _, tail = key.partition(".")
-            top = {"name", "description", "embed_dim", "train", "eval", "scorers", *SLOTS}
+            top = {"name", "description", "embed_dim", "train", "eval", "scorers", "task", *SLOTS}
             if head not in top:
                 raise SpecError(f"--set {_short(assignment)}: unknown key {head!r}.{did_you_mean(head, sorted(top))} Keys: {', '.join(sorted(top))}")
             if head in SLOTS and not tail:
@@ -468,7 +488,15 @@ class CompositionSpec:
             elif head in {"train", "eval"}:
                 if not tail:
                     raise SpecError(f"--set {_short(assignment)}: name a key, e.g. {head}.epochs=5")
+                if (head, tail) == ("eval", "task") and value != data["eval"].get("task") and data.get("task"):
+                    data["task"] = {k: v for k, v in data["task"].items() if k in task_set}  # another task: its defaults
                 data[head][tail] = value
+            elif head == "task":
+                if not tail or "." in tail:
+                    raise SpecError(f"--set {_short(assignment)}: name one option of the task, e.g. task.holdout_seed=1 "
+                                    "(see `zoo list task --json`)")
+                data.setdefault("task", {})[tail] = value  # checked against eval.task's options when resolved
+                task_set.add(tail)
             else:
                 if tail:
                     raise SpecError(f"--set {_short(assignment)}: {head} has no sub-keys")

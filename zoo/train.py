@@ -1,4 +1,4 @@
-"""``zoo run``: assemble a composition, train it on ChEBI-20, evaluate it, write results.
+"""``zoo run``: assemble a composition, train it on its task's data, evaluate it, write results.
 
 Training is device-agnostic (CUDA with bf16 autocast when present, CPU otherwise), seeded,
 early-stopped on the held-out split's text->molecule MRR, and checkpointed atomically after
@@ -25,7 +25,7 @@ from zoo.devices import resolve_device
 from zoo.errors import RunError
 from zoo.precision import describe_precision, precision_name
 from zoo.spec import CompositionSpec
-from zoo.tasks import get_task
+from zoo.tasks import get_task, holdout_seed, load_spec_data, parse_galleries, protocol_note, task_block
 
 
 @dataclass
@@ -109,9 +109,7 @@ def _start(requested: CompositionSpec, opts: RunOptions):
         log, opts = (lambda _message: None), replace(opts, progress=False)
     # numeric settings (sizes, rates, finiteness) were checked by spec.resolve() (zoo.spec.RANGES)
     task = get_task(requested.eval.task)  # an unknown task is refused with close matches
-    unknown = [g for g in requested.eval.galleries if not task.valid_gallery(g)]
-    if unknown or not requested.eval.galleries:
-        raise RunError(f"eval.galleries: unknown or empty {unknown or []}; choose from {', '.join(task.galleries)}, inbatch:N")
+    parse_galleries(task, requested.eval.galleries, "eval.galleries")
     cpu_bf16, line = describe_precision(cfg.cpu_bf16, device)
     log(line)
     seed_everything(cfg.seed)
@@ -174,7 +172,7 @@ def _pretrain_molecule_encoder(model, prepared, device: torch.device, seed: int,
         return None
     data = prepared.data
     excluded = {p.cid for p in [*data.select, *data.test]}
-    cids = [cid for cid in dict.fromkeys([*(m.cid for m in data.unlabeled), *(p.cid for p in data.train)])
+    cids = [cid for cid in dict.fromkeys([*(m.cid for m in getattr(data, "unlabeled", ())), *(p.cid for p in data.train)])
             if cid not in excluded]
     positions = [prepared.mol_index[cid] for cid in cids]
     try:
@@ -189,21 +187,17 @@ def _write_results(results_path: Path, spec: CompositionSpec, report, requested_
                    log: Callable[[str], None], extra: dict[str, Any] | None = None) -> None:
     """Write ``results.json`` (:mod:`zoo.evals.results`): the spec that ran, the task and its data, the
     scores per gallery, timings, notes (protocol, substitutions, fitting) and the ``training`` record."""
-    from zoo.evals.ranking import TIE_POLICY
     from zoo.evals.results import build_results, write_results
 
     cfg, spec_hash = spec.train, spec.hash()
-    notes = [task.protocol_note(data.protocol)]
+    notes = [protocol_note(task, data.protocol)]
     notes += [f"substituted {s['used']!r} for {s['requested']!r}: {s['reason']}" for s in report.substitutions]
     notes += fit_notes
     results = build_results(
         spec=spec.to_dict(), spec_hash=spec_hash,
         components=report.components,
-        task={"name": spec.eval.task, "protocol": data.protocol, "split": "test", "galleries": galleries,
-              "data_dir": str(data.data_dir), "data_checksums": data.checksums, "counts": data.summary(),
-              "skipped_rows": data.skipped,
-              "tie_policy": TIE_POLICY},
-        scores=scores, timings=timings, seeds={"seed": cfg.seed, "holdout_seed": 0},
+        task=task_block(spec.eval.task, data, "test", galleries, spec.task),
+        scores=scores, timings=timings, seeds={"seed": cfg.seed, "holdout_seed": holdout_seed(spec.eval.task, spec.task)},
         notes=notes,
         extra={"requested_spec_hash": requested_hash, "substitutions": report.substitutions,
                "training": training, "checkpoint": str(checkpoint), **(extra or {})},
@@ -342,7 +336,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
 
     # 1. data (bad input fails here, before anything slow)
     t0 = time.time()
-    data = task.load(opts.data_dir, holdout_fraction=cfg.holdout_fraction, holdout_seed=0, download=opts.download)
+    data = load_spec_data(requested, opts.data_dir, download=opts.download)
     log(f"data: {data.data_dir} protocol={data.protocol} train={len(data.train)} select={len(data.select)} "
         f"test={len(data.test)} gallery(all)={len(data.gallery)}")
     timings["load_data_s"] = time.time() - t0

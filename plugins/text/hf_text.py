@@ -100,24 +100,14 @@ def model_revision(source: str | Path) -> str:
 
 
 def _folder_hash(folder: Path) -> str:
-    from zoo.api import content_hash
+    from zoo.api import content_hash, sha256_file
 
     files = sorted({p for pattern in REVISION_FILES for p in folder.glob(pattern) if p.is_file()})
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     key = (str(folder.resolve()), stamp)
     if key not in _FOLDER_HASHES:
-        _FOLDER_HASHES[key] = content_hash(*(part for p in files for part in (p.name, _file_sha256(p))))
+        _FOLDER_HASHES[key] = content_hash(*(part for p in files for part in (p.name, sha256_file(p))))
     return _FOLDER_HASHES[key]
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -30,7 +30,7 @@ def _data_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def data():
-    from zoo.data import load_chebi20
+    from zoo.plugins.tasks.chebi20 import load_chebi20
 
     return load_chebi20(_data_dir(), holdout_fraction=0.1, holdout_seed=0)
 

@@ -42,7 +42,7 @@ def _data_dir() -> Path:
 def setup():
     """The aman model (MiniLM substituted for SciBERT offline), the cached gallery graphs and test texts."""
     from zoo.cache import featurize_molecules
-    from zoo.data import load_chebi20
+    from zoo.plugins.tasks.chebi20 import load_chebi20
     from zoo.fitting import is_fittable
     from zoo.model import build_model
     from zoo.spec import load_spec

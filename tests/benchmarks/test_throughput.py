@@ -319,3 +319,15 @@ def test_aman_training_step_precision(benchmark, pairs, private_cache, precision
                                  "cpu_capability": torch.backends.cpu.get_cpu_capability()})
     print(f"\naman training step, {precision}: {1e3 * benchmark.stats['mean'] / steps:.1f} ms; "
           f"train.cpu_bf16=auto picks {'bf16' if support.native else 'fp32'} here ({support.why})")
+
+
+def test_load_chebi20(benchmark):
+    """Loading and checking the shared ChEBI-20 files (33,008 gallery molecules, 3,300 test pairs): seconds
+    per load (was a 30 s limit in tests/test_data.py; a time belongs in a benchmark)."""
+    from zoo.plugins.tasks.chebi20 import load_chebi20
+
+    folder = _data_dir()
+    if folder is None or not (folder / "train_molecules.tsv").is_file():
+        pytest.skip("shared ChEBI-20 files not present")
+    data = benchmark.pedantic(load_chebi20, args=(folder,), rounds=2, iterations=1)
+    assert len(data.gallery) == 33008

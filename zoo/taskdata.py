@@ -1,0 +1,156 @@
+"""What a task returns and is scored on: pairs, molecules, the loaded dataset and its galleries.
+
+These types are public (re-exported by :mod:`zoo.api`): a task plugin builds its data from them, or
+from its own classes with the same attributes; the harness never tests for a concrete type, it reads
+the attributes :class:`Dataset` names.
+
+A **gallery** is a candidate pool a task is scored on: ``all`` (every molecule of the task's gallery
+against every description), ``test`` (the scored pairs themselves) or ``inbatch:N`` (blocks of N
+scored pairs). :meth:`Gallery.parse` is the one place a gallery's name is read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+from zoo.errors import GalleryError
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One text-molecule pair: an id (ChEBI-20: the PubChem CID), a SMILES and its description."""
+
+    cid: str
+    smiles: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Molecule:
+    """One gallery molecule without a description."""
+
+    cid: str
+    smiles: str
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A loaded task, as the harness reads it (any object with these attributes will do).
+
+    ``train`` pairs fit the model, ``select`` (held-out) pairs pick its best epoch and fit fusion
+    weights, ``test`` pairs are scored; ``gallery`` holds every candidate molecule (at least every pair's
+    molecule, ids unique, no description needed) and ``descriptions`` every pair's description (ids
+    unique). ``checksums`` (file name -> sha256) are the data's identity: runs record them and refuse
+    other data. Optional: ``skipped`` (rows left out, one dict each, reported), ``unlabeled`` (training
+    molecules without a description) and ``summary()`` (else :func:`zoo.tasks.data_summary`).
+    """
+
+    data_dir: Path
+    protocol: str
+    train: Sequence[Pair]
+    select: Sequence[Pair]
+    test: Sequence[Pair]
+    gallery: Sequence[Molecule]
+    descriptions: Sequence[Pair]
+    checksums: Mapping[str, str]
+
+
+@dataclass
+class TaskData:
+    """The loaded dataset of a task (see :class:`Dataset`): a ready-made class for task plugins."""
+
+    data_dir: Path
+    protocol: str
+    train: list[Pair]
+    select: list[Pair]
+    test: list[Pair]
+    gallery: list[Molecule]
+    descriptions: list[Pair]
+    checksums: dict[str, str] = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+    #: training-side molecules without descriptions (never a select or test id)
+    unlabeled: list[Molecule] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """Counts per part, protocol and checksums."""
+        return {
+            "data_dir": str(self.data_dir),
+            "protocol": self.protocol,
+            "counts": {k: len(getattr(self, k)) for k in ("train", "select", "test", "gallery", "descriptions", "skipped")},
+            "checksums": dict(self.checksums),
+        }
+
+
+_INBATCH = re.compile(r"inbatch:(\d+)")
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """A candidate pool: ``all``, ``test`` or ``inbatch:N`` (``block`` = N >= 2) — a task may name more."""
+
+    name: str
+    block: int | None = None
+
+    ALL = "all"
+    TEST = "test"
+
+    @classmethod
+    def parse(cls, text: "str | Gallery", named: Sequence[str] = ("all", "test"), where: str = "gallery") -> "Gallery":
+        """``text`` as a gallery: one of ``named`` or ``inbatch:N`` (N >= 2); else a :class:`GalleryError`
+        naming ``where`` and the choices."""
+        if isinstance(text, Gallery):
+            return text
+        if isinstance(text, str):
+            if text in named:
+                return cls(text)
+            match = _INBATCH.fullmatch(text)
+            if match and int(match.group(1)) >= 2:
+                return cls("inbatch", int(match.group(1)))
+        raise GalleryError(f"{where}: unknown gallery {text!r}; choose from {', '.join(named)}, inbatch:N (N >= 2)")
+
+    @property
+    def is_inbatch(self) -> bool:
+        return self.block is not None
+
+    def __str__(self) -> str:
+        return f"inbatch:{self.block}" if self.block is not None else self.name
+
+
+class TaskBase:
+    """Defaults for a task plugin (subclass it, or write the same attributes yourself).
+
+    Set ``name``, ``galleries`` (the named ones; ``inbatch:N`` always exists) and ``protocols``, and
+    write ``load(self, data_dir=None, *, download=False, **options) -> Dataset``: its keyword
+    parameters with defaults are the task's options (``[task]`` in a spec, ``--set task.KEY=VALUE``),
+    validated like a component's before any work. A loader that takes ``holdout_fraction`` gets the
+    spec's ``train.holdout_fraction``.
+    """
+
+    name: str = "task"
+    #: how messages name the task's data (e.g. "ChEBI-20"; default: the task's name)
+    title: str = ""
+    galleries: tuple[str, ...] = ("all", "test")
+    protocols: tuple[str, ...] = ("default",)
+
+    def load(self, data_dir: str | Path | None = None, *, download: bool = False, **options: Any) -> Dataset:
+        raise NotImplementedError
+
+    def data_checksums(self, data_dir: str | Path | None = None, **options: Any) -> dict[str, str]:
+        """The checksums :meth:`load` records (this default loads the data)."""
+        return dict(self.load(data_dir, **options).checksums)
+
+    def parse_gallery(self, text: "str | Gallery", where: str = "gallery") -> Gallery:
+        return Gallery.parse(text, self.galleries, where)
+
+    def valid_gallery(self, name: str) -> bool:
+        try:
+            self.parse_gallery(name)
+        except GalleryError:
+            return False
+        return True
+
+    def protocol_note(self, protocol: str) -> str:
+        return f"protocol: {protocol}"
