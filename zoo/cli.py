@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo import DEBUG_ENV, __version__, debug_enabled
-from zoo.errors import LeaderboardError, OutputPathError, PluginLoadWarning, RunError, SpecError, ZooError
+from zoo.errors import ComponentError, LeaderboardError, OutputPathError, PluginLoadWarning, RunError, SpecError, ZooError
 from zoo.runs import CHECKPOINT_DIR, RESULTS_FILE, eval_path
 
 RUN_HELP = f"run folder (holds {RESULTS_FILE} and {CHECKPOINT_DIR}/)"
@@ -343,6 +343,28 @@ def _shipped_runs(runs: list) -> list:
     return kept
 
 
+def _shipped_specs(name: str) -> list[dict]:
+    """The specs composition ``name`` is shipped as (its resolved spec, and the bf16 spelling that
+    ``--shipped`` accepts), as results files store them, ``cpu_bf16 = "auto"`` written ``false`` as its
+    hash reads it; empty for an ensemble or a name that is not installed (the leaderboard's Markdown
+    ``varies`` cell then lists what differs between rows)."""
+    from zoo.spec import EnsembleSpec, load_composition
+
+    try:
+        spec = load_composition(name).resolve()
+    except (SpecError, ComponentError):
+        return []
+    if isinstance(spec, EnsembleSpec):
+        return []
+    out = []
+    for spelling in spec.precision_spellings():
+        stored = spelling.to_dict()
+        if stored["train"].get("cpu_bf16") == "auto":  # hashes as false (CompositionSpec.hash)
+            stored["train"]["cpu_bf16"] = False
+        out.append(stored)
+    return out
+
+
 def cmd_leaderboard(args) -> int:
     from zoo.evals.leaderboard import build_leaderboard, load_runs
 
@@ -351,7 +373,8 @@ def cmd_leaderboard(args) -> int:
     if args.shipped:
         runs = _shipped_runs(runs)
     board = build_leaderboard(runs, gallery=args.gallery, direction=args.direction, metrics=args.metrics,
-                              filters=args.filters, composition=args.composition, sort=args.sort, warnings=notes)
+                              filters=args.filters, composition=args.composition, sort=args.sort, warnings=notes,
+                              shipped=_shipped_specs)
     _emit_board(board, args, metric=args.sort)
     return 0
 
