@@ -84,7 +84,9 @@ _DIRECTION_ALIASES = {
 _DIRECTION_SHORT = {"text_to_molecule": "t→m", "molecule_to_text": "m→t"}
 FORMATS = ("markdown", "csv", "json")
 _SEEDLESS_DROP = {"name", "description"}
-#: ``task.tie_policy`` of results written before ties were an expectation (or without one)
+#: ``task.tie_policy`` of results written before ties were an expectation (or without one). Compatibility
+#: shim: molzoo 0.1 counted ties optimistically and wrote no tie policy; 0.2 ranks by expected rank and
+#: shows 0.1 results in their own table, never ranked with 0.2 ones (CHANGELOG.md).
 OLD_TIE_RULE = "optimistic (old rule)"
 #: The specs a composition is shipped as, by name, as stored in results files (``spec``): one per spelling
 #: that counts as shipped; an empty list or ``None`` where the composition is not installed or is an ensemble.

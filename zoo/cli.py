@@ -320,7 +320,9 @@ def _emit_board(board, args, metric: str = "mrr") -> None:
 
 def _shipped_runs(runs: list) -> list:
     """The runs whose requested spec is their composition's as installed, at the run's seed (results files
-    that predate ``requested_spec_hash`` are matched by their run folder's name, ``NAME-HASH-sSEED``)."""
+    that predate ``requested_spec_hash`` are matched by their run folder's name, ``NAME-HASH-sSEED``).
+    Compatibility shims (CHANGELOG.md): that folder-name match, and ``shipped_spec_hashes`` accepting a run
+    spelled as before 0.2 with ``cpu_bf16 = true`` where the composition now asks for ``"auto"``."""
     from zoo.runs import run_folder_name
     from zoo.spec import shipped_spec_hashes
 
