@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo import DEBUG_ENV, __version__, debug_enabled
-from zoo.errors import ComponentError, LeaderboardError, OutputPathError, PluginLoadWarning, RunError, SpecError, ZooError
+from zoo.errors import LeaderboardError, OutputPathError, PluginLoadWarning, RunError, SpecError, ZooError
 from zoo.runs import CHECKPOINT_DIR, RESULTS_FILE, eval_path
 
 RUN_HELP = f"run folder (holds {RESULTS_FILE} and {CHECKPOINT_DIR}/)"
@@ -354,7 +354,7 @@ def _shipped_specs(name: str) -> list[dict]:
 
     try:
         spec = load_composition(name).resolve()
-    except (SpecError, ComponentError):
+    except ZooError:  # not installed, or no longer resolves: the cell falls back to what varies between rows
         return []
     if isinstance(spec, EnsembleSpec):
         return []
