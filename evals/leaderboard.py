@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import functools
 import hashlib
 import io
 import json
@@ -28,7 +29,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from zoo.errors import LeaderboardError
 from zoo.evals.ranking import TIE_POLICY
@@ -46,6 +47,7 @@ __all__ = [
     "LeaderboardRow",
     "LeaderboardTable",
     "Leaderboard",
+    "ShippedSpecs",
     "seedless_spec_hash",
     "flatten_spec",
     "normalize_metric",
@@ -82,8 +84,14 @@ _DIRECTION_ALIASES = {
 _DIRECTION_SHORT = {"text_to_molecule": "t→m", "molecule_to_text": "m→t"}
 FORMATS = ("markdown", "csv", "json")
 _SEEDLESS_DROP = {"name", "description"}
-#: ``task.tie_policy`` of results written before ties were an expectation (or without one)
+#: ``task.tie_policy`` of results written before ties were an expectation (or without one). Compatibility
+#: shim: molzoo 0.1 counted ties optimistically and wrote no tie policy; 0.2 ranks by expected rank and
+#: shows 0.1 results in their own table, never ranked with 0.2 ones (CHANGELOG.md).
 OLD_TIE_RULE = "optimistic (old rule)"
+#: The specs a composition is shipped as, by name, as stored in results files (``spec``): one per spelling
+#: that counts as shipped; an empty list or ``None`` where the composition is not installed or is an ensemble.
+#: Supplied by the caller (zoo.cli), since this layer may not import zoo.spec.
+ShippedSpecs = Callable[[str], Sequence[Mapping[str, Any]] | None]
 #: how ``training.stop_reason`` starts when the time budget (``train.max_minutes``) cut a run
 CAPPED_STOP = "time budget"
 
@@ -173,6 +181,47 @@ def run_behaviour(results: Mapping[str, Any]) -> dict[str, str]:
     if isinstance(subs, list) and subs:
         out["substituted"] = ", ".join(f"{s.get('used')} for {s.get('requested')}" for s in subs if isinstance(s, Mapping))
     return out
+
+
+def shipped_difference(flat: Mapping[str, Any], shipped: Sequence[Mapping[str, Any]], shown: Sequence[str],
+                       substituted: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What a run's flattened spec ``flat`` changes from its composition as shipped (the closest of the
+    ``shipped`` spellings, full specs): a swapped component (``loss=infonce``), an option whose value
+    differs or that the shipped spec lacks, and the ``ran.*`` behaviour keys among ``shown`` (those that
+    tell this table's rows apart). Left out: a swapped component's options, options the run's file
+    predates, and a component the run substituted (``substituted``: used -> requested name, e.g. MiniLM
+    for SciBERT offline; ``ran.substituted`` says so) with its options. JSON and CSV keep the full spec."""
+    substituted = substituted or {}
+    run = dict(flat)
+    skipped: set[str] = set()  # prefixes of options not compared: a swapped or substituted component's
+    for slot in SLOTS:
+        if run.get(slot) in substituted:
+            skipped.add(f"{slot}.")
+            run[slot] = substituted[run[slot]]
+        parts = run.get(f"{slot}.parts")
+        if isinstance(parts, list) and any(p in substituted for p in parts):
+            skipped.update(f"{slot}.{p}." for p in parts if p in substituted)
+            run[f"{slot}.parts"] = [substituted.get(p, p) for p in parts]
+    best: dict[str, Any] | None = None
+    for spec in shipped:
+        ref = flatten_spec(_seedless(spec))
+        swapped = {f"{slot}." for slot in SLOTS if slot in run and run[slot] != ref.get(slot)}
+        diff = {}
+        for key, value in run.items():
+            if key.startswith("ran."):
+                if key in shown:
+                    diff[key] = flat[key]
+            elif key.startswith(tuple(skipped | swapped)):
+                continue
+            elif key not in ref or _canonical(ref[key]) != _canonical(value):
+                diff[key] = value  # a substituted component by its requested name
+        if best is None or len(diff) < len(best):
+            best = diff
+    return best or {}
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 # -- records -------------------------------------------------------------------------------------
@@ -367,6 +416,9 @@ class LeaderboardRow:
     sources: tuple[str, ...]
     spec: Mapping[str, Any] = field(repr=False)
     capped: bool = False  # a member run was cut by its time budget: not a converged score
+    #: what differs from the composition as shipped (the Markdown ``varies`` cell); ``None``: not known,
+    #: the Markdown shows ``varies``. Not part of JSON/CSV, which keep the full ``varies`` and ``spec``.
+    shipped_diff: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -494,7 +546,7 @@ def _group(selected: Sequence[RunRecord], gallery: str | None,
 
 
 def _row(key: ProtocolKey, config_hash: str, by_seed: dict[Any, RunRecord], varying: Sequence[str],
-         directions: Sequence[str]) -> LeaderboardRow | None:
+         directions: Sequence[str], shipped: ShippedSpecs | None = None) -> LeaderboardRow | None:
     """One configuration's row (unranked): each metric summarized over its seeds; ``None`` without scores."""
     members = sorted(by_seed.values(), key=lambda r: (r.seed is None, r.seed or 0))
     first = members[0]
@@ -508,13 +560,22 @@ def _row(key: ProtocolKey, config_hash: str, by_seed: dict[Any, RunRecord], vary
     if not summaries:
         return None
     names = sorted({r.composition for r in members})
+    specs = shipped(first.composition) if shipped is not None and not first.ensemble else None
     return LeaderboardRow(
         rank=0, composition=" / ".join(names), components=dict(first.components),
         varies={k: first.flat_spec[k] for k in varying if k in first.flat_spec}, config_hash=config_hash,
         seeds=tuple(r.seed for r in members if r.seed is not None), n_seeds=len(members),
         metrics=summaries, sources=tuple(r.source for r in members),
         spec=_seedless(first.results["spec"]), capped=any(r.capped for r in members),
+        shipped_diff=shipped_difference(first.flat_spec, specs, varying, _substitutions(first.results)) if specs else None,
     )
+
+
+def _substitutions(results: Mapping[str, Any]) -> dict[str, str]:
+    """The components a run substituted, used name -> requested name (``results["substitutions"]``)."""
+    subs = results.get("substitutions")
+    return {str(s["used"]): str(s["requested"]) for s in subs if isinstance(s, Mapping) and s.get("used") and s.get("requested")} \
+        if isinstance(subs, list) else {}
 
 
 def _ranked(rows: list[LeaderboardRow], sort_key: str, sort_dir: str) -> list[LeaderboardRow]:
@@ -540,12 +601,16 @@ def build_leaderboard(
     composition: str | None = None,
     sort: str = "mrr",
     warnings: Sequence[str] = (),
+    shipped: ShippedSpecs | None = None,
 ) -> Leaderboard:
     """Aggregate ``runs`` into one table per protocol, one row per seedless configuration.
 
     Rows are sorted best first by ``sort`` (text->molecule when ``direction="both"``); ``gallery``,
     ``filters`` (``KEY=VALUE`` / ``KEY!=VALUE`` on slots or flattened spec keys; string values are
     wildcard patterns) and ``composition`` (wildcard on the composition name) select runs.
+    ``shipped`` (see :data:`ShippedSpecs`) makes the Markdown ``varies`` cell show only what a row
+    changes from its composition as shipped (:func:`shipped_difference`); without it, or for a
+    composition it does not know, the cell lists every option that differs between the table's rows.
     """
     sort_key = normalize_metric(sort)
     shown = tuple(normalize_metric(m) for m in metrics) if metrics else tuple(METRICS)
@@ -554,6 +619,8 @@ def build_leaderboard(
     notes = list(warnings)
     groups = _group(_select(runs, gallery, filters, composition), gallery, notes)
     tables = []
+    if shipped is not None:
+        shipped = functools.lru_cache(maxsize=None)(shipped)
     for key in sorted(groups, key=lambda k: (k.ties != TIE_POLICY, k.task, k.protocol, k.split, k.gallery != "all",
                                              k.gallery, k.data)):
         configs = groups[key]
@@ -561,7 +628,7 @@ def build_leaderboard(
         # runs and ensembles have different keys: what varies is compared within each kind
         varying = [*_varying_keys([r for r in firsts if not r.ensemble]), *_varying_keys([r for r in firsts if r.ensemble])]
         rows = [row for config_hash, by_seed in configs.items()
-                if (row := _row(key, config_hash, by_seed, varying, directions)) is not None]
+                if (row := _row(key, config_hash, by_seed, varying, directions, shipped)) is not None]
         if rows:
             tables.append(LeaderboardTable(key=key, rows=_ranked(rows, sort_key, directions[0]), metrics=shown,
                                            directions=directions))
@@ -655,7 +722,8 @@ def render_markdown(board: Leaderboard) -> str:
             name = f"{row.composition} (capped)" if row.capped else row.composition
             cells = [str(row.rank), name, *(row.components.get(s, "–") for s in SLOTS)]
             if show_varies:
-                cells.append(", ".join(f"{k}={_fmt_value(v)}" for k, v in row.varies.items()) or "–")
+                varies = row.varies if row.shipped_diff is None else row.shipped_diff
+                cells.append(", ".join(f"{k}={_fmt_value(v)}" for k, v in varies.items()) or "–")
             cells.append(str(row.n_seeds))
             cells += [_cell(row.metrics.get(d, {}).get(m), METRICS[m][2]) for d in table.directions for m in table.metrics]
             lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")

@@ -32,7 +32,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 )
 
 #: Names the built-in plugins had before ``plugins/`` was grouped by kind; still accepted in
-#: ``ZOO_DISABLE_PLUGINS`` (short or as ``zoo.plugins.<old name>``).
+#: ``ZOO_DISABLE_PLUGINS`` (short or as ``zoo.plugins.<old name>``). Compatibility shim: molzoo 0.1 named
+#: them so; 0.2 renamed them (CHANGELOG.md) and keeps accepting the 0.1 names.
 FORMER_BUILTIN_NAMES: dict[str, str] = {
     "text_encoders": "text", "molecule_encoders": "molecule", "aligners": "align", "losses": "loss",
 }

@@ -1,4 +1,5 @@
-"""The `best` and ablation tables of docs/results.md, from the committed results files.
+"""The `best` and ablation tables of docs/results.md and the screen tables of results/README.md (the lab
+notebook), from the committed results files.
 
     python results/tables.py results
 """
@@ -14,7 +15,7 @@ from zoo.evals.leaderboard import summarize
 from zoo.evals.results import read_results
 
 BEST = "chem_ensemble"
-#: the runs of a composition's previous spec (before this stop's changes to it), spec hash by seed
+#: the runs of the spec a composition had before its latest change (results/README.md, "Previous specs"), spec hash by seed
 PREVIOUS = {
     "aman": ("ad2414de1ad9", "12567097d8b3", "052f609cb6ab"),  # SciBERT alone in the text slot
     "tfidf_fp": ("3761d7b7863a", "4f19c894ebdd", "745e93867d0d"),  # Morgan counts only
@@ -97,7 +98,7 @@ def ablation_table(name: str, best: dict[int, dict], root: Path) -> list[str]:
     return rows
 
 
-#: screens of `aman` tuned within its slots (docs/results.md): label and per-seed folder pattern under ROOT
+#: screens of `aman` tuned within its slots (results/README.md): label and per-seed folder pattern under ROOT
 AMAN_SCREENS = (
     ("the previous `aman`: SciBERT alone in the text slot", "board/{previous}"),
     ("text slot + a char 3–5-gram TF-IDF part", "aman-screens/aman_tfidf-s{s}"),
@@ -121,7 +122,7 @@ def screens_table(screens: tuple[tuple[str, str], ...], name: str, root: Path) -
     return rows
 
 
-#: screens of fingerprint_mlp's extra fingerprints in tfidf_fp and tfidf_chem (docs/results.md)
+#: screens of fingerprint_mlp's extra fingerprints in tfidf_fp and tfidf_chem (results/README.md)
 FP_SCREENS = (
     ("`tfidf_fp` before: Morgan counts only", "board/{previous:tfidf_fp}"),
     ("+ MACCS keys", "fp-screens/maccs-s{s}"),

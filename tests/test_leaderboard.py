@@ -325,3 +325,72 @@ def test_combined_slot_parts_flatten_to_set_keys_and_empty_lists_show():
     assert flat == {"text_encoder": "combined", "text_encoder.mode": "auto", "text_encoder.parts": ["minilm", "tfidf", "tfidf"],
                     "text_encoder.minilm.pooling": "attention", "text_encoder.1.svd_dim": 512, "text_encoder.2.svd_dim": 64}
     assert _fmt_value(flat["text_encoder.parts"]) == "minilm,tfidf,tfidf" and _fmt_value([]) == "[]"
+
+
+def test_markdown_varies_shows_only_what_differs_from_the_shipped_spec():
+    """With the shipped specs supplied, a row's Markdown ``varies`` cell names only its changes from its
+    composition as shipped (the closest spelling; a swapped component, not its options); JSON and CSV keep
+    the full ``varies`` and spec; a composition the caller does not know keeps the between-rows cell."""
+    wide = copy.deepcopy(SPEC)
+    wide["molecule_encoder"].update({f"opt{i}": i for i in range(30)})  # options every row shares
+    shipped_spec = {**copy.deepcopy(wide), "name": "aman"}
+    spelling = copy.deepcopy(shipped_spec)
+    spelling["train"]["cpu_bf16"] = True  # another spelling that counts as shipped
+    shipped = {"aman": [shipped_spec, spelling]}
+    runs = [make_results(mrr=0.30), make_results(mrr=0.20, margin=0.5), make_results(mrr=0.25, loss="infonce"),
+            make_results(mrr=0.10, name="my_screen", margin=0.4)]
+    for r in runs:
+        r["spec"]["molecule_encoder"].update(wide["molecule_encoder"])
+    runs[0]["spec"]["train"]["cpu_bf16"] = True
+    board = build_leaderboard(records(*runs), gallery="all", shipped=lambda name: shipped.get(name))
+    (table,) = board.tables
+    cells = {(r.composition, r.components["loss"], r.varies.get("loss.margin")): r for r in table.rows}
+    md = render(board, "markdown")
+    lines = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| #")}
+    assert cells[("aman", "triplet", 0.2)].shipped_diff == {}  # as shipped, in its bf16 spelling
+    assert cells[("aman", "triplet", 0.5)].shipped_diff == {"loss.margin": 0.5}
+    assert cells[("aman", "infonce", None)].shipped_diff == {"loss": "infonce"}  # not the new loss's options
+    assert cells[("my_screen", "triplet", 0.4)].shipped_diff is None  # not installed: today's cell
+    varying_cell = ", ".join(f"{k}={v}" for k, v in cells[("my_screen", "triplet", 0.4)].varies.items())
+    assert "molecule_encoder.opt" not in md and "| loss.margin=0.5 |" in md and "| loss=infonce |" in md
+    assert f"| {varying_cell} |" in lines["my_screen"] and "| – |" in md
+    assert max(len(line.split(" | ")[6]) for line in lines.values()) < 60
+    full = json.loads(render(board, "json"))["tables"][0]["rows"]
+    assert [r["varies"] for r in full] == [r.varies for r in table.rows] and "shipped_diff" not in full[0]
+    assert render(board, "csv") == render(build_leaderboard(records(*runs), gallery="all"), "csv")
+
+
+def test_cli_leaderboard_varies_is_relative_to_the_installed_composition(tmp_path, capsys):
+    from zoo.spec import load_spec
+
+    stored = load_spec("tfidf_fp").with_overrides(["train.seed=0"]).resolve().to_dict()
+    assert stored["train"]["cpu_bf16"] == "auto"
+    for i, (lr, bf16) in enumerate(((0.001, False), (0.005, False))):
+        results = make_results(seed=0, mrr=0.2 + i / 10, name="tfidf_fp")
+        results["spec"] = {**copy.deepcopy(stored), "train": {**stored["train"], "lr": lr, "cpu_bf16": bf16}}
+        results["spec"]["text_encoder"]["svd_dim"] = 64 if i else stored["text_encoder"]["svd_dim"]
+        write(tmp_path, f"runs/r{i}", results)
+    assert main(["leaderboard", str(tmp_path / "runs"), "--gallery", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "| text_encoder.svd_dim=64, train.lr=0.005 |" in out  # not cpu_bf16: false is how "auto" hashes
+    assert "| – |" in out  # the run as shipped
+    assert main(["leaderboard", str(tmp_path / "runs"), "--gallery", "all", "--format", "csv"]) == 0
+    assert "text_encoder.svd_dim=64; train.lr=0.005" in capsys.readouterr().out
+
+
+def test_shipped_difference_names_a_substituted_component_by_its_request_only_in_ran_substituted():
+    from zoo.evals.leaderboard import flatten_spec, shipped_difference
+
+    shipped = {**copy.deepcopy(SPEC), "text_encoder": {"name": "combined", "parts": [{"name": "scibert", "pooling": "cls"},
+                                                                                     {"name": "tfidf", "svd_dim": 512}]}}
+    ran = copy.deepcopy(shipped)
+    ran["text_encoder"]["parts"][0] = {"name": "minilm", "pooling": "attention"}  # MiniLM offline for SciBERT
+    def seedless(spec: dict) -> dict:  # as RunRecord.flat_spec holds it
+        return flatten_spec({k: v for k, v in spec.items() if k not in ("name", "description", "train")})
+
+    flat = {**seedless(ran), "ran.substituted": "minilm for scibert"}
+    assert shipped_difference(flat, [shipped], ["ran.substituted"], {"minilm": "scibert"}) == {"ran.substituted": "minilm for scibert"}
+    assert shipped_difference(flat, [shipped], [], {}) == {  # not substituted: a part swapped, with its options
+        "text_encoder.parts": ["minilm", "tfidf"], "text_encoder.minilm.pooling": "attention"}
+    ran["text_encoder"]["parts"][1]["svd_dim"] = 64
+    assert shipped_difference(seedless(ran), [shipped], [], {"minilm": "scibert"}) == {"text_encoder.tfidf.svd_dim": 64}

@@ -2,7 +2,7 @@
 
 import os
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: Set to 1 to see tracebacks: of errors the CLI reports in one line, and of plugins that fail to load.
 DEBUG_ENV = "ZOO_DEBUG"

@@ -368,7 +368,9 @@ def _emit_board(board, args, metric: str = "mrr") -> None:
 
 def _shipped_runs(runs: list) -> list:
     """The runs whose requested spec is their composition's as installed, at the run's seed (results files
-    that predate ``requested_spec_hash`` are matched by their run folder's name, ``NAME-HASH-sSEED``)."""
+    that predate ``requested_spec_hash`` are matched by their run folder's name, ``NAME-HASH-sSEED``).
+    Compatibility shims (CHANGELOG.md): that folder-name match, and ``shipped_spec_hashes`` accepting a run
+    spelled as before 0.2 with ``cpu_bf16 = true`` where the composition now asks for ``"auto"``."""
     from zoo.runs import run_folder_name
     from zoo.spec import shipped_spec_hashes
 
@@ -391,6 +393,28 @@ def _shipped_runs(runs: list) -> list:
     return kept
 
 
+def _shipped_specs(name: str) -> list[dict]:
+    """The specs composition ``name`` is shipped as (its resolved spec, and the bf16 spelling that
+    ``--shipped`` accepts), as results files store them, ``cpu_bf16 = "auto"`` written ``false`` as its
+    hash reads it; empty for an ensemble or a name that is not installed (the leaderboard's Markdown
+    ``varies`` cell then lists what differs between rows)."""
+    from zoo.spec import EnsembleSpec, load_composition
+
+    try:
+        spec = load_composition(name).resolve()
+    except ZooError:  # not installed, or no longer resolves: the cell falls back to what varies between rows
+        return []
+    if isinstance(spec, EnsembleSpec):
+        return []
+    out = []
+    for spelling in spec.precision_spellings():
+        stored = spelling.to_dict()
+        if stored["train"].get("cpu_bf16") == "auto":  # hashes as false (CompositionSpec.hash)
+            stored["train"]["cpu_bf16"] = False
+        out.append(stored)
+    return out
+
+
 def cmd_leaderboard(args) -> int:
     from zoo.evals.leaderboard import build_leaderboard, load_runs
 
@@ -399,7 +423,8 @@ def cmd_leaderboard(args) -> int:
     if args.shipped:
         runs = _shipped_runs(runs)
     board = build_leaderboard(runs, gallery=args.gallery, direction=args.direction, metrics=args.metrics,
-                              filters=args.filters, composition=args.composition, sort=args.sort, warnings=notes)
+                              filters=args.filters, composition=args.composition, sort=args.sort, warnings=notes,
+                              shipped=_shipped_specs)
     _emit_board(board, args, metric=args.sort)
     return 0
 

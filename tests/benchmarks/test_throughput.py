@@ -266,7 +266,7 @@ def test_training(benchmark, pairs, private_cache, name, device):
 
 #: A regression floor, below the measured ~2.1x: the reference emulates ea00f38's optimizer, dropout and
 #: precision but runs today's lexical pooling (one bmm), so it is faster than ea00f38 itself; the epoch
-#: times of the two commits, back to back, are in docs/benchmarks.md.
+#: times of the two commits, back to back, are in results/README.md.
 AMAN_SPEEDUP_FLOOR = 1.8
 
 
