@@ -46,14 +46,23 @@ raised there becomes a one-line error naming the slot and component: check optio
 
 from __future__ import annotations
 
+from typing import Any, Callable, Mapping, Protocol
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("molzoo")
 hookimpl = pluggy.HookimplMarker("molzoo")
 
 
+class Register(Protocol):
+    """The ``register`` callback every hook receives (see the module docstring for its arguments)."""
+
+    def __call__(self, name: str, factory: Callable[..., Any] | str, description: str = "",
+                 config: Mapping[str, Any] | None = None) -> None: ...
+
+
 @hookspec
-def register_text_encoders(register):
+def register_text_encoders(register: Register) -> None:
     """Register text encoders (the ``text_encoder`` slot).
 
     The factory returns a module implementing :class:`zoo.api.TextEncoder`:
@@ -89,7 +98,7 @@ def register_text_encoders(register):
 
 
 @hookspec
-def register_molecule_encoders(register):
+def register_molecule_encoders(register: Register) -> None:
     """Register molecule encoders (the ``molecule_encoder`` slot).
 
     The factory returns a module implementing :class:`zoo.api.MoleculeEncoder`:
@@ -125,7 +134,7 @@ def register_molecule_encoders(register):
 
 
 @hookspec
-def register_aligners(register):
+def register_aligners(register: Register) -> None:
     """Register alignment modules (the ``aligner`` slot).
 
     The factory returns a module implementing :class:`zoo.api.Aligner`:
@@ -148,7 +157,7 @@ def register_aligners(register):
 
 
 @hookspec
-def register_losses(register):
+def register_losses(register: Register) -> None:
     """Register retrieval losses (the ``loss`` slot).
 
     The factory returns a module implementing :class:`zoo.api.RetrievalLoss`:
@@ -170,7 +179,7 @@ def register_losses(register):
 
 
 @hookspec
-def register_compositions(register):
+def register_compositions(register: Register) -> None:
     """Register compositions (named specs for ``zoo run NAME``).
 
     The factory takes no arguments and returns a mapping (the spec as read from TOML) or the path
@@ -187,7 +196,7 @@ def register_compositions(register):
 
 
 @hookspec
-def register_tasks(register):
+def register_tasks(register: Register) -> None:
     """Register evaluation tasks (datasets with a split and gallery protocol), e.g. ``chebi20``, ``pairs``.
 
     The factory, called without arguments, returns a task object (:class:`zoo.api.TaskBase` gives the
@@ -219,7 +228,7 @@ def register_tasks(register):
 
 
 @hookspec
-def register_scorers(register):
+def register_scorers(register: Register) -> None:
     """Register scorers (``[[scorers]]`` of a composition; ``zoo ensemble --scorer NAME``).
 
     A scorer scores descriptions against molecules beside a model's learned cosine similarity

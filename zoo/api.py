@@ -78,7 +78,7 @@ from zoo.errors import (
 )
 from zoo.protocols import Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, RetrievalLoss, Scorer, TextEncoder
 from zoo.registry.catalog import options_of, passes_options_to
-from zoo.registry.hookspecs import hookimpl
+from zoo.registry.hookspecs import Register, hookimpl
 from zoo.taskdata import Dataset, Gallery, Molecule, Pair, TaskBase, TaskData
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ _CHEMRELATIONS = ("description_relations", "molecule_keys", "relation_match_scor
 
 __all__ = [
     # registration (options stated once, in the factory's signature)
-    "hookimpl", "options_of", "passes_options_to",
+    "hookimpl", "Register", "options_of", "passes_options_to",
     # component contracts
     "Encoded", "Aligned", "TextEncoder", "MoleculeEncoder", "Aligner", "RetrievalLoss", "Fittable", "Scorer",
     # tasks: the data a task returns and its galleries (see zoo.taskdata)

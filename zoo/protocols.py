@@ -37,15 +37,18 @@ class Aligned:
 class TextEncoder(Protocol):
     """Texts to ``[B, d]``.
 
-    ``prepare(texts)`` turns raw strings into the model input (token ids, or cached frozen
-    backbone features); ``forward(batch)`` returns :class:`Encoded`. ``cache_key`` identifies
+    ``prepare(texts, progress, device)`` turns raw strings into one model input per text (token ids, or
+    cached frozen backbone features), ``collate(items)`` batches them, ``forward(batch)`` returns
+    :class:`Encoded`. ``cache_key`` identifies
     the frozen backbone's outputs for the on-disk cache (``None`` when nothing is cached).
     """
 
     dim: int
     frozen: bool
 
-    def prepare(self, texts: Sequence[str]) -> Any: ...
+    def prepare(self, texts: Sequence[str], progress: bool = True, device: "torch.device | str" = "cpu") -> list[Any]: ...
+
+    def collate(self, items: Sequence[Any]) -> Any: ...  # a batch object with ``.to(device)``
 
     def forward(self, batch: Any) -> Encoded: ...
 
