@@ -151,7 +151,11 @@ def description_relations(texts: Sequence[str], cache=None) -> list[tuple[Target
 
 def molecule_keys(smiles: Sequence[str], root: Path | None = None) -> np.ndarray:
     """``[N, 4]`` int64: the :class:`Keys` of each molecule (a row of zeros where RDKit cannot parse
-    it), cached on disk by the SMILES list."""
+    it), cached on disk by the SMILES list (a single molecule, a search query, is not)."""
+    from zoo.chemnames import MIN_CACHED_MOLECULES
+
+    if len(smiles) < MIN_CACHED_MOLECULES:
+        return _keys_of(smiles)
     key = content_hash("relation-keys", list(smiles), KEYS_VERSION)
     path = Path(root or cache_root()) / "chem_names" / "relation_keys" / f"{key}.npz"
     if path.exists():
@@ -161,12 +165,17 @@ def molecule_keys(smiles: Sequence[str], root: Path | None = None) -> np.ndarray
                 return keys
         except (IntegrityError, KeyError) as exc:  # damaged: recompute and rewrite
             warnings.warn(f"relation-key cache {path} is unreadable ({exc}); recomputing")
+    keys = _keys_of(smiles)
+    save_sealed_npz(path, {"keys": keys})
+    return keys
+
+
+def _keys_of(smiles: Sequence[str]) -> np.ndarray:
     keys = np.zeros((len(smiles), len(Keys._fields)), dtype=np.int64)
     for i, s in enumerate(smiles):
         found = structure_keys(s)
         if found is not None:
             keys[i] = found
-    save_sealed_npz(path, {"keys": keys})
     return keys
 
 
