@@ -266,6 +266,41 @@ def test_serve_refuses_a_damaged_run_before_binding(runs, tmp_path, capsys):
     assert main(["serve", str(tmp_path / "missing")]) == 2 and "run folder not found" in capsys.readouterr().err
 
 
+def test_long_lived_opsin_parses_like_a_jvm_per_batch_and_writes_nothing(tmp_path):
+    from zoo.opsin import LongLivedOpsin, ParseCache, canonical_smiles, long_lived_opsin, parse_names, run_opsin
+
+    names = ["ethanol", "4-hydroxybenzoic acid", "not a chemical", "pyridine", "(2S)-2-aminopropanoic acid"]
+    expected = {n: canonical_smiles(s) for n, s in zip(names, run_opsin(names))}  # one JVM for the batch
+    cache = ParseCache(tmp_path / "opsin")
+    cache.put({"unused": "C"})
+    before = sorted(p.stat().st_mtime_ns for p in tmp_path.rglob("*"))
+    with long_lived_opsin(LongLivedOpsin(timeout=10, cache=cache)) as opsin:
+        process = opsin._process
+        assert parse_names(names) == expected
+        assert parse_names(["pyridine", "benzene"]) == {"pyridine": expected["pyridine"], "benzene": "c1ccccc1"}
+        assert opsin._process is process and process.poll() is None  # one JVM for every query
+    assert process.poll() is not None  # stopped with the block
+    assert sorted(p.stat().st_mtime_ns for p in tmp_path.rglob("*")) == before  # new parses stay in memory
+
+
+def test_a_library_index_is_served(runs, tmp_path):
+    from zoo.serve import ServeError, Service
+
+    root, data = runs
+    run = tmp_path / "fp"
+    shutil.copytree(root / "fp", run)
+    (tmp_path / "lib.smi").write_text("CCO ethanol\nc1ccncc1 pyridine\nc1ccccc1O phenol\nCC(=O)O acetic\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZOO_CACHE_DIR", str(root / "cache"))
+        assert main(["index", str(run), "--molecules", str(tmp_path / "lib.smi"), "--no-progress", "--device", "cpu"]) == 0
+        service = Service.load([run], index="lib", data_dir=str(data), log=lambda _m: None)
+    result = service.search(query="The molecule is a pyridine derivative.", k=3)
+    assert result["target"] == "molecules" and "library index" in result["searched"] and len(result["results"]) == 3
+    assert {h["cid"] for h in service.search(smiles="CCO", k=4)["results"]} == {"ethanol", "pyridine", "phenol", "acetic"}
+    with pytest.raises(ServeError, match="library index"):
+        service.molecule("ethanol")
+
+
 # -- a real uvicorn process --------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
@@ -283,16 +318,15 @@ def http(base: str, path: str, body: dict | None = None, timeout: float = 60) ->
         return exc.code, json.loads(exc.read())
 
 
-@pytest.fixture(scope="module")
-def server(runs):
-    """``zoo serve fp ens`` as a process on a free 127.0.0.1 port: ``(base_url, process, log_path)``."""
+def start_server(runs, *names: str, log_name: str = "server.log") -> tuple[str, subprocess.Popen, Path]:
+    """``zoo serve`` of ``root/NAME`` folders as a process on a free 127.0.0.1 port, once it answers."""
     root, data = runs
     port = free_port()
     env = {**os.environ, "ZOO_CACHE_DIR": str(root / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    log_path = root / "server.log"
-    log = log_path.open("w")
-    process = subprocess.Popen([sys.executable, "-m", "zoo.cli", "serve", str(root / "fp"), str(root / "ens"),
-                                "--port", str(port), "--data-dir", str(data)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    log_path = root / log_name
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "zoo.cli", "serve", *(str(root / n) for n in names),
+                                    "--port", str(port), "--data-dir", str(data)], stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -305,11 +339,17 @@ def server(runs):
             process.kill()
             pytest.fail(f"zoo serve did not start: {log_path.read_text()[-2000:]}")
         time.sleep(0.5)
+    return base, process, log_path
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    """``zoo serve fp ens``: ``(base_url, process, log_path)``."""
+    base, process, log_path = start_server(runs, "fp", "ens")
     yield base, process, log_path
     if process.poll() is None:
         process.kill()
         process.wait()
-    log.close()
 
 
 def test_real_server_answers_like_the_test_client(server, client):
@@ -478,3 +518,15 @@ def test_sigterm_stops_the_server_cleanly(server):
     assert "Traceback" not in log and "The server stopped" in log
     with pytest.raises(OSError):
         urllib.request.urlopen(base + "/api/v1/health", timeout=2)
+
+
+def test_ctrl_c_stops_the_server_cleanly(runs):
+    base, process, log_path = start_server(runs, "fp", log_name="server-int.log")
+    try:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = log_path.read_text()
+    assert "Traceback" not in log and "interrupted. The server stopped" in log

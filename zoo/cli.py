@@ -193,7 +193,8 @@ def _add_serve_command(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--data-dir", help="ChEBI-20 folder when a gallery is not cached yet (else $ZOO_DATA_DIR, else the user cache)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
-    p.add_argument("--name-timeout", type=float, default=2.0, help="seconds a query's chemical names may take to parse (default 2)")
+    p.add_argument("--name-timeout", type=float, default=5.0,
+                   help="seconds a query's chemical names may take to parse; then it is answered without them (default 5)")
 
 
 def cmd_list(args) -> int:
@@ -445,7 +446,7 @@ def cmd_search(args) -> int:
 
 def cmd_serve(args) -> int:
     """Load and check every run before the port is bound; serve until Ctrl-C or SIGTERM."""
-    from zoo.serve import serve_runs
+    from zoo.webapp import serve_runs
 
     if not 0 <= args.port <= 65535:
         raise RunError(f"--port must be between 0 and 65535 (got {args.port})")

@@ -215,7 +215,7 @@ class LongLivedOpsin:
     :func:`take_timed_out` says so to that query's thread.
     """
 
-    def __init__(self, timeout: float = 2.0, *, command: Sequence[str] | None = None, memo_size: int = 200_000,
+    def __init__(self, timeout: float = 5.0, *, command: Sequence[str] | None = None, memo_size: int = 200_000,
                  cache: ParseCache | None = None) -> None:
         self.timeout, self.memo_size = timeout, memo_size
         self.command = list(command) if command is not None else [java_executable(), *JVM_OPTIONS[:3], "-XX:+UseSerialGC",
@@ -227,6 +227,7 @@ class LongLivedOpsin:
         self._memo: "OrderedDict[str, str | None]" = OrderedDict()
         self._shards: set[str] = set()
         self._process: subprocess.Popen | None = None
+        self._closed = False
         self._lines: "queue.Queue[str | None]" = queue.Queue()
 
     # the process
@@ -252,8 +253,12 @@ class LongLivedOpsin:
             self._process = None
 
     def close(self) -> None:
-        with self._lock:
-            self._kill()
+        """Stop the process (without waiting for a parse in flight: its reader sees the end)."""
+        self._closed = True
+        process = self._process
+        if process is not None:
+            process.kill()
+            process.wait()
 
     def warm_up(self, timeout: float = 120.0) -> None:
         """Start the JVM and parse a few names (JIT warm-up) with a generous ``timeout``: a query never waits for it."""
@@ -274,6 +279,8 @@ class LongLivedOpsin:
     def _restart_later(self) -> None:
         """After a timeout: a fresh JVM warmed up in the background, so the next query does not pay its start."""
         def restart() -> None:
+            if self._closed:
+                return
             try:
                 self.warm_up()
             except OpsinError:

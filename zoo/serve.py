@@ -13,6 +13,7 @@ new parses in memory). Input is bounded (:data:`MAX_QUERY_CHARS`, :data:`MAX_K`)
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,7 +27,7 @@ MAX_QUERY_CHARS = 4000
 #: most results a query may ask for
 MAX_K = 100
 #: seconds a query's chemical names may take to parse before it is answered without them
-NAME_TIMEOUT_S = 2.0
+NAME_TIMEOUT_S = 5.0
 NAME_TIMEOUT_NOTE = "chemical-name parsing timed out after {timeout:g} s: answered without name evidence"
 #: the words a query is looked at to tell a SMILES from a description
 _SMILES_CHARS = re.compile(r"^[A-Za-z0-9@+\-\[\]\(\)=#$%/\\.:*~]+$")
@@ -148,6 +149,9 @@ class ServedModel:
     index: str | None = None
     uses_names: bool = False
     _descriptions: dict[str, str] = field(default_factory=dict, repr=False)
+    #: one query computes at a time per model, on all the cores torch is given: concurrent queries would only
+    #: oversubscribe the cores (16 clients on 2 cores: a fifth of the throughput); the model is never written
+    compute: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def fused(self) -> bool:
@@ -191,6 +195,7 @@ def load_model(run_dir: str | Path, name: str, *, index: str | None = None, data
         model._descriptions = {p.cid: p.description for p in data.descriptions}
     elif searcher.gallery is not None:
         g = searcher.gallery
+        g.molecule_smiles = g.molecule_smiles.astype(object)  # fixed-width text held 200 MiB for ChEBI-20's SMILES
         model._descriptions = dict(zip(map(str, g.text_cids), map(str, g.descriptions)))
     return model
 
@@ -258,7 +263,7 @@ class Service:
         evidence, note = ([], None)
         if smiles is None and names:
             evidence, note = query_names(text) if self.names_available else ([], "chemical names not parsed: OPSIN (Java) is not available")
-        with torch.inference_mode():
+        with served.compute, torch.inference_mode():
             try:
                 result = self._text(served, text, k) if smiles is None else self._smiles(served, text, k)
             except (RunError, SmilesError) as exc:
@@ -366,24 +371,3 @@ class Service:
                 "names_available": self.names_available, "uptime_s": round(time.time() - self.started, 1),
                 "limits": {"max_query_chars": MAX_QUERY_CHARS, "max_k": MAX_K, "name_timeout_s": names_timeout()}}
 
-
-def serve_runs(run_dirs: Sequence[str | Path], *, index: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-               data_dir: str | None = None, device: str = "cpu", name_timeout: float = NAME_TIMEOUT_S,
-               log: Callable[[str], None] = print) -> None:
-    """``zoo serve``: start one long-lived OPSIN (when Java is there), load and check every run, then serve."""
-    from contextlib import ExitStack
-
-    from zoo.opsin import LongLivedOpsin, long_lived_opsin
-    from zoo.webapp import serve
-
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(long_lived_opsin(LongLivedOpsin(name_timeout)))
-            names_available = True
-        except OpsinError as exc:
-            log(f"zoo: warning: {one_line(exc)}; queries are answered without chemical-name evidence")
-            names_available = False
-        service = Service.load(run_dirs, index=index, data_dir=data_dir, device=device, names_available=names_available, log=log)
-        where = f"[{host}]" if ":" in host else host
-        log(f"serve: http://{where}:{port}/ (the page; API under /api/v1, its docs at /docs); Ctrl-C stops it")
-        serve(service, host, port)

@@ -2,6 +2,7 @@
 
 * ``POST /api/v1/search``, ``GET /api/v1/models``, ``GET /api/v1/health``, ``GET /api/v1/molecules/{cid}``,
   ``GET /api/v1/depict?smiles=`` (an RDKit SVG); OpenAPI docs at ``/docs`` (schema ``/openapi.json``).
+* :func:`serve_runs` is ``zoo serve``: one long-lived OPSIN, the runs loaded and checked, then uvicorn.
 * Every error is JSON ``{"error": "one line", "status": N}`` with its status (422 bad input, 413 too long,
   404 unknown model, molecule or path, 500 a bug: logged on the server, never a traceback in the answer).
 * The web page (``/`` and ``/static/{app.js,style.css}``) is read from the package once, at start, into
@@ -13,7 +14,8 @@ from __future__ import annotations
 import logging
 import sys
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zoo import __version__
-from zoo.errors import ZooError
-from zoo.serve import MAX_K, MAX_QUERY_CHARS, ServeError, Service, depict, one_line
+from zoo.errors import OpsinError, ZooError
+from zoo.serve import MAX_K, MAX_QUERY_CHARS, NAME_TIMEOUT_S, ServeError, Service, depict, one_line
 
 API = "/api/v1"
 #: the largest request body accepted (bytes); a longer one is refused with 413 before it is parsed
@@ -159,3 +161,24 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8000, log_level
 
         raise RunError(f"could not listen on {host}:{port} (in use, or not an address of this machine); "
                        "choose another with --host/--port")
+
+
+def serve_runs(run_dirs: Sequence[str | Path], *, index: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+               data_dir: str | None = None, device: str = "cpu", name_timeout: float = NAME_TIMEOUT_S,
+               log: Callable[[str], None] = print) -> None:
+    """``zoo serve``: start one long-lived OPSIN (when Java is there), load and check every run, then serve."""
+    from contextlib import ExitStack
+
+    from zoo.opsin import LongLivedOpsin, long_lived_opsin
+
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(long_lived_opsin(LongLivedOpsin(name_timeout)))
+            names_available = True
+        except OpsinError as exc:
+            log(f"zoo: warning: {one_line(exc)}; queries are answered without chemical-name evidence")
+            names_available = False
+        service = Service.load(run_dirs, index=index, data_dir=data_dir, device=device, names_available=names_available, log=log)
+        where = f"[{host}]" if ":" in host else host
+        log(f"serve: http://{where}:{port}/ (the page; API under /api/v1, its docs at /docs); Ctrl-C stops it")
+        serve(service, host, port)
