@@ -33,7 +33,7 @@ from typing import Iterable, Iterator, Sequence
 
 from zoo.cache import (CACHE_UNVERIFIED_HINT, atomic_write_text, cache_root, check_sealed_bytes, content_hash, sealed_json,
                        unseal, warn_unverified)
-from zoo.errors import IntegrityError, OpsinError
+from zoo.errors import IntegrityError, OpsinError, OpsinTimeout
 
 #: bump when the meaning of a cached parse changes (OPSIN flags, RDKit canonicalization)
 PARSE_VERSION = "1"
@@ -196,10 +196,6 @@ def parse_names(names: Iterable[str], *, cache: ParseCache | None = None) -> dic
 
 
 # -- a long-lived OPSIN process for a server ------------------------------------------------------------
-class OpsinTimeout(OpsinError):
-    """The long-lived OPSIN process did not answer in time (it is restarted for the next parse)."""
-
-
 _LONG_LIVED: "LongLivedOpsin | None" = None
 _THREAD = threading.local()
 
@@ -347,6 +343,11 @@ class LongLivedOpsin:
             self._remember(parsed)
             found.update(parsed)
         return {name: found.get(keys[name]) for name in unique}
+
+
+def long_lived() -> "LongLivedOpsin | None":
+    """The OPSIN process :func:`long_lived_opsin` installed, if any."""
+    return _LONG_LIVED
 
 
 def take_timed_out() -> bool:

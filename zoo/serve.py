@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from zoo.errors import OpsinError, RunError, SmilesError, ZooError
+from zoo.errors import OpsinError, RunError, ServeError, SmilesError
 
 #: longest description or SMILES a query may hold (characters); longer ones are refused with 413
 MAX_QUERY_CHARS = 4000
@@ -29,30 +29,6 @@ MAX_K = 100
 #: seconds a query's chemical names may take to parse before it is answered without them
 NAME_TIMEOUT_S = 5.0
 NAME_TIMEOUT_NOTE = "chemical-name parsing timed out after {timeout:g} s: answered without name evidence"
-#: the words a query is looked at to tell a SMILES from a description
-_SMILES_CHARS = re.compile(r"^[A-Za-z0-9@+\-\[\]\(\)=#$%/\\.:*~]+$")
-
-
-class ServeError(ZooError):
-    """A request the service refuses: ``status`` is its HTTP status, the message one line."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def looks_like_smiles(text: str) -> bool:
-    """Whether a query reads as one SMILES (no spaces, SMILES characters only, parsed by RDKit), not a description."""
-    from zoo.featurize import parse_smiles
-
-    text = text.strip()
-    if not text or " " in text or not _SMILES_CHARS.match(text):
-        return False
-    try:
-        parse_smiles(text)
-    except (SmilesError, ValueError):
-        return False
-    return True
 
 
 @lru_cache(maxsize=4096)
@@ -126,13 +102,15 @@ def query_names(query: str) -> tuple[list[dict[str, Any]], str | None]:
 
 def names_timeout() -> float:
     """The long-lived OPSIN's timeout (s), :data:`NAME_TIMEOUT_S` when none is running."""
-    from zoo import opsin
+    from zoo.opsin import long_lived
 
-    return opsin._LONG_LIVED.timeout if opsin._LONG_LIVED is not None else NAME_TIMEOUT_S
+    opsin = long_lived()
+    return opsin.timeout if opsin is not None else NAME_TIMEOUT_S
 
 
 def _uses_names(spec: dict) -> bool:
-    """Whether a spec (a run's or an ensemble's) parses chemical names: chem_names parts or name scorers."""
+    """Whether a spec (a run's or an ensemble's) parses chemical names: a chem_names text encoder (alone or
+    as a part) or a name scorer, named anywhere in its (nested) slots and scorers."""
     text = repr(spec)
     return any(name in text for name in ("chem_names", "structure_match", "relation_match"))
 
@@ -337,7 +315,8 @@ class Service:
             cids = [m.cid for m in data.gallery]
             smiles_of = [m.smiles for m in data.gallery]
             g = served.searcher.fused.gallery
-            learned = next((i for i, m in enumerate(g.members) if hasattr(m.scorer, "prepare_gallery")), None)
+            weights = served.searcher.fused.weights  # a weighted learned member: its gallery was prepared at start
+            learned = next((i for i, (m, w) in enumerate(zip(g.members, weights)) if w and hasattr(m.scorer, "prepare_gallery")), None)
             if learned is not None:
                 embeddings = np.asarray(g.molecules(learned))
         elif served.searcher.gallery is not None:

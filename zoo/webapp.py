@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zoo import __version__
-from zoo.errors import OpsinError, ZooError
-from zoo.serve import MAX_K, MAX_QUERY_CHARS, NAME_TIMEOUT_S, ServeError, Service, depict, one_line
+from zoo.errors import OpsinError, ServeError, ZooError
+from zoo.serve import MAX_K, MAX_QUERY_CHARS, NAME_TIMEOUT_S, Service, depict, one_line
 
 API = "/api/v1"
 #: the largest request body accepted (bytes); a longer one is refused with 413 before it is parsed

@@ -16,7 +16,7 @@ Run folders are given by environment variables; each benchmark is skipped withou
 * ``ZOO_BENCH_SERVE_BEST``: a finished ``best`` ensemble run (``zoo run best``).
 
 ``ZOO_DATA_DIR=/path/to/chebi20 ZOO_BENCH_SERVE_RUN=runs/tfidf_fp-… python -m pytest
-tests/benchmarks/test_serve.py --benchmark-only -s``
+tests/benchmarks/test_serve_latency.py --benchmark-only -s``
 """
 
 from __future__ import annotations
