@@ -41,7 +41,17 @@ def test_structure_keys_relate_conjugates_enantiomers_and_tautomers():
     assert enol.iso != ketone.iso and structure_keys("not a smiles") is None
 
 
-def test_relation_match_scores_hand_case():
+@pytest.fixture(params=["scan", "index"])
+def candidate_lookup(request, monkeypatch):
+    """Both ways candidates are found: scanning the key columns (a few relations) and indexing them (many)."""
+    import zoo.chemrelations
+
+    if request.param == "index":
+        monkeypatch.setattr(zoo.chemrelations, "SCAN_TARGETS", 0)
+    return request.param
+
+
+def test_relation_match_scores_hand_case(candidate_lookup):
     gallery = ["CC(=O)[O-]", "CC(=O)O", "C[C@@H](N)C(=O)O", "C[C@H](N)C(=O)O", "CC(=O)C", "CCC=O", "CC(=O)[O-].[Na+]"]
     keys = np.array([structure_keys(s) for s in gallery])
     queries = [

@@ -32,7 +32,7 @@ ALLOWED = {
 #: Modules that use finished runs (evaluate, search, index, report) and the run-folder, checkpoint and
 #: device modules they rely on: none of them may import the training loop (pyproject's contract (e)).
 NEVER_TRAIN = {"zoo.eval_run", "zoo.evaluate", "zoo.search", "zoo.library", "zoo.report", "zoo.report_figures",
-               "zoo.runs", "zoo.checkpoints", "zoo.devices", "zoo.fitting", "zoo.tasks", "zoo.gallery", "zoo.fusion",
+               "zoo.runs", "zoo.checkpoints", "zoo.devices", "zoo.fitting", "zoo.tasks", "zoo.gallery", "zoo.fusion", "zoo.serve", "zoo.webapp",
                "zoo.external"}
 
 #: What contract (e) forbids them: the run assembly (zoo.train) and its epoch loop (zoo.loop).

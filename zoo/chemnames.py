@@ -176,8 +176,16 @@ def morgan_bit_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048
     return out
 
 
+#: fewer molecules than this (one: a search query) are fingerprinted without the disk cache: cheaper than a file
+#: per query, and a server's queries write no file
+MIN_CACHED_MOLECULES = 2
+
+
 def candidate_bits(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048, root: Path | None = None) -> np.ndarray:
-    """:func:`morgan_bit_matrix` of a candidate gallery, cached on disk (packed) by the SMILES list."""
+    """:func:`morgan_bit_matrix` of a candidate gallery, cached on disk (packed) by the SMILES list
+    (a single molecule, :data:`MIN_CACHED_MOLECULES`, is not cached)."""
+    if len(smiles) < MIN_CACHED_MOLECULES:
+        return morgan_bit_matrix(smiles, radius, n_bits)
     key = content_hash("candidate-morgan-bits", list(smiles), radius, n_bits, FINGERPRINT_VERSION)
     path = Path(root or cache_root()) / "chem_names" / "fingerprints" / f"{key}.npz"
     if path.exists():

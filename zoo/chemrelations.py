@@ -151,7 +151,11 @@ def description_relations(texts: Sequence[str], cache=None) -> list[tuple[Target
 
 def molecule_keys(smiles: Sequence[str], root: Path | None = None) -> np.ndarray:
     """``[N, 4]`` int64: the :class:`Keys` of each molecule (a row of zeros where RDKit cannot parse
-    it), cached on disk by the SMILES list."""
+    it), cached on disk by the SMILES list (a single molecule, a search query, is not)."""
+    from zoo.chemnames import MIN_CACHED_MOLECULES
+
+    if len(smiles) < MIN_CACHED_MOLECULES:
+        return _keys_of(smiles)
     key = content_hash("relation-keys", list(smiles), KEYS_VERSION)
     path = Path(root or cache_root()) / "chem_names" / "relation_keys" / f"{key}.npz"
     if path.exists():
@@ -161,13 +165,22 @@ def molecule_keys(smiles: Sequence[str], root: Path | None = None) -> np.ndarray
                 return keys
         except (IntegrityError, KeyError) as exc:  # damaged: recompute and rewrite
             warnings.warn(f"relation-key cache {path} is unreadable ({exc}); recomputing")
+    keys = _keys_of(smiles)
+    save_sealed_npz(path, {"keys": keys})
+    return keys
+
+
+def _keys_of(smiles: Sequence[str]) -> np.ndarray:
     keys = np.zeros((len(smiles), len(Keys._fields)), dtype=np.int64)
     for i, s in enumerate(smiles):
         found = structure_keys(s)
         if found is not None:
             keys[i] = found
-    save_sealed_npz(path, {"keys": keys})
     return keys
+
+
+#: up to this many relations, candidates are found by scanning their key columns instead of indexing them
+SCAN_TARGETS = 64
 
 
 def _index(column: np.ndarray) -> dict[int, np.ndarray]:
@@ -185,15 +198,24 @@ def relation_match_scores(targets: Sequence[Sequence[Target]], candidates: np.nd
     if not any(targets) or not len(candidates):
         return scores
     iso, flat, shape, charge = candidates.T  # an unparsable candidate's keys are 0, which no hash of a target is
-    by_iso, by_key = _index(iso), {ENANTIOMER: _index(flat), TAUTOMER: _index(shape)}
+    columns = {"iso": iso, ENANTIOMER: flat, TAUTOMER: shape}
     none = np.zeros(0, dtype=np.int64)
+    if sum(len(t) for t in targets) > SCAN_TARGETS:  # many relations (an evaluation): index each key column once
+        indexes = {name: _index(column) for name, column in columns.items()}
+
+        def rows(name: str, value: int) -> np.ndarray:
+            return indexes[name].get(value, none)
+    else:  # a few (a search query): scanning a column is cheaper than indexing it
+
+        def rows(name: str, value: int) -> np.ndarray:
+            return np.flatnonzero(columns[name] == value)
     for q, per_query in enumerate(targets):
         for kind, keys in per_query:
             if kind in CHARGE_STEP:
-                cols = by_iso.get(keys.iso, none)
+                cols = rows("iso", keys.iso)
                 value = np.where(charge[cols] == keys.charge + CHARGE_STEP[kind], 1.0, SAME_PARENT)
             else:
-                cols = by_key[kind].get(keys.flat if kind == ENANTIOMER else keys.shape, none)
+                cols = rows(kind, keys.flat if kind == ENANTIOMER else keys.shape)
                 cols = cols[iso[cols] != keys.iso]
                 value = np.ones(len(cols))
             scores[q, cols] = np.maximum(scores[q, cols], value)

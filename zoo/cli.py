@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_results_commands(sub)
     _add_grid_commands(sub)
     _add_library_commands(sub)
+    _add_serve_command(sub)
     return parser
 
 
@@ -197,6 +198,19 @@ def _add_library_commands(sub) -> None:
     p.add_argument("--fresh", action="store_true", help="discard an unfinished or finished build in the output folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (auto: worker i uses cuda:i when GPUs are present)")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _add_serve_command(sub) -> None:
+    """serve: a search service and web page over finished runs."""
+    p = sub.add_parser("serve", help="serve finished runs over HTTP: a JSON search API and a web page")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="finished run, ensemble or fused run folders (the first is the default model)")
+    p.add_argument("--index", help="search this library index of each run (a folder, or its name under RUN/indexes) instead of its gallery")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--data-dir", help="ChEBI-20 folder when a gallery is not cached yet (else $ZOO_DATA_DIR, else the user cache)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
+    p.add_argument("--name-timeout", type=float, default=5.0,
+                   help="seconds a query's chemical names may take to parse; then it is answered without them (default 5)")
 
 
 def cmd_list(args) -> int:
@@ -504,6 +518,19 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """Load and check every run before the port is bound; serve until Ctrl-C or SIGTERM."""
+    from zoo.webapp import serve_runs
+
+    if not 0 <= args.port <= 65535:
+        raise RunError(f"--port must be between 0 and 65535 (got {args.port})")
+    if args.name_timeout <= 0:
+        raise RunError(f"--name-timeout must be positive (got {args.name_timeout})")
+    serve_runs(args.runs, index=args.index, host=args.host, port=args.port, data_dir=args.data_dir, device=args.device,
+               name_timeout=args.name_timeout, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
 def cmd_ensemble(args) -> int:
     from zoo.fusion import build_ensemble
 
@@ -524,7 +551,7 @@ def cmd_index(args) -> int:
 
 COMMANDS = {"list": cmd_list, "plugins": cmd_plugins, "show": cmd_show, "run": cmd_run, "eval": cmd_eval,
             "report": cmd_report, "leaderboard": cmd_leaderboard, "ablate": cmd_ablate, "sweep": cmd_sweep, "search": cmd_search,
-            "index": cmd_index, "ensemble": cmd_ensemble}
+            "index": cmd_index, "ensemble": cmd_ensemble, "serve": cmd_serve}
 
 
 class Terminated(KeyboardInterrupt):
@@ -541,6 +568,7 @@ RESUME_HINTS = {
     "sweep": " Finished runs are kept and checkpoints are written after each epoch: rerun the same command to resume.",
     "ablate": " Finished runs are kept and checkpoints are written after each epoch: rerun the same command to resume.",
     "index": " Finished chunks are kept: rerun the same command to resume the build.",
+    "serve": " The server stopped after finishing the requests in flight.",
 }
 
 

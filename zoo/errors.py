@@ -82,6 +82,18 @@ class OpsinError(ZooError, RuntimeError):
     """OPSIN cannot run (no Java, no jar) or its output cannot be used; the message says what to do."""
 
 
+class OpsinTimeout(OpsinError):
+    """A long-lived OPSIN process did not answer in time (``zoo serve``: the query goes on without its names)."""
+
+
+class ServeError(ZooError):
+    """A request ``zoo serve`` refuses: ``status`` is its HTTP status (422, 413, 404), the message one line."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class IntegrityError(ZooError, ValueError):
     """A file whose bytes do not match its recorded content hash, or that cannot be parsed at all.
     The message starts with the path; callers add the fix (``--fresh``, a rebuild command)."""

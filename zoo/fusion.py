@@ -428,19 +428,24 @@ def load_fused(run_dir: str | Path, data_dir: str | None = None, device: str = "
     return FusedRun(run_dir, results, GalleryScores(members, data, log), weights, [m.label for m in members])
 
 
-def fused_query(fused: FusedRun, direction: str, prepare: Callable[[Any], Any]) -> np.ndarray:
-    """One free query's fused scores over the whole gallery: ``prepare(scorer)`` gives the query's row."""
+def fused_query_parts(fused: FusedRun, direction: str, prepare: Callable[[Any], Any]) -> dict[str, np.ndarray]:
+    """One free query's weighted, z-scored score row over the whole gallery per member with a weight (by
+    label): ``prepare(scorer)`` gives the query's row. Their sum is the fused score (:func:`fused_query`)."""
     g = fused.gallery
-    out = None
+    parts = {}
     for i, (member, weight) in enumerate(zip(g.members, fused.weights)):
         if not weight:
             continue
         row = prepare(member.scorer)
         raw = member.scorer.score(row, g.molecules(i)) if direction == "text_to_molecule" else \
             np.asarray(member.scorer.score(g.texts(i), row)).T
-        z = np.float32(weight) * zscore_rows(np.asarray(raw))[0]
-        out = z if out is None else out + z
-    return out
+        parts[fused.labels[i]] = np.float32(weight) * zscore_rows(np.asarray(raw))[0]
+    return parts
+
+
+def fused_query(fused: FusedRun, direction: str, prepare: Callable[[Any], Any]) -> np.ndarray:
+    """One free query's fused scores over the whole gallery: ``prepare(scorer)`` gives the query's row."""
+    return sum(fused_query_parts(fused, direction, prepare).values())
 
 
 class FusedSearcher:

@@ -11,21 +11,29 @@ Every parse is checked and canonicalized by RDKit; a name OPSIN cannot parse, or
 RDKit refuses, maps to ``None``. Results are cached under ``cache_root()/chem_names/opsin/`` in
 16 JSON shards keyed by :func:`span_key` (a content hash of the name, the jar and
 :data:`PARSE_VERSION`), written atomically: names seen before never start Java again.
+
+A server (``zoo serve``) keeps one OPSIN JVM alive instead (:class:`LongLivedOpsin`,
+:func:`long_lived_opsin`): OPSIN's command line answers each stdin line as it reads it.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import queue
 import shutil
 import subprocess
+import threading
+import time
 import warnings
+from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from zoo.cache import (CACHE_UNVERIFIED_HINT, atomic_write_text, cache_root, check_sealed_bytes, content_hash, sealed_json,
                        unseal, warn_unverified)
-from zoo.errors import IntegrityError, OpsinError
+from zoo.errors import IntegrityError, OpsinError, OpsinTimeout
 
 #: bump when the meaning of a cached parse changes (OPSIN flags, RDKit canonicalization)
 PARSE_VERSION = "1"
@@ -172,6 +180,8 @@ def parse_names(names: Iterable[str], *, cache: ParseCache | None = None) -> dic
     unique = sorted(set(names))
     if not unique:
         return {}
+    if _LONG_LIVED is not None and cache is None:
+        return _LONG_LIVED.parse_names(unique)
     cache = cache or ParseCache()
     parser = parser_id(opsin_jar())
     keys = {name: span_key(name, parser) for name in unique}
@@ -183,3 +193,178 @@ def parse_names(names: Iterable[str], *, cache: ParseCache | None = None) -> dic
         cache.put(new)
         cached.update(new)
     return {name: cached[keys[name]] for name in unique}
+
+
+# -- a long-lived OPSIN process for a server ------------------------------------------------------------
+_LONG_LIVED: "LongLivedOpsin | None" = None
+_THREAD = threading.local()
+
+
+class LongLivedOpsin:
+    """One OPSIN JVM kept running across queries (``zoo serve``): names go in on stdin one per line and
+    OPSIN answers each line as it reads it, so a query's names cost milliseconds instead of a JVM start.
+
+    While :func:`long_lived_opsin` has it installed, :func:`parse_names` answers from memory (the disk
+    cache's shards read once, new parses kept in memory only: a server writes no file) and sends the
+    rest here. One query's names at a time (a lock); a query that waits more than ``timeout`` seconds
+    (lock included) gets ``None`` for its unparsed names, the process is restarted, and
+    :func:`take_timed_out` says so to that query's thread.
+    """
+
+    def __init__(self, timeout: float = 5.0, *, command: Sequence[str] | None = None, memo_size: int = 200_000,
+                 cache: ParseCache | None = None) -> None:
+        self.timeout, self.memo_size = timeout, memo_size
+        self.command = list(command) if command is not None else [java_executable(), *JVM_OPTIONS[:3], "-XX:+UseSerialGC",
+                                                                   "-jar", str(opsin_jar()), *OPSIN_FLAGS]
+        self.parser = parser_id(opsin_jar())
+        self.cache = cache or ParseCache()
+        self._lock = threading.Lock()  # the process's pipes: one batch at a time
+        self._memo_lock = threading.Lock()
+        self._memo: "OrderedDict[str, str | None]" = OrderedDict()
+        self._shards: set[str] = set()
+        self._process: subprocess.Popen | None = None
+        self._closed = False
+        self._lines: "queue.Queue[str | None]" = queue.Queue()
+
+    # the process
+    def _start(self) -> subprocess.Popen:
+        if self._process is None or self._process.poll() is not None:
+            self._lines = queue.Queue()
+            self._process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=subprocess.DEVNULL, encoding="utf-8", errors="replace", bufsize=1)
+            threading.Thread(target=self._read, args=(self._process, self._lines), daemon=True,
+                             name="opsin-reader").start()
+        return self._process
+
+    @staticmethod
+    def _read(process: subprocess.Popen, lines: "queue.Queue[str | None]") -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.put(line.rstrip("\n"))
+        lines.put(None)  # the process ended
+
+    def _kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def close(self) -> None:
+        """Stop the process (without waiting for a parse in flight: its reader sees the end)."""
+        self._closed = True
+        process = self._process
+        if process is not None:
+            process.kill()
+            process.wait()
+
+    def warm_up(self, timeout: float = 120.0) -> None:
+        """Start the JVM and parse a few names (JIT warm-up) with a generous ``timeout``: a query never waits for it."""
+        names = ["ethanol", "methyl 4-hydroxybenzoate", "not a name", "pregnane", "L-alanine"]
+        with self._lock:
+            process = self._start()
+            process.stdin.write("".join(n + "\n" for n in names))  # type: ignore[union-attr]
+            process.stdin.flush()  # type: ignore[union-attr]
+            deadline = time.monotonic() + timeout
+            for _ in names:
+                try:
+                    if self._lines.get(timeout=max(0.0, deadline - time.monotonic())) is None:
+                        raise OpsinError("the OPSIN process ended while starting")
+                except queue.Empty:
+                    self._kill()
+                    raise OpsinTimeout(f"OPSIN did not start in {timeout:g} s") from None
+
+    def _restart_later(self) -> None:
+        """After a timeout: a fresh JVM warmed up in the background, so the next query does not pay its start."""
+        def restart() -> None:
+            if self._closed:
+                return
+            try:
+                self.warm_up()
+            except OpsinError:
+                pass  # the next query starts it again
+        threading.Thread(target=restart, daemon=True, name="opsin-restart").start()
+
+    def run(self, names: Sequence[str]) -> list[str]:
+        """OPSIN's SMILES per name (``""`` where it fails), like :func:`run_opsin`; :class:`OpsinTimeout` past the timeout."""
+        names = list(names)
+        if not names:
+            return []
+        deadline = time.monotonic() + self.timeout
+        if not self._lock.acquire(timeout=self.timeout):
+            raise OpsinTimeout(f"OPSIN was busy for {self.timeout:g} s")
+        try:
+            process = self._start()
+            try:
+                process.stdin.write("".join(n + "\n" for n in names))  # type: ignore[union-attr]
+                process.stdin.flush()  # type: ignore[union-attr]
+            except OSError:
+                self._kill()
+                raise OpsinError("the OPSIN process ended unexpectedly") from None
+            out = []
+            for name in names:
+                try:
+                    line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    self._kill()
+                    self._restart_later()
+                    raise OpsinTimeout(f"OPSIN did not parse {len(names)} names in {self.timeout:g} s") from None
+                if line is None or line.partition("\t")[2] != name:
+                    self._kill()
+                    raise OpsinError("the OPSIN process ended or its output does not line up with its input")
+                out.append(line.partition("\t")[0])
+            return out
+        finally:
+            self._lock.release()
+
+    # parses, memoized
+    def _remember(self, entries: dict[str, str | None]) -> None:
+        with self._memo_lock:
+            self._memo.update(entries)
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
+
+    def parse_names(self, unique: Sequence[str]) -> dict[str, str | None]:
+        """:func:`parse_names` from memory, the disk cache (read only) and the process."""
+        keys = {name: span_key(name, self.parser) for name in unique}
+        with self._memo_lock:
+            unread = {key[0] for key in keys.values() if key not in self._memo} - self._shards
+        for shard in sorted(unread):  # each disk shard is read once (checked against its content hash)
+            self._remember(self.cache._read(shard))
+            with self._memo_lock:
+                self._shards.add(shard)
+        with self._memo_lock:
+            found = {key: self._memo[key] for key in keys.values() if key in self._memo}
+        missing = [name for name in unique if keys[name] not in found]
+        if missing:
+            try:
+                parsed = {keys[n]: canonical_smiles(s) for n, s in zip(missing, self.run(missing))}
+            except OpsinTimeout:
+                _THREAD.timed_out = True
+                parsed = {}
+            self._remember(parsed)
+            found.update(parsed)
+        return {name: found.get(keys[name]) for name in unique}
+
+
+def long_lived() -> "LongLivedOpsin | None":
+    """The OPSIN process :func:`long_lived_opsin` installed, if any."""
+    return _LONG_LIVED
+
+
+def take_timed_out() -> bool:
+    """Whether a name parse of this thread timed out since the last call (then answered without those names)."""
+    timed_out = getattr(_THREAD, "timed_out", False)
+    _THREAD.timed_out = False
+    return timed_out
+
+
+@contextmanager
+def long_lived_opsin(opsin: LongLivedOpsin) -> Iterator[LongLivedOpsin]:
+    """Route :func:`parse_names` through ``opsin`` (one JVM for all queries) until the block ends; then stop it."""
+    global _LONG_LIVED
+    opsin.warm_up()
+    previous, _LONG_LIVED = _LONG_LIVED, opsin
+    try:
+        yield opsin
+    finally:
+        _LONG_LIVED = previous
+        opsin.close()

@@ -1,0 +1,352 @@
+"""``zoo serve``'s models: finished runs loaded once for many concurrent queries.
+
+A :class:`Service` holds the served models (a run against its ChEBI-20 gallery or a library index
+through :class:`zoo.search.Searcher`; a fused run or ensemble through :class:`zoo.fusion.FusedSearcher`),
+each loaded, integrity-checked and warmed up once at start (its gallery embedded or read from the
+search cache, a fused run's members prepared on the gallery). A query only reads them: no per-request
+state is kept on a shared object, models run under ``torch.inference_mode``, and nothing is written
+to disk (a long-lived OPSIN process parses chemical names, :class:`zoo.opsin.LongLivedOpsin`, keeping
+new parses in memory). Input is bounded (:data:`MAX_QUERY_CHARS`, :data:`MAX_K`); bad input raises
+:class:`ServeError` with an HTTP status and a one-line message. The HTTP layer is :mod:`zoo.webapp`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from zoo.errors import OpsinError, RunError, ServeError, SmilesError
+
+#: longest description or SMILES a query may hold (characters); longer ones are refused with 413
+MAX_QUERY_CHARS = 4000
+#: most results a query may ask for
+MAX_K = 100
+#: seconds a query's chemical names may take to parse before it is answered without them
+NAME_TIMEOUT_S = 5.0
+NAME_TIMEOUT_NOTE = "chemical-name parsing timed out after {timeout:g} s: answered without name evidence"
+
+
+@lru_cache(maxsize=4096)
+def depict(smiles: str) -> str:
+    """An RDKit SVG drawing of ``smiles`` (``<svg class="mol">``); :class:`ServeError` 422 when RDKit cannot read it."""
+    from zoo.featurize import parse_smiles
+    from zoo.report_figures import molecule_svg
+
+    check_text(smiles, "smiles")
+    try:
+        parse_smiles(smiles)
+    except (SmilesError, ValueError) as exc:
+        raise ServeError(422, f"smiles {short(smiles)!r}: cannot read this molecule ({one_line(exc)})") from None
+    return molecule_svg(smiles)
+
+
+def one_line(exc: BaseException | str) -> str:
+    """A message on one line."""
+    return " ".join(str(exc).split())
+
+
+def short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def check_text(text: str | None, what: str) -> str:
+    """``text`` stripped; 422 when empty, 413 when over :data:`MAX_QUERY_CHARS`."""
+    if text is None or not text.strip():
+        raise ServeError(422, f"{what}: empty query; give a description (query) or a molecule (smiles)")
+    if len(text) > MAX_QUERY_CHARS:
+        raise ServeError(413, f"{what}: {len(text):,} characters, over the limit of {MAX_QUERY_CHARS:,}")
+    return text.strip()
+
+
+def check_k(k: int) -> int:
+    if not 1 <= k <= MAX_K:
+        raise ServeError(422, f"k must be between 1 and {MAX_K} (got {k})")
+    return k
+
+
+# -- chemical names in a query ----------------------------------------------------------------------
+def query_names(query: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The spans of ``query`` parsed as chemical names (longest first, none inside another), each with its
+    character offsets and canonical SMILES, and a note when the parse was skipped or timed out."""
+    from zoo.chemnames import candidate_spans
+    from zoo.opsin import parse_names, take_timed_out
+
+    spans = candidate_spans(query)
+    take_timed_out()
+    try:
+        parses = parse_names(s.text for s in spans)
+    except OpsinError as exc:
+        return [], f"chemical names not parsed: {one_line(exc)}"
+    note = NAME_TIMEOUT_NOTE.format(timeout=names_timeout()) if take_timed_out() else None
+    starts = [m.start() for m in re.finditer(r"\S+", query)]
+    ends = [m.end() for m in re.finditer(r"\S+", query)]
+    found: list[dict[str, Any]] = []
+    taken: list[tuple[int, int]] = []
+    for span in sorted((s for s in spans if parses.get(s.text)), key=lambda s: (-len(s.text), s.start)):
+        if any(a <= span.start and span.end <= b for a, b in taken):
+            continue
+        taken.append((span.start, span.end))
+        lo, hi = starts[span.start], ends[span.end - 1]
+        at = query.find(span.text, lo, hi)  # the cleaned text (edge punctuation stripped) inside its tokens
+        start = at if at >= 0 else lo
+        found.append({"text": span.text, "start": start, "end": start + len(span.text) if at >= 0 else hi,
+                      "smiles": parses[span.text]})
+    found.sort(key=lambda n: n["start"])
+    return found, note
+
+
+def names_timeout() -> float:
+    """The long-lived OPSIN's timeout (s), :data:`NAME_TIMEOUT_S` when none is running."""
+    from zoo.opsin import long_lived
+
+    opsin = long_lived()
+    return opsin.timeout if opsin is not None else NAME_TIMEOUT_S
+
+
+def _uses_names(spec: dict) -> bool:
+    """Whether a spec (a run's or an ensemble's) parses chemical names: a chem_names text encoder (alone or
+    as a part) or a name scorer, named anywhere in its (nested) slots and scorers."""
+    text = repr(spec)
+    return any(name in text for name in ("chem_names", "structure_match", "relation_match"))
+
+
+# -- models -----------------------------------------------------------------------------------------
+@dataclass
+class ServedModel:
+    """One served run: its searcher and what ``GET /api/v1/models`` says of it."""
+
+    name: str
+    run_dir: Path
+    searcher: Any
+    results: dict
+    index: str | None = None
+    uses_names: bool = False
+    _descriptions: dict[str, str] = field(default_factory=dict, repr=False)
+    #: one query computes at a time per model, on all the cores torch is given: concurrent queries would only
+    #: oversubscribe the cores (16 clients on 2 cores: a fifth of the throughput); the model is never written
+    compute: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def fused(self) -> bool:
+        return hasattr(self.searcher, "fused")
+
+    def info(self) -> dict[str, Any]:
+        r = self.results
+        spec = r.get("spec", {})
+        scores = r.get("scores", {})
+        metrics = {gallery: {direction: {k: v for k, v in m.items() if isinstance(v, (int, float))}
+                             for direction, m in by_direction.items() if isinstance(m, dict)}
+                   for gallery, by_direction in scores.items() if isinstance(by_direction, dict)}
+        info = {"name": self.name, "run": self.run_dir.name, "composition": spec.get("name"), "spec_hash": r.get("spec_hash"),
+                "kind": "ensemble" if self.fused else "run", "searched": self.searcher.searched,
+                "index": self.index, "uses_names": self.uses_names, "test_metrics": metrics}
+        if self.fused:
+            info["members"] = [{"label": label, "weight": w} for label, w in zip(self.searcher.fused.labels, self.searcher.fused.weights)]
+        return info
+
+    def describe(self, cid: str) -> str | None:
+        return self._descriptions.get(cid)
+
+
+def model_name(run_dir: Path, taken: Sequence[str]) -> str:
+    """A served model's name: its run folder's name, its path where two share a name."""
+    return run_dir.name if run_dir.name not in taken else str(run_dir)
+
+
+def load_model(run_dir: str | Path, name: str, *, index: str | None = None, data_dir: str | None = None,
+               device: str = "cpu", log: Callable[[str], None] = print) -> ServedModel:
+    """A finished run loaded and checked (checkpoint and caches against their hashes, data against the run's)."""
+    from zoo.fusion import open_searcher
+    from zoo.runs import load_run
+
+    run_dir = Path(run_dir)
+    results = load_run(run_dir)  # a missing, unfinished or damaged run: one line
+    searcher = open_searcher(run_dir, index=index, data_dir=data_dir, device=device, progress=False, log=log)
+    model = ServedModel(name, run_dir, searcher, results, index, _uses_names(results.get("spec", {})))
+    if model.fused:
+        data = searcher.fused.gallery.data
+        model._descriptions = {p.cid: p.description for p in data.descriptions}
+    elif searcher.gallery is not None:
+        g = searcher.gallery
+        g.molecule_smiles = g.molecule_smiles.astype(object)  # fixed-width text held 200 MiB for ChEBI-20's SMILES
+        model._descriptions = dict(zip(map(str, g.text_cids), map(str, g.descriptions)))
+    return model
+
+
+class Service:
+    """The served models by name (the first is the default) and the queries against them."""
+
+    def __init__(self, models: Sequence[ServedModel], *, names_available: bool = True) -> None:
+        if not models:
+            raise RunError("zoo serve needs at least one run folder")
+        self.models = {m.name: m for m in models}
+        self.default = models[0].name
+        self.names_available = names_available
+        self.started = time.time()
+
+    @classmethod
+    def load(cls, run_dirs: Sequence[str | Path], *, index: str | None = None, data_dir: str | None = None,
+             device: str = "cpu", names_available: bool = True, log: Callable[[str], None] = print) -> "Service":
+        resolved = [Path(d).resolve() for d in run_dirs]
+        repeated = sorted({str(d) for d, r in zip(run_dirs, resolved) if resolved.count(r) > 1})
+        if repeated:
+            raise RunError(f"run folder given more than once: {', '.join(repeated)}")
+        models: list[ServedModel] = []
+        for run_dir in run_dirs:
+            models.append(load_model(run_dir, model_name(Path(run_dir), [m.name for m in models]), index=index,
+                                     data_dir=data_dir, device=device, log=log))
+            log(f"serve: {models[-1].name} loaded ({models[-1].searcher.searched})")
+        service = cls(models, names_available=names_available)
+        service.warm_up()
+        return service
+
+    def warm_up(self) -> None:
+        """One query of each kind per model, so that lazily prepared parts are ready before the first request."""
+        for model in self.models.values():
+            self.search(query="The molecule is a monocarboxylic acid that is acetic acid substituted by a methyl group.",
+                        k=1, model=model.name)
+            self.search(smiles="CC(=O)O", k=1, model=model.name)
+
+    def model(self, name: str | None) -> ServedModel:
+        if name is None:
+            return self.models[self.default]
+        if name not in self.models:
+            from difflib import get_close_matches
+
+            close = get_close_matches(name, list(self.models), n=3, cutoff=0.5)
+            hint = f" (served: {', '.join(self.models)})" + (f"; did you mean {', '.join(close)}?" if close else "")
+            raise ServeError(404, f"model {name!r} is not served{hint}")
+        return self.models[name]
+
+    def search(self, *, query: str | None = None, smiles: str | None = None, k: int = 10, model: str | None = None,
+               names: bool | None = None, depict_hits: bool = False) -> dict[str, Any]:
+        """A description's closest molecules, or a molecule's closest descriptions (library molecules with an index).
+        ``names``: also parse the query's chemical names (default: when the model uses names)."""
+        import torch
+
+        if (query is None) == (smiles is None):
+            raise ServeError(422, "give exactly one of: query (a description) or smiles (a molecule)")
+        served = self.model(model)
+        k = check_k(k)
+        text = check_text(query if smiles is None else smiles, "query" if smiles is None else "smiles")
+        names = served.uses_names if names is None else names
+        from zoo.opsin import take_timed_out
+
+        take_timed_out()  # this thread's flag starts clear
+        evidence, note = ([], None)
+        if smiles is None and names:
+            evidence, note = query_names(text) if self.names_available else ([], "chemical names not parsed: OPSIN (Java) is not available")
+        with served.compute, torch.inference_mode():
+            try:
+                result = self._text(served, text, k) if smiles is None else self._smiles(served, text, k)
+            except (RunError, SmilesError) as exc:
+                if smiles is not None and "cannot read" in str(exc):
+                    raise ServeError(422, one_line(str(exc).replace("--smiles ", "smiles ", 1))) from None
+                raise
+        if take_timed_out() and not note:  # the model's own name parse timed out
+            note = NAME_TIMEOUT_NOTE.format(timeout=names_timeout())
+        result.update({"model": served.name, "k": k})
+        if smiles is None:
+            result["names"] = evidence
+            result["names_parsed"] = bool(names) and note is None
+        if note:
+            result["notes"] = [note]
+        for hit in result["results"]:
+            if "smiles" in hit and "description" not in hit:
+                described = served.describe(hit["cid"])
+                if described is not None:
+                    hit["description"] = described
+            if depict_hits and "smiles" in hit:
+                hit["svg"] = depict(hit["smiles"])
+        return result
+
+    def _text(self, served: ServedModel, query: str, k: int) -> dict:
+        if not served.fused:
+            return served.searcher.text(query, k)
+        return self._fused(served, "text_to_molecule", query, k, lambda scorer: scorer.prepare_texts([query]))
+
+    def _smiles(self, served: ServedModel, smiles: str, k: int) -> dict:
+        if not served.fused:
+            return served.searcher.smiles(smiles, k)
+        return self._fused(served, "molecule_to_text", smiles, k, lambda scorer: scorer.prepare_molecules([smiles]))
+
+    @staticmethod
+    def _fused(served: ServedModel, direction: str, query: str, k: int, prepare: Callable[[Any], Any]) -> dict:
+        """A fused run's top ``k`` with each member's (weighted, z-scored) contribution per hit."""
+        from zoo.featurize import clean_smiles
+        from zoo.fusion import fused_query_parts
+        from zoo.search import _result, top_k
+
+        started, cpu = time.perf_counter(), time.process_time()
+        parts = fused_query_parts(served.searcher.fused, direction, prepare)
+        scores = sum(parts.values())
+        encoded, data = time.perf_counter(), served.searcher.fused.gallery.data
+        hits = []
+        for i in top_k(scores, k):
+            contributions = {label: float(row[i]) for label, row in parts.items()}
+            if direction == "text_to_molecule":
+                m = data.gallery[i]
+                hits.append({"cid": m.cid, "smiles": clean_smiles(m.smiles), "score": float(scores[i]), "contributions": contributions})
+            else:
+                p = data.descriptions[i]
+                hits.append({"cid": p.cid, "description": p.description, "score": float(scores[i]), "contributions": contributions})
+        kind, target = ("text", "molecules") if direction == "text_to_molecule" else ("smiles", "descriptions")
+        return _result(kind, target, served.searcher.searched, query, hits, started, encoded, cpu)
+
+    def molecule(self, cid: str, *, model: str | None = None, k: int = 10) -> dict[str, Any]:
+        """A gallery molecule: its SMILES, drawing, description, the ``k`` molecules nearest to it in the model's
+        molecule embedding space (gallery runs) and its ``k`` closest descriptions."""
+        import numpy as np
+        import torch
+
+        from zoo.featurize import clean_smiles
+        from zoo.search import top_k
+
+        served, k = self.model(model), check_k(k)
+        check_text(cid, "cid")
+        embeddings = cids = smiles_of = None
+        if served.fused:
+            data = served.searcher.fused.gallery.data
+            cids = [m.cid for m in data.gallery]
+            smiles_of = [m.smiles for m in data.gallery]
+            g = served.searcher.fused.gallery
+            weights = served.searcher.fused.weights  # a weighted learned member: its gallery was prepared at start
+            learned = next((i for i, (m, w) in enumerate(zip(g.members, weights)) if w and hasattr(m.scorer, "prepare_gallery")), None)
+            if learned is not None:
+                embeddings = np.asarray(g.molecules(learned))
+        elif served.searcher.gallery is not None:
+            g = served.searcher.gallery
+            cids, smiles_of, embeddings = list(map(str, g.molecule_cids)), list(map(str, g.molecule_smiles)), g.molecule_embeddings
+        if cids is None:
+            raise ServeError(404, f"model {served.name!r} searches a library index: molecule views need a run's gallery")
+        try:
+            row = cids.index(cid)
+        except ValueError:
+            raise ServeError(404, f"molecule {short(cid)!r} is not in the gallery of {served.name!r}") from None
+        smiles = clean_smiles(smiles_of[row])
+        neighbours = []
+        if embeddings is not None:
+            scores = embeddings @ embeddings[row]
+            for i in top_k(scores, k + 1):
+                if int(i) != row and len(neighbours) < k:
+                    neighbours.append({"cid": cids[i], "smiles": clean_smiles(smiles_of[i]), "score": float(scores[i]),
+                                       "description": served.describe(cids[i]), "svg": depict(clean_smiles(smiles_of[i]))})
+            for rank, hit in enumerate(neighbours, 1):
+                hit["rank"] = rank
+        with torch.inference_mode():
+            described = self.search(smiles=smiles, k=k, model=served.name)
+        return {"model": served.name, "cid": cid, "smiles": smiles, "svg": depict(smiles), "description": served.describe(cid),
+                "neighbours": neighbours, "descriptions": described["results"]}
+
+    def health(self) -> dict[str, Any]:
+        from zoo import __version__
+
+        return {"status": "ok", "version": __version__, "models": list(self.models), "default_model": self.default,
+                "names_available": self.names_available, "uptime_s": round(time.time() - self.started, 1),
+                "limits": {"max_query_chars": MAX_QUERY_CHARS, "max_k": MAX_K, "name_timeout_s": names_timeout()}}
+
