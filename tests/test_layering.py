@@ -26,7 +26,7 @@ ALLOWED = {
     "zoo.registry": {"zoo.errors"},
     "zoo.evals": {"zoo.cache", "zoo.errors", "zoo.registry"},
     "zoo.api": {"zoo.cache", "zoo.checks", "zoo.chemnames", "zoo.chemrelations", "zoo.errors", "zoo.featurize", "zoo.layers", "zoo.opsin",
-                "zoo.protocols", "zoo.registry"},
+                "zoo.jobs", "zoo.protocols", "zoo.registry"},
 }
 
 #: Modules that use finished runs (evaluate, search, index, report) and the run-folder, checkpoint and

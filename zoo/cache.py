@@ -26,6 +26,7 @@ import re
 import tempfile
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from torch_geometric.data import Batch, Data
 
 CACHE_ENV = "ZOO_CACHE_DIR"
+#: processes for one run's preprocessing (:func:`default_workers`)
+WORKERS_ENV = "ZOO_WORKERS"
 PACKED_FORMAT = "molzoo.packed_graphs/1"
 
 
@@ -130,6 +133,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a ``.lock`` file beside it, ``fcntl.flock``) for a
+    read-modify-write of a shared cache file: processes started at once (a sweep's workers, torchrun
+    ranks) then merge their entries one after another instead of the last writer dropping the others'.
+    Plain writes need no lock: they are atomic (:func:`atomic_path`). Where ``fcntl`` is missing the
+    block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    lock_path = Path(path).with_name(Path(path).name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _atomic(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -496,6 +521,101 @@ def graphs_cache_path(smiles: Sequence[str], featurizer_key: str, root: Path | N
     return Path(root or cache_root()) / "graphs" / f"{content_hash(featurizer_key, list(smiles))}.safetensors"
 
 
+def default_workers() -> int:
+    """Processes for one run's CPU-bound preprocessing (RDKit featurization, OPSIN-name and relation keys):
+    ``$ZOO_WORKERS`` (``zoo run --workers``; the ``local`` launcher sets it to each run's share), else every
+    core this process may use, divided among the processes of a ``torchrun`` launch on this machine."""
+    given = os.environ.get(WORKERS_ENV, "").strip()
+    if given:
+        try:
+            return max(1, int(given))
+        except ValueError:
+            raise OutputPathError(f"{WORKERS_ENV}={given!r}: expected a whole number of processes") from None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+
+
+#: below this many items a process pool costs more than it saves
+PARALLEL_MIN_ITEMS = 512
+_POOL_FUNCTION: list[Callable[[Any], Any]] = []
+
+
+def _pool_chunk(chunk: tuple[int, Sequence[Any]]) -> list[Any]:
+    start, items = chunk
+    function = _POOL_FUNCTION[0]
+    out = []
+    for offset, item in enumerate(items):
+        try:
+            out.append(function(item))
+        except Exception as exc:  # noqa: BLE001 - named with its global index, raised in the parent
+            return [_ChunkError(start + offset, item, str(exc) or type(exc).__name__)]
+    return out
+
+
+@dataclass(frozen=True)
+class _ChunkError:
+    index: int
+    item: Any
+    message: str
+
+
+def map_in_processes(function: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None,
+                     on_error: Callable[[int, Any, str], Exception] | None = None,
+                     progress: Callable[[int], None] | None = None) -> list[Any]:
+    """``[function(x) for x in items]`` over ``workers`` forked processes (default :func:`default_workers`),
+    in order, so the result is the one of a single process. ``function`` need not be picklable (the
+    workers are forked from this process); its results must be. One process (or few items): in this
+    process. The first failing item raises ``on_error(index, item, message)`` (default: a ``RuntimeError``).
+    ``progress(n)`` is called with the number of items finished after each chunk."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = default_workers() if workers is None else max(1, workers)
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    if workers == 1 or len(items) < PARALLEL_MIN_ITEMS or not fork:
+        chunks_out = [_pool_chunk_with(function, (0, items))]
+    else:
+        size = max(64, -(-len(items) // (workers * 8)))  # ~8 chunks per worker: balanced, little overhead
+        chunks = [(start, items[start:start + size]) for start in range(0, len(items), size)]
+        _POOL_FUNCTION[:] = [function]
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=_single_threaded) as pool:
+                chunks_out = []
+                for out in pool.map(_pool_chunk, chunks):
+                    chunks_out.append(out)
+                    if progress:
+                        progress(len(out))
+        finally:
+            _POOL_FUNCTION.clear()
+    results: list[Any] = []
+    for out in chunks_out:
+        if out and isinstance(out[0], _ChunkError):
+            error = out[0]
+            raise (on_error or (lambda i, item, m: RuntimeError(f"item {i} ({item!r}): {m}")))(error.index, error.item, error.message)
+        results.extend(out)
+    return results
+
+
+def _pool_chunk_with(function: Callable[[Any], Any], chunk: tuple[int, Sequence[Any]]) -> list[Any]:
+    _POOL_FUNCTION[:] = [function]
+    try:
+        return _pool_chunk(chunk)
+    finally:
+        _POOL_FUNCTION.clear()
+
+
+def _single_threaded() -> None:
+    """A pool worker uses one thread (the pool is the parallelism)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
 def featurize_molecules(
     smiles: list[str],
     featurize: Callable[[str], "Data"],
@@ -503,31 +623,33 @@ def featurize_molecules(
     root: Path | None = None,
     progress: bool = True,
     desc: str = "featurizing",
+    workers: int | None = None,
 ) -> PackedGraphs:
     """Featurize ``smiles`` into a :class:`PackedGraphs`, cached on disk.
 
     The cache key covers ``featurizer_key`` (name + version of the featurizer) and the exact
     SMILES list; a hit is loaded without calling ``featurize``. An unreadable cache file is
-    recomputed (with a warning). A failing molecule raises :class:`FeaturizeError`.
+    recomputed (with a warning). A failing molecule raises :class:`FeaturizeError`. A miss is
+    featurized over ``workers`` processes (default :func:`default_workers`: every core), byte-identical
+    to one process. Processes asking at once wait for the one computing it (a lock on the file).
     """
     from tqdm.auto import tqdm
 
     path = graphs_cache_path(smiles, featurizer_key, root)
-    if path.exists():
-        try:
-            packed = PackedGraphs.load(path)
-            if len(packed) == len(smiles):
-                return packed
-            warnings.warn(f"graph cache {path} holds {len(packed)} graphs, expected {len(smiles)}; recomputing")
-        except Exception as e:  # corrupt or foreign file: recompute
-            warnings.warn(f"graph cache {path} is unreadable ({e}); recomputing")
-    graphs = []
-    for i, s in enumerate(tqdm(smiles, desc=desc, disable=not progress, unit="mol")):
-        try:
-            graphs.append(featurize(s))
-        except Exception as e:
-            raise FeaturizeError(f"cannot featurize molecule {i} (SMILES {s!r}): {e}") from e
-    packed = PackedGraphs.pack(graphs)
-    packed.save(path, {"featurizer_key": featurizer_key, "content_hash": path.stem})
-    return packed
-
+    with locked(path):  # runs started at once on a cold cache: one featurizes, the others load its file
+        if path.exists():
+            try:
+                packed = PackedGraphs.load(path)
+                if len(packed) == len(smiles):
+                    return packed
+                warnings.warn(f"graph cache {path} holds {len(packed)} graphs, expected {len(smiles)}; recomputing")
+            except Exception as e:  # corrupt or foreign file: recompute
+                warnings.warn(f"graph cache {path} is unreadable ({e}); recomputing")
+        with tqdm(total=len(smiles), desc=desc, disable=not progress, unit="mol") as bar:
+            graphs = map_in_processes(
+                featurize, smiles, workers, progress=bar.update,
+                on_error=lambda i, s, m: FeaturizeError(f"cannot featurize molecule {i} (SMILES {s!r}): {m}"))
+            bar.update(len(smiles) - bar.n)
+        packed = PackedGraphs.pack(graphs)
+        packed.save(path, {"featurizer_key": featurizer_key, "content_hash": path.stem})
+        return packed
