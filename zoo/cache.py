@@ -606,14 +606,13 @@ def _pool_chunk_with(function: Callable[[Any], Any], chunk: tuple[int, Sequence[
 
 
 def _single_threaded() -> None:
-    """A pool worker uses one thread (the pool is the parallelism)."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        import torch
+    """A pool worker uses one thread: the pool is the parallelism, and a forked child must not enter the
+    OpenMP thread pool its parent used (GNU OpenMP hangs there); with one thread torch never does."""
+    import sys
 
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 def featurize_molecules(

@@ -169,16 +169,16 @@ class ParseCache:
 MIN_NAMES_PER_JVM = 2000
 
 
-def run_opsin_parallel(names: Sequence[str], workers: int | None = None, min_per_jvm: int = MIN_NAMES_PER_JVM) -> list[str]:
+def run_opsin_parallel(names: Sequence[str], workers: int | None = None, min_per_jvm: int | None = None) -> list[str]:
     """:func:`run_opsin` over up to ``workers`` JVMs at once (default :func:`zoo.cache.default_workers`; at
-    least ``min_per_jvm`` names each), one contiguous batch each, results in input order: the same list as
+    least ``min_per_jvm`` names each, default :data:`MIN_NAMES_PER_JVM`), one contiguous batch each, results in input order: the same list as
     one JVM (each name parses on its own)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from zoo.cache import default_workers
 
     names = list(names)
-    jvms = max(1, min(default_workers() if workers is None else workers, len(names) // max(1, min_per_jvm)))
+    jvms = max(1, min(default_workers() if workers is None else workers, len(names) // max(1, min_per_jvm or MIN_NAMES_PER_JVM)))
     if jvms == 1:
         return run_opsin(names)
     size = -(-len(names) // jvms)
