@@ -135,9 +135,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def lock_path_of(path: str | Path) -> Path:
+    """``DIR/.NAME.lock``: the lock file of cache file ``DIR/NAME`` (kept: removing a lock file races with its users)."""
+    return Path(path).with_name(f".{Path(path).name}.lock")
+
+
 @contextmanager
 def locked(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (a ``.lock`` file beside it, ``fcntl.flock``) for a
+    """Hold an exclusive lock on ``path`` (``.NAME.lock`` beside it, ``fcntl.flock``) for a
     read-modify-write of a shared cache file: processes started at once (a sweep's workers, torchrun
     ranks) then merge their entries one after another instead of the last writer dropping the others'.
     Plain writes need no lock: they are atomic (:func:`atomic_path`). Where ``fcntl`` is missing the
@@ -147,7 +152,7 @@ def locked(path: str | Path) -> Iterator[None]:
     except ImportError:  # not POSIX
         yield
         return
-    lock_path = Path(path).with_name(Path(path).name + ".lock")
+    lock_path = lock_path_of(path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
