@@ -250,6 +250,8 @@ def register_launchers(register):
     type is refused). It returns an object implementing :class:`zoo.api.Launcher`:
 
     - ``slots: int``: how many runs it has in flight at once (the rest wait in molzoo's queue);
+      ``runs_in_process = True`` (optional) where ``submit`` trains the run here by calling
+      ``job.in_process()`` (``local`` with one worker) instead of running ``job.argv``;
     - ``start(out_root) -> None`` and ``close() -> None``: set up and tear down (a local Ray cluster,
       a submitit folder under ``out_root``); ``close`` runs after the last run or on Ctrl-C;
     - ``submit(job: zoo.api.RunJob) -> zoo.api.Submission``: start one run. ``job.argv`` is the command

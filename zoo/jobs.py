@@ -56,7 +56,9 @@ class Submission(Protocol):
 
 @runtime_checkable
 class Launcher(Protocol):
-    """Where the runs of a grid train (see ``register_launchers`` in :mod:`zoo.registry.hookspecs`)."""
+    """Where the runs of a grid train (see ``register_launchers`` in :mod:`zoo.registry.hookspecs`).
+    A launcher that trains in this process (calls ``job.in_process``) sets ``runs_in_process = True``:
+    no spec file or log is written for its jobs."""
 
     slots: int
 

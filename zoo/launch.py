@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from zoo.ablate import PlannedRun, read_json
 from zoo.errors import ComponentError, RunError, SpecError, ZooError
-from zoo.jobs import Launcher, RunJob, Submission
+from zoo.jobs import DoneSubmission, Launcher, RunJob, Submission
 
 __all__ = ["DEFAULT_LAUNCHER", "LauncherChoice", "LaunchOutcome", "Failure", "resolve_launcher", "launch_runs",
            "job_dir", "failure_report"]
@@ -142,10 +142,12 @@ def _in_process(item: PlannedRun, data_dir: str | None, strict: bool, progress: 
     def train() -> int:
         from zoo.train import RunOptions, run
 
+        train.error = ""  # type: ignore[attr-defined]
         try:
             run(item.spec, RunOptions(data_dir=data_dir, out_dir=str(item.out_dir), strict=strict, progress=progress, log=log))
         except (ZooError, RuntimeError, ValueError, OSError) as exc:
-            log(f"error: {exc}")
+            train.error = f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"  # type: ignore[attr-defined]
+            log(train.error)  # type: ignore[attr-defined]
             return 1
         return 0
 
@@ -188,6 +190,7 @@ def _schedule(todo: list[PlannedRun], choice: LauncherChoice, *, retries: int, d
     launcher = choice.create()
     out_roots = {item.out_dir.parent for item in todo}
     launcher.start(next(iter(out_roots)))
+    in_process = bool(getattr(launcher, "runs_in_process", False))
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     queue: list[tuple[PlannedRun, int]] = [(item, 1) for item in todo]  # (run, try number)
     running: list[tuple[PlannedRun, RunJob, Submission]] = []
@@ -201,15 +204,16 @@ def _schedule(todo: list[PlannedRun], choice: LauncherChoice, *, retries: int, d
                 item, attempt = queue.pop(0)
                 folder = job_dir(item)
                 spec_file = folder / "spec.toml"
-                from zoo.cache import atomic_write_text
+                if not in_process:  # a launcher training in this process needs no job files (nothing beside the runs)
+                    from zoo.cache import atomic_write_text
 
-                atomic_write_text(spec_file, item.spec.to_toml())
+                    atomic_write_text(spec_file, item.spec.to_toml())
                 job = RunJob(label=f"{item.config.label} seed={item.seed}", argv=_command(item, spec_file, data_dir, strict),
                              out_dir=item.out_dir, log_path=folder / f"try-{attempt}.log", env=env, attempt=attempt,
                              in_process=_in_process(item, data_dir, strict, progress, log))
                 log(f"[{job.label}] try {attempt} -> {item.out_dir}")
                 submission = launcher.submit(job)
-                if submission.job_id != "this process":
+                if not isinstance(submission, DoneSubmission):
                     log(f"[{job.label}] submitted: {submission.job_id}; log {job.log_path}")
                 running.append((item, job, submission))
             still = []
@@ -228,8 +232,9 @@ def _schedule(todo: list[PlannedRun], choice: LauncherChoice, *, retries: int, d
                     finished += 1
                     log(f"[{job.label}] finished ({finished} of {len(todo)}; {total - len(todo)} were done before)")
                     continue
-                where = job.log_path if submission.job_id != "this process" else None
-                detail = _last_error(where)
+                here = isinstance(submission, DoneSubmission)
+                where = None if here else job.log_path
+                detail = getattr(job.in_process, "error", "") if here else _last_error(where)
                 if job.attempt <= retries:
                     log(f"[{job.label}] FAILED on try {job.attempt} ({reason}{'; ' + detail if detail else ''})"
                         f"{f'; log {where}' if where else ''}; retrying (resumes from its last checkpoint)")

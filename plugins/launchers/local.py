@@ -38,6 +38,7 @@ class LocalLauncher:
             raise ValueError(f"threads must be 0 (cores / workers) or more, got {threads}")
         self.workers = workers
         self.slots = workers
+        self.runs_in_process = workers == 1  # job.in_process is called: no job files, output on the terminal
         self.threads = threads or max(1, available_cpus() // workers)
         self._gpus: list[str] = []
         self._running: list[_Process] = []
