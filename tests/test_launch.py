@@ -74,6 +74,9 @@ def test_the_cli_refuses_bad_options_before_planning(tmp_path, capsys):
                  "--launcher-opt", "workrs=2"]) == 2
     captured = capsys.readouterr()
     assert "Did you mean: workers" in captured.err and "runs planned" not in captured.out
+    assert main(["ablate", "tfidf_fp", "--vary", "train.lr=0.001,0.002", "--seeds", "1", "--out-root", str(tmp_path),
+                 "--dry-run", "--launcher", "slurm", "--launcher-opt", "gpus=one"]) == 2
+    assert "option gpus must be an integer" in capsys.readouterr().err
     assert main(["run", "tfidf_fp", "--launcher", "ray"]) == 2
     assert "not an ensemble composition" in capsys.readouterr().err
 

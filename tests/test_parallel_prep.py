@@ -25,17 +25,21 @@ def small_pools(monkeypatch):
     monkeypatch.setattr(zoo.cache, "PARALLEL_MIN_ITEMS", 1)
 
 
+def _square(x: int) -> int:
+    return x * x
+
+
+def _fail_on_7(x: int) -> int:
+    if x == 7:
+        raise ValueError("seven")
+    return x
+
+
 def test_map_in_processes_keeps_order_and_names_the_failing_item(small_pools):
     items = list(range(300))
-    assert map_in_processes(lambda x: x * x, items, workers=2) == [x * x for x in items]  # a lambda: workers are forked
-
-    def fail_on_7(x):
-        if x == 7:
-            raise ValueError("seven")
-        return x
-
+    assert map_in_processes(_square, items, workers=2) == [x * x for x in items]
     with pytest.raises(RuntimeError, match=r"item 7 \(7\): seven"):
-        map_in_processes(fail_on_7, list(range(20)), workers=2)
+        map_in_processes(_fail_on_7, list(range(20)), workers=2)
 
 
 def test_featurization_over_processes_is_byte_identical(tmp_path, small_pools):
@@ -103,9 +107,9 @@ def test_opsin_over_several_jvms_parses_like_one(tmp_path):
 
 def _forked() -> None:
     """A forked test process stays out of the OpenMP pool its parent (pytest, after other tests) used: it would hang."""
-    from zoo.cache import _single_threaded
+    import torch
 
-    _single_threaded()
+    torch.set_num_threads(1)
 
 
 def _put_many(root, worker: int) -> None:

@@ -545,6 +545,13 @@ PARALLEL_MIN_ITEMS = 512
 _POOL_FUNCTION: list[Callable[[Any], Any]] = []
 
 
+@dataclass(frozen=True)
+class _ChunkError:
+    index: int
+    item: Any
+    message: str
+
+
 def _pool_chunk(chunk: tuple[int, Sequence[Any]]) -> list[Any]:
     start, items = chunk
     function = _POOL_FUNCTION[0]
@@ -557,42 +564,48 @@ def _pool_chunk(chunk: tuple[int, Sequence[Any]]) -> list[Any]:
     return out
 
 
-@dataclass(frozen=True)
-class _ChunkError:
-    index: int
-    item: Any
-    message: str
+def _pool_worker(function: Callable[[Any], Any]) -> None:
+    """A pool worker: one thread (the pool is the parallelism), ``function`` for every chunk."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    _POOL_FUNCTION[:] = [function]
 
 
 def map_in_processes(function: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None,
                      on_error: Callable[[int, Any, str], Exception] | None = None,
                      progress: Callable[[int], None] | None = None) -> list[Any]:
-    """``[function(x) for x in items]`` over ``workers`` forked processes (default :func:`default_workers`),
-    in order, so the result is the one of a single process. ``function`` need not be picklable (the
-    workers are forked from this process); its results must be. One process (or few items): in this
-    process. The first failing item raises ``on_error(index, item, message)`` (default: a ``RuntimeError``).
-    ``progress(n)`` is called with the number of items finished after each chunk."""
+    """``[function(x) for x in items]`` over ``workers`` processes (default :func:`default_workers`), in
+    order, so the result is the one of a single process. With one worker or fewer than
+    :data:`PARALLEL_MIN_ITEMS` items it runs here. The workers come from a fork server (a fresh process,
+    not a fork of this one: a fork of a process whose threads hold locks — torch's OpenMP pool, tqdm —
+    can hang), so ``function`` (a module-level function, a bound method of a picklable object) and the
+    items and results must pickle; ``function`` is sent once per worker. The first failing item raises
+    ``on_error(index, item, message)`` (default: a ``RuntimeError``); ``progress(n)`` is called with the
+    number of items finished after each chunk."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     workers = default_workers() if workers is None else max(1, workers)
-    fork = "fork" in multiprocessing.get_all_start_methods()
-    if workers == 1 or len(items) < PARALLEL_MIN_ITEMS or not fork:
-        chunks_out = [_pool_chunk_with(function, (0, items))]
+    methods = multiprocessing.get_all_start_methods()
+    if workers == 1 or len(items) < PARALLEL_MIN_ITEMS:
+        _POOL_FUNCTION[:] = [function]
+        try:
+            chunks_out = [_pool_chunk((0, items))]
+        finally:
+            _POOL_FUNCTION.clear()
     else:
         size = max(64, -(-len(items) // (workers * 8)))  # ~8 chunks per worker: balanced, little overhead
         chunks = [(start, items[start:start + size]) for start in range(0, len(items), size)]
-        _POOL_FUNCTION[:] = [function]
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                     initializer=_single_threaded) as pool:
-                chunks_out = []
-                for out in pool.map(_pool_chunk, chunks):
-                    chunks_out.append(out)
-                    if progress:
-                        progress(len(out))
-        finally:
-            _POOL_FUNCTION.clear()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker, initargs=(function,)) as pool:
+            chunks_out = []
+            for out in pool.map(_pool_chunk, chunks):
+                chunks_out.append(out)
+                if progress:
+                    progress(len(out))
     results: list[Any] = []
     for out in chunks_out:
         if out and isinstance(out[0], _ChunkError):
@@ -600,24 +613,6 @@ def map_in_processes(function: Callable[[Any], Any], items: Sequence[Any], worke
             raise (on_error or (lambda i, item, m: RuntimeError(f"item {i} ({item!r}): {m}")))(error.index, error.item, error.message)
         results.extend(out)
     return results
-
-
-def _pool_chunk_with(function: Callable[[Any], Any], chunk: tuple[int, Sequence[Any]]) -> list[Any]:
-    _POOL_FUNCTION[:] = [function]
-    try:
-        return _pool_chunk(chunk)
-    finally:
-        _POOL_FUNCTION.clear()
-
-
-def _single_threaded() -> None:
-    """A pool worker uses one thread: the pool is the parallelism, and a forked child must not enter the
-    OpenMP thread pool its parent used (GNU OpenMP hangs there); with one thread torch never does."""
-    import sys
-
-    os.environ["OMP_NUM_THREADS"] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
 
 
 def featurize_molecules(
