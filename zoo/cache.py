@@ -587,6 +587,7 @@ def map_in_processes(function: Callable[[Any], Any], items: Sequence[Any], worke
     number of items finished after each chunk."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     workers = default_workers() if workers is None else max(1, workers)
     methods = multiprocessing.get_all_start_methods()
@@ -600,12 +601,27 @@ def map_in_processes(function: Callable[[Any], Any], items: Sequence[Any], worke
         size = max(64, -(-len(items) // (workers * 8)))  # ~8 chunks per worker: balanced, little overhead
         chunks = [(start, items[start:start + size]) for start in range(0, len(items), size)]
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker, initargs=(function,)) as pool:
-            chunks_out = []
+        chunks_out = []
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker, initargs=(function,))
+        try:
             for out in pool.map(_pool_chunk, chunks):
                 chunks_out.append(out)
                 if progress:
                     progress(len(out))
+        except BrokenProcessPool:  # a worker died (killed, out of memory): finish here, one process
+            codes = sorted({p.exitcode for p in dict(getattr(pool, "_processes", None) or {}).values()} - {None, 0})
+            warnings.warn(f"a preprocessing worker process died (exit codes {codes or 'unknown'}); "
+                          f"finishing the remaining {len(chunks) - len(chunks_out)} of {len(chunks)} chunks in this process")
+            _POOL_FUNCTION[:] = [function]
+            try:
+                for chunk in chunks[len(chunks_out):]:
+                    chunks_out.append(_pool_chunk(chunk))
+                    if progress:
+                        progress(len(chunks_out[-1]))
+            finally:
+                _POOL_FUNCTION.clear()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     results: list[Any] = []
     for out in chunks_out:
         if out and isinstance(out[0], _ChunkError):
