@@ -1,6 +1,6 @@
 """Every local core for one run: featurization, structure/relation keys and OPSIN parsing over processes
 give byte-identical caches to one process, and processes filling one cold cache at once never lose or
-corrupt an entry (speed: tests/benchmarks/test_parallel_prep.py)."""
+corrupt an entry (speed: tests/benchmarks/test_prep_workers.py)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
 
 Each on a cold cache every round; ``extra_info``: items and items/s. The results are the same at any
 worker count (tests/test_parallel_prep.py). Run:
-``ZOO_DATA_DIR=/path/to/chebi20 python -m pytest tests/benchmarks/test_parallel_prep.py --benchmark-only``.
+``ZOO_DATA_DIR=/path/to/chebi20 python -m pytest tests/benchmarks/test_prep_workers.py --benchmark-only``.
 Skipped when the data folder is missing. No target is asserted.
 """
 
