@@ -603,13 +603,15 @@ def map_in_processes(function: Callable[[Any], Any], items: Sequence[Any], worke
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         chunks_out = []
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker, initargs=(function,))
+        processes: dict = {}
         try:
             for out in pool.map(_pool_chunk, chunks):
+                processes.update(getattr(pool, "_processes", None) or {})  # to name a dead worker's exit code
                 chunks_out.append(out)
                 if progress:
                     progress(len(out))
         except BrokenProcessPool:  # a worker died (killed, out of memory): finish here, one process
-            codes = sorted({p.exitcode for p in dict(getattr(pool, "_processes", None) or {}).values()} - {None, 0})
+            codes = sorted({p.exitcode for p in processes.values()} - {None, 0})
             warnings.warn(f"a preprocessing worker process died (exit codes {codes or 'unknown'}); "
                           f"finishing the remaining {len(chunks) - len(chunks_out)} of {len(chunks)} chunks in this process")
             _POOL_FUNCTION[:] = [function]
