@@ -259,3 +259,44 @@ def register_scorers(register: Register) -> None:
             def prepare_molecules(self, smiles): ...                # -> one row per molecule
             def score(self, text_rows, molecule_rows): ...          # -> np.ndarray [T, M]
     """
+
+
+@hookspec
+def register_launchers(register: Register) -> None:
+    """Register launchers (``zoo sweep``/``zoo ablate``/an ensemble composition's members: ``--launcher NAME``).
+
+    A launcher decides where the runs of a grid train: this machine one after another or several at
+    once, a Ray cluster, a Slurm cluster. Factory arguments: ``factory(**options)``, the options of its
+    signature overlaid with ``--launcher-opt KEY=VALUE`` or a ``[launcher]`` table of a TOML file
+    (validated like spec options: an unknown key is refused with close matches, a value of the wrong
+    type is refused). It returns an object implementing :class:`zoo.api.Launcher`:
+
+    - ``slots: int``: how many runs it has in flight at once (the rest wait in molzoo's queue);
+      ``runs_in_process = True`` (optional) where ``submit`` trains the run here by calling
+      ``job.in_process()`` (``local`` with one worker) instead of running ``job.argv``;
+    - ``start(out_root) -> None`` and ``close() -> None``: set up and tear down (a local Ray cluster,
+      a submitit folder under ``out_root``); ``close`` runs after the last run or on Ctrl-C;
+    - ``submit(job: zoo.api.RunJob) -> zoo.api.Submission``: start one run. ``job.argv`` is the command
+      that trains it (``python -m zoo.cli run SPEC.toml --out RUN ...``; it resumes from the run's
+      last checkpoint), ``job.log_path`` where its output goes, ``job.env`` extra environment; a
+      submission has ``job_id: str``, ``poll() -> int | None`` (the exit status once finished; an
+      exception the engine raised is a failure) and ``cancel()``.
+
+    molzoo owns everything else: it skips finished runs (``RUN/results.json`` present), checks that a
+    finished run wrote its results file, retries a failed run up to ``--retries`` (resuming from its
+    checkpoint), cancels what was submitted on Ctrl-C, and prints the leaderboard of what finished.
+    Cache keys: none. Runs share ``--out-root`` and :func:`zoo.api.cache_root`, so both must be on a
+    filesystem every worker sees. Example::
+
+        @hookimpl
+        def register_launchers(register):
+            register("pbs", "my_package.launch:PBSLauncher", description="qsub one job per run")
+
+        # my_package/launch.py: options queue, walltime with their defaults
+        class PBSLauncher:
+            slots = 1000
+            def __init__(self, queue: str = "batch", walltime: str = "04:00:00"): ...
+            def start(self, out_root): ...
+            def submit(self, job): ...    # -> object with job_id, poll(), cancel()
+            def close(self): ...
+    """

@@ -29,6 +29,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "zoo.plugins.compositions",
     "zoo.plugins.tasks",
     "zoo.plugins.scorers",
+    "zoo.plugins.launchers",
 )
 
 #: Names the built-in plugins had before ``plugins/`` was grouped by kind; still accepted in

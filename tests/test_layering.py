@@ -1,8 +1,7 @@
 """Import layering: the import-linter contracts in pyproject.toml hold, and zoo.* has no import cycle.
 
-Both are checked on the installed layout (zoo.registry, zoo.plugins and zoo.evals live in registry/,
-plugins/ and evals/, mapped by pyproject's package-dir), rebuilt in a temporary folder from the same
-pyproject settings setuptools uses.
+Checked from the repository root (zoo/plugins, zoo/registry, zoo/evals link to registry/, plugins/, evals/)
+and on the installed layout, rebuilt in a temporary folder from the package-dir settings setuptools uses.
 """
 
 from __future__ import annotations
@@ -20,23 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
-#: What each contract's source may import of zoo (everything else is in its forbidden list).
-ALLOWED = {
-    "zoo.plugins": {"zoo.api", "zoo.registry"},
-    "zoo.registry": {"zoo.errors"},
-    "zoo.evals": {"zoo.cache", "zoo.errors", "zoo.registry"},
-    "zoo.api": {"zoo.cache", "zoo.checks", "zoo.chemnames", "zoo.chemrelations", "zoo.errors", "zoo.featurize", "zoo.layers", "zoo.opsin",
-                "zoo.protocols", "zoo.registry", "zoo.taskdata"},
-}
-
-#: Modules that use finished runs (evaluate, search, index, report) and the run-folder, checkpoint and
-#: device modules they rely on: none of them may import the training loop (pyproject's contract (e)).
-NEVER_TRAIN = {"zoo.eval_run", "zoo.evaluate", "zoo.search", "zoo.library", "zoo.report", "zoo.report_figures",
-               "zoo.runs", "zoo.checkpoints", "zoo.devices", "zoo.fitting", "zoo.tasks", "zoo.gallery", "zoo.fusion", "zoo.serve", "zoo.webapp",
-               "zoo.external"}
-
-#: What contract (e) forbids them: the run assembly (zoo.train) and its epoch loop (zoo.loop).
-TRAINING_LOOP = ["zoo.train", "zoo.loop"]
+#: The layers that use finished runs: none of them may reach the training loop (zoo.train, zoo.loop sit above them).
+USES_FINISHED_RUNS = ["eval_run : report : external", "fusion", "search", "library", "runs | plugins"]
 
 
 def _contracts() -> list[dict]:
@@ -81,33 +65,69 @@ def _run(code_or_args: list[str], tree: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *code_or_args], cwd=tree, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_contracts_list_every_other_module():
-    """A new zoo module must be placed: forbidden to each contract's source, or allowed here on purpose."""
-    contracts = {c["source_modules"][0]: c for c in _contracts() if c["forbidden_modules"] != TRAINING_LOOP}
-    assert set(contracts) == set(ALLOWED)
-    modules = _top_level_modules()
-    for source, contract in contracts.items():
-        assert "ignore_imports" not in contract
-        forbidden = set(contract["forbidden_modules"])
-        assert forbidden <= modules, f"{source}: no such module {sorted(forbidden - modules)}"
-        unplaced = modules - forbidden - ALLOWED[source] - {source}
-        assert not unplaced, f"contract for {source}: add {sorted(unplaced)} to forbidden_modules (or to ALLOWED)"
+def _layers() -> list[str]:
+    [contract] = [c for c in _contracts() if c["type"] == "layers"]
+    assert contract["containers"] == ["zoo"] and contract["exhaustive"] is True  # a new module must be placed
+    return contract["layers"]
 
 
-def test_evaluation_search_index_and_report_never_import_training():
-    """Using a finished run never loads the training loop: contract (e) names exactly :data:`NEVER_TRAIN`."""
-    [contract] = [c for c in _contracts() if c["forbidden_modules"] == TRAINING_LOOP]
-    assert set(contract["source_modules"]) == NEVER_TRAIN
-    assert NEVER_TRAIN <= _top_level_modules()
-    assert not contract.get("allow_indirect_imports", False)  # not through another module either
+def test_the_training_loop_sits_above_everything_that_uses_finished_runs():
+    layers = _layers()
+    for layer in USES_FINISHED_RUNS:
+        assert layers.index("loop") < layers.index(layer) and layers.index("train") < layers.index(layer)
 
 
-def test_import_linter_contracts_hold(installed_tree):
+def test_boundaries_forbid_every_zoo_module_but_the_named_ones():
+    """The plugin, registry, evals and api boundaries forbid ``zoo.*``: a new module is forbidden there by default."""
+    boundaries = {c["source_modules"][0]: c for c in _contracts() if c["type"] == "forbidden"}
+    assert set(boundaries) == {"zoo.plugins", "zoo.registry", "zoo.evals", "zoo.api"}
+    for contract in boundaries.values():
+        assert contract["forbidden_modules"] == ["zoo.*"]
+
+
+def test_zoo_links_the_installed_subpackages():
+    """zoo/plugins, zoo/registry and zoo/evals link to the folders setuptools installs as those packages, so
+    ``lint-imports`` run from the repository root sees the installed layout."""
+    package_dir = PYPROJECT["tool"]["setuptools"]["package-dir"]
+    for package, folder in package_dir.items():
+        if package != "zoo":
+            link = ROOT / "zoo" / package.split(".", 1)[1]
+            assert link.is_symlink() and link.resolve() == (ROOT / folder).resolve(), link
+
+
+def test_lint_imports_from_the_repository_root():
     pytest.importorskip("importlinter", reason="pip install import-linter (in the dev extras)")
-    done = _run(["-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
-                 "--config", str(ROOT / "pyproject.toml"), "--no-cache"], installed_tree)
+    done = subprocess.run([sys.executable, "-c", LINT, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Contracts: {len(_contracts())} kept, 0 broken." in done.stdout
+
+
+LINT = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+
+
+def test_import_linter_contracts_hold_on_the_installed_layout(installed_tree):
+    pytest.importorskip("importlinter", reason="pip install import-linter (in the dev extras)")
+    done = _run(["-c", LINT, "--config", str(ROOT / "pyproject.toml"), "--no-cache"], installed_tree)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Contracts: {len(_contracts())} kept, 0 broken." in done.stdout
+
+
+@pytest.mark.parametrize("where, code, broken", [
+    ("zoo/brand_new.py", "import zoo.errors\n", "the stack"),  # not placed in a layer
+    ("zoo/plugins/text/leaky.py", "import zoo.spec\n", "built-in plugins import only zoo.api"),
+])
+def test_a_new_module_is_checked_without_editing_the_contracts(tmp_path, where, code, broken):
+    """A module the contracts do not name is still checked: unplaced in the layers, or past a boundary."""
+    pytest.importorskip("importlinter", reason="pip install import-linter (in the dev extras)")
+    tree = tmp_path / "tree"
+    for package, source in _package_sources().items():
+        dest = tree / Path(*package.split("."))
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in source.glob("*.py"):
+            shutil.copy2(path, dest / path.name)
+    (tree / where).write_text(code)
+    done = _run(["-c", LINT, "--config", str(ROOT / "pyproject.toml"), "--no-cache"], tree)
+    assert done.returncode != 0 and broken in done.stdout and "BROKEN" in done.stdout, done.stdout
 
 
 CYCLES = """

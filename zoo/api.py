@@ -46,6 +46,9 @@ Scorers (``register_scorers``) implement :class:`Scorer`: ``prepare_texts``/``pr
 once per gallery, then ``score(text_rows, molecule_rows) -> [T, M]``; :mod:`zoo.fusion` z-scores
 and fuses them with the learned similarity, with weights fitted on the held-out pairs.
 
+Launchers (``register_launchers``) implement :class:`Launcher`: ``submit(RunJob) -> Submission`` for
+each run of a grid; :func:`run_job_command` runs a job's command wherever the engine put it.
+
 Text encoders return :class:`Encoded` from ``forward(prepare(texts))``; a frozen backbone may
 cache its outputs under :func:`cache_root`, keyed by :func:`content_hash` of everything they
 depend on, written with :func:`atomic_save_tensors`.
@@ -59,7 +62,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from zoo.cache import (CACHE_UNVERIFIED_HINT, atomic_path, atomic_save_tensors, atomic_write_bytes, atomic_write_text,
-                       cache_root, content_hash, read_safetensors, sha256_file)
+                       cache_root, content_hash, locked, read_safetensors, sha256_file)
 from zoo.checks import check_dropout, check_ints, check_pair_batch
 from zoo.errors import (
     ComponentError,
@@ -76,6 +79,8 @@ from zoo.errors import (
     ZooError,
     ZooWarning,
 )
+from zoo.jobs import (DoneSubmission, Launcher, RunJob, Submission, available_cpus, run_job_command, start_job_process,
+                      stop_process, visible_gpus)
 from zoo.protocols import Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, RetrievalLoss, Scorer, TextEncoder
 from zoo.registry.catalog import options_of, passes_options_to
 from zoo.registry.hookspecs import Register, hookimpl
@@ -110,12 +115,15 @@ __all__ = [
     *_FEATURIZE,
     # caches and atomic writes
     "cache_root", "content_hash", "atomic_path", "atomic_save_tensors", "atomic_write_bytes", "atomic_write_text",
-    "read_safetensors", "CACHE_UNVERIFIED_HINT", "sha256_file",
+    "locked", "read_safetensors", "CACHE_UNVERIFIED_HINT", "sha256_file",
     # option checks and shared layers
     "check_ints", "check_dropout", "check_pair_batch", *_LAYERS,
     # chemical names parsed into structures (OPSIN)
     *_CHEMNAMES,
     *_CHEMRELATIONS,
+    # launchers (register_launchers): a run as a job, and running its command anywhere
+    "RunJob", "Submission", "Launcher", "DoneSubmission", "run_job_command", "start_job_process", "stop_process",
+    "available_cpus", "visible_gpus",
     # errors
     "ZooError", "ZooWarning", "ComponentError", "UnknownComponentError", "UnknownOptionError", "DataError", "DataWarning", "GalleryError",
     "SmilesError", "FeaturizeError", "TextEncoderUnavailable", "OpsinError", "IntegrityError",

@@ -26,6 +26,7 @@ import re
 import tempfile
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from torch_geometric.data import Batch, Data
 
 CACHE_ENV = "ZOO_CACHE_DIR"
+#: processes for one run's preprocessing (:func:`default_workers`)
+WORKERS_ENV = "ZOO_WORKERS"
 PACKED_FORMAT = "molzoo.packed_graphs/1"
 
 
@@ -139,6 +142,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def lock_path_of(path: str | Path) -> Path:
+    """``DIR/.NAME.lock``: the lock file of cache file ``DIR/NAME`` (kept: removing a lock file races with its users)."""
+    return Path(path).with_name(f".{Path(path).name}.lock")
+
+
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (``.NAME.lock`` beside it, ``fcntl.flock``) for a
+    read-modify-write of a shared cache file: processes started at once (a sweep's workers, torchrun
+    ranks) then merge their entries one after another instead of the last writer dropping the others'.
+    Plain writes need no lock: they are atomic (:func:`atomic_path`). Where ``fcntl`` is missing the
+    block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    lock_path = lock_path_of(path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _atomic(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -505,6 +535,114 @@ def graphs_cache_path(smiles: Sequence[str], featurizer_key: str, root: Path | N
     return Path(root or cache_root()) / "graphs" / f"{content_hash(featurizer_key, list(smiles))}.safetensors"
 
 
+def default_workers() -> int:
+    """Processes for one run's CPU-bound preprocessing (RDKit featurization, OPSIN-name and relation keys):
+    ``$ZOO_WORKERS`` (``zoo run --workers``; the ``local`` launcher sets it to each run's share), else 1.
+    One by default: on the 2-core machines measured, two workers were slower for graph featurization,
+    structure bits and OPSIN parsing (each worker imports torch and RDKit first) and faster only for the
+    relation keys (docs/cluster.md); give ``--workers`` on machines with more cores."""
+    given = os.environ.get(WORKERS_ENV, "").strip()
+    if not given:
+        return 1
+    try:
+        return max(1, int(given))
+    except ValueError:
+        raise OutputPathError(f"{WORKERS_ENV}={given!r}: expected a whole number of processes") from None
+
+
+#: below this many items a process pool costs more than it saves
+PARALLEL_MIN_ITEMS = 512
+_POOL_FUNCTION: list[Callable[[Any], Any]] = []
+
+
+@dataclass(frozen=True)
+class _ChunkError:
+    index: int
+    item: Any
+    message: str
+
+
+def _pool_chunk(chunk: tuple[int, Sequence[Any]]) -> list[Any]:
+    start, items = chunk
+    function = _POOL_FUNCTION[0]
+    out = []
+    for offset, item in enumerate(items):
+        try:
+            out.append(function(item))
+        except Exception as exc:  # noqa: BLE001 - named with its global index, raised in the parent
+            return [_ChunkError(start + offset, item, str(exc) or type(exc).__name__)]
+    return out
+
+
+def _pool_worker(function: Callable[[Any], Any]) -> None:
+    """A pool worker: one thread (the pool is the parallelism), ``function`` for every chunk."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    _POOL_FUNCTION[:] = [function]
+
+
+def map_in_processes(function: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None,
+                     on_error: Callable[[int, Any, str], Exception] | None = None,
+                     progress: Callable[[int], None] | None = None) -> list[Any]:
+    """``[function(x) for x in items]`` over ``workers`` processes (default :func:`default_workers`), in
+    order, so the result is the one of a single process. With one worker or fewer than
+    :data:`PARALLEL_MIN_ITEMS` items it runs here. The workers come from a fork server (a fresh process,
+    not a fork of this one: a fork of a process whose threads hold locks — torch's OpenMP pool, tqdm —
+    can hang), so ``function`` (a module-level function, a bound method of a picklable object) and the
+    items and results must pickle; ``function`` is sent once per worker. The first failing item raises
+    ``on_error(index, item, message)`` (default: a ``RuntimeError``); ``progress(n)`` is called with the
+    number of items finished after each chunk."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    workers = default_workers() if workers is None else max(1, workers)
+    methods = multiprocessing.get_all_start_methods()
+    if workers == 1 or len(items) < PARALLEL_MIN_ITEMS:
+        _POOL_FUNCTION[:] = [function]
+        try:
+            chunks_out = [_pool_chunk((0, items))]
+        finally:
+            _POOL_FUNCTION.clear()
+    else:
+        size = max(64, -(-len(items) // (workers * 8)))  # ~8 chunks per worker: balanced, little overhead
+        chunks = [(start, items[start:start + size]) for start in range(0, len(items), size)]
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        chunks_out = []
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker, initargs=(function,))
+        processes: dict = {}
+        try:
+            for out in pool.map(_pool_chunk, chunks):
+                processes.update(getattr(pool, "_processes", None) or {})  # to name a dead worker's exit code
+                chunks_out.append(out)
+                if progress:
+                    progress(len(out))
+        except BrokenProcessPool:  # a worker died (killed, out of memory): finish here, one process
+            codes = sorted({p.exitcode for p in processes.values()} - {None, 0})
+            warnings.warn(f"a preprocessing worker process died (exit codes {codes or 'unknown'}); "
+                          f"finishing the remaining {len(chunks) - len(chunks_out)} of {len(chunks)} chunks in this process")
+            _POOL_FUNCTION[:] = [function]
+            try:
+                for chunk in chunks[len(chunks_out):]:
+                    chunks_out.append(_pool_chunk(chunk))
+                    if progress:
+                        progress(len(chunks_out[-1]))
+            finally:
+                _POOL_FUNCTION.clear()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    results: list[Any] = []
+    for out in chunks_out:
+        if out and isinstance(out[0], _ChunkError):
+            error = out[0]
+            raise (on_error or (lambda i, item, m: RuntimeError(f"item {i} ({item!r}): {m}")))(error.index, error.item, error.message)
+        results.extend(out)
+    return results
+
+
 def featurize_molecules(
     smiles: list[str],
     featurize: Callable[[str], "Data"],
@@ -512,31 +650,33 @@ def featurize_molecules(
     root: Path | None = None,
     progress: bool = True,
     desc: str = "featurizing",
+    workers: int | None = None,
 ) -> PackedGraphs:
     """Featurize ``smiles`` into a :class:`PackedGraphs`, cached on disk.
 
     The cache key covers ``featurizer_key`` (name + version of the featurizer) and the exact
     SMILES list; a hit is loaded without calling ``featurize``. An unreadable cache file is
-    recomputed (with a warning). A failing molecule raises :class:`FeaturizeError`.
+    recomputed (with a warning). A failing molecule raises :class:`FeaturizeError`. A miss is
+    featurized over ``workers`` processes (default :func:`default_workers`), byte-identical
+    to one process. Processes asking at once wait for the one computing it (a lock on the file).
     """
     from tqdm.auto import tqdm
 
     path = graphs_cache_path(smiles, featurizer_key, root)
-    if path.exists():
-        try:
-            packed = PackedGraphs.load(path)
-            if len(packed) == len(smiles):
-                return packed
-            warnings.warn(f"graph cache {path} holds {len(packed)} graphs, expected {len(smiles)}; recomputing")
-        except Exception as e:  # corrupt or foreign file: recompute
-            warnings.warn(f"graph cache {path} is unreadable ({e}); recomputing")
-    graphs = []
-    for i, s in enumerate(tqdm(smiles, desc=desc, disable=not progress, unit="mol")):
-        try:
-            graphs.append(featurize(s))
-        except Exception as e:
-            raise FeaturizeError(f"cannot featurize molecule {i} (SMILES {s!r}): {e}") from e
-    packed = PackedGraphs.pack(graphs)
-    packed.save(path, {"featurizer_key": featurizer_key, "content_hash": path.stem})
-    return packed
-
+    with locked(path):  # runs started at once on a cold cache: one featurizes, the others load its file
+        if path.exists():
+            try:
+                packed = PackedGraphs.load(path)
+                if len(packed) == len(smiles):
+                    return packed
+                warnings.warn(f"graph cache {path} holds {len(packed)} graphs, expected {len(smiles)}; recomputing")
+            except Exception as e:  # corrupt or foreign file: recompute
+                warnings.warn(f"graph cache {path} is unreadable ({e}); recomputing")
+        with tqdm(total=len(smiles), desc=desc, disable=not progress, unit="mol") as bar:
+            graphs = map_in_processes(
+                featurize, smiles, workers, progress=bar.update,
+                on_error=lambda i, s, m: FeaturizeError(f"cannot featurize molecule {i} (SMILES {s!r}): {m}"))
+            bar.update(len(smiles) - bar.n)
+        packed = PackedGraphs.pack(graphs)
+        packed.save(path, {"featurizer_key": featurizer_key, "content_hash": path.stem})
+        return packed

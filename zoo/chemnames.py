@@ -18,6 +18,7 @@ ChEBI-20 descriptions name molecules in IUPAC-style nomenclature ("... that is m
 
 from __future__ import annotations
 
+import functools
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from zoo.cache import cache_root, content_hash, load_sealed_npz, save_sealed_npz
+from zoo.cache import cache_root, content_hash, load_sealed_npz, locked, save_sealed_npz
 from zoo.errors import IntegrityError
 
 #: bump when the candidate fingerprints change: it keys their disk cache
@@ -127,13 +128,13 @@ def select_structures(parsed: Sequence[tuple[Span, str]], max_structures: int = 
 
 
 def description_structures(texts: Sequence[str], *, max_structures: int = MAX_STRUCTURES, max_tokens: int = MAX_TOKENS,
-                           cache=None) -> list[list[str]]:
+                           cache=None, workers: int | None = None) -> list[list[str]]:
     """Per text, the canonical SMILES of the chemical names found in it (see the module docs).
-    All texts' spans are parsed in one OPSIN batch (cached names excluded)."""
+    All texts' spans are parsed by OPSIN together (cached names excluded; one JVM per worker)."""
     from zoo.opsin import parse_names
 
     spans = [candidate_spans(text, max_tokens) for text in texts]
-    parses = parse_names((s.text for per_text in spans for s in per_text), cache=cache)
+    parses = parse_names((s.text for per_text in spans for s in per_text), cache=cache, workers=workers)
     return [select_structures([(s, parses[s.text]) for s in per_text if parses[s.text] is not None], max_structures)
             for per_text in spans]
 
@@ -166,13 +167,16 @@ def morgan_count_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 20
     return out
 
 
-def morgan_bit_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048) -> np.ndarray:
-    """Folded Morgan bit fingerprints (chirality on) ``[N, n_bits]`` bool; zeros where RDKit cannot parse."""
+def morgan_bit_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048, workers: int | None = 1) -> np.ndarray:
+    """Folded Morgan bit fingerprints (chirality on) ``[N, n_bits]`` bool; zeros where RDKit cannot parse.
+    ``workers`` processes (None: :func:`zoo.cache.default_workers`), the same matrix as one."""
+    from zoo.cache import map_in_processes
+
     out = np.zeros((len(smiles), n_bits), dtype=bool)
-    for i, s in enumerate(smiles):
-        mol = _mol(s)
-        if mol is not None:
-            out[i] = _generator(radius, n_bits).GetFingerprintAsNumPy(mol).astype(bool)
+    rows = map_in_processes(functools.partial(_packed_bits, radius=radius, n_bits=n_bits), list(smiles), workers)
+    for i, row in enumerate(rows):
+        if row is not None:
+            out[i] = np.unpackbits(row, count=n_bits).astype(bool)
     return out
 
 
@@ -181,23 +185,31 @@ def morgan_bit_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048
 MIN_CACHED_MOLECULES = 2
 
 
-def candidate_bits(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048, root: Path | None = None) -> np.ndarray:
-    """:func:`morgan_bit_matrix` of a candidate gallery, cached on disk (packed) by the SMILES list
+def _packed_bits(smiles: str, radius: int, n_bits: int) -> np.ndarray | None:
+    mol = _mol(smiles)
+    return None if mol is None else np.packbits(_generator(radius, n_bits).GetFingerprintAsNumPy(mol).astype(bool))
+
+
+def candidate_bits(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048, root: Path | None = None,
+                   workers: int | None = None) -> np.ndarray:
+    """:func:`morgan_bit_matrix` of a candidate gallery (over ``workers`` processes, default :func:`zoo.cache.default_workers`),
+    cached on disk (packed) by the SMILES list; processes asking at once wait for the one computing it
     (a single molecule, :data:`MIN_CACHED_MOLECULES`, is not cached)."""
     if len(smiles) < MIN_CACHED_MOLECULES:
-        return morgan_bit_matrix(smiles, radius, n_bits)
+        return morgan_bit_matrix(smiles, radius, n_bits, 1)
     key = content_hash("candidate-morgan-bits", list(smiles), radius, n_bits, FINGERPRINT_VERSION)
     path = Path(root or cache_root()) / "chem_names" / "fingerprints" / f"{key}.npz"
-    if path.exists():
-        try:
-            packed = load_sealed_npz(path)["bits"]  # checked against its content hash
-            if packed.shape == (len(smiles), (n_bits + 7) // 8):
-                return np.unpackbits(packed, axis=1, count=n_bits).astype(bool)
-        except (IntegrityError, KeyError) as exc:  # damaged: recompute and rewrite
-            warnings.warn(f"fingerprint cache {path} is unreadable ({exc}); recomputing")
-    bits = morgan_bit_matrix(smiles, radius, n_bits)
-    save_sealed_npz(path, {"bits": np.packbits(bits, axis=1)})
-    return bits
+    with locked(path):
+        if path.exists():
+            try:
+                packed = load_sealed_npz(path)["bits"]  # checked against its content hash
+                if packed.shape == (len(smiles), (n_bits + 7) // 8):
+                    return np.unpackbits(packed, axis=1, count=n_bits).astype(bool)
+            except (IntegrityError, KeyError) as exc:  # damaged: recompute and rewrite
+                warnings.warn(f"fingerprint cache {path} is unreadable ({exc}); recomputing")
+        bits = morgan_bit_matrix(smiles, radius, n_bits, workers)
+        save_sealed_npz(path, {"bits": np.packbits(bits, axis=1)})
+        return bits
 
 
 # -- the symbolic scorer ----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from zoo.cache import cache_root, content_hash, load_sealed_npz, save_sealed_npz
+from zoo.cache import cache_root, content_hash, load_sealed_npz, locked, save_sealed_npz
 from zoo.errors import IntegrityError
 
 #: bump when the keys change: it keys their disk cache
@@ -129,13 +129,13 @@ def structure_keys(smiles: str) -> Keys | None:
     return Keys(_hash(Chem.MolToSmiles(parent)), _hash(Chem.MolToSmiles(parent, isomericSmiles=False)), _hash(shape), charge)
 
 
-def description_relations(texts: Sequence[str], cache=None) -> list[tuple[Target, ...]]:
+def description_relations(texts: Sequence[str], cache=None, workers: int | None = None) -> list[tuple[Target, ...]]:
     """Per text, its relations whose name OPSIN parses, as :class:`Target` s. All texts' names are
-    parsed in one OPSIN batch (cached names excluded)."""
+    parsed by OPSIN together (cached names excluded; one JVM per worker)."""
     from zoo.opsin import parse_names
 
     relations = [stated_relations(text) for text in texts]
-    parses = parse_names((r.name for per_text in relations for r in per_text), cache=cache)
+    parses = parse_names((r.name for per_text in relations for r in per_text), cache=cache, workers=workers)
     keys = {smiles: structure_keys(smiles) for smiles in set(parses.values()) if smiles is not None}
     out = []
     for per_text in relations:
@@ -149,31 +149,35 @@ def description_relations(texts: Sequence[str], cache=None) -> list[tuple[Target
     return out
 
 
-def molecule_keys(smiles: Sequence[str], root: Path | None = None) -> np.ndarray:
+def molecule_keys(smiles: Sequence[str], root: Path | None = None, workers: int | None = None) -> np.ndarray:
     """``[N, 4]`` int64: the :class:`Keys` of each molecule (a row of zeros where RDKit cannot parse
-    it), cached on disk by the SMILES list (a single molecule, a search query, is not)."""
+    it), computed over ``workers`` processes (default :func:`zoo.cache.default_workers`; the same array as one) and cached on
+    disk by the SMILES list; processes asking at once wait for the one computing it (a single molecule, a
+    search query, is not cached)."""
+    from zoo.cache import map_in_processes
     from zoo.chemnames import MIN_CACHED_MOLECULES
 
     if len(smiles) < MIN_CACHED_MOLECULES:
-        return _keys_of(smiles)
+        return _keys_of(structure_keys(s) for s in smiles)
     key = content_hash("relation-keys", list(smiles), KEYS_VERSION)
     path = Path(root or cache_root()) / "chem_names" / "relation_keys" / f"{key}.npz"
-    if path.exists():
-        try:
-            keys = load_sealed_npz(path)["keys"]  # checked against its content hash
-            if keys.shape == (len(smiles), len(Keys._fields)):
-                return keys
-        except (IntegrityError, KeyError) as exc:  # damaged: recompute and rewrite
-            warnings.warn(f"relation-key cache {path} is unreadable ({exc}); recomputing")
-    keys = _keys_of(smiles)
-    save_sealed_npz(path, {"keys": keys})
-    return keys
+    with locked(path):
+        if path.exists():
+            try:
+                keys = load_sealed_npz(path)["keys"]  # checked against its content hash
+                if keys.shape == (len(smiles), len(Keys._fields)):
+                    return keys
+            except (IntegrityError, KeyError) as exc:  # damaged: recompute and rewrite
+                warnings.warn(f"relation-key cache {path} is unreadable ({exc}); recomputing")
+        keys = _keys_of(map_in_processes(structure_keys, list(smiles), workers))
+        save_sealed_npz(path, {"keys": keys})
+        return keys
 
 
-def _keys_of(smiles: Sequence[str]) -> np.ndarray:
-    keys = np.zeros((len(smiles), len(Keys._fields)), dtype=np.int64)
-    for i, s in enumerate(smiles):
-        found = structure_keys(s)
+def _keys_of(found_keys) -> np.ndarray:
+    rows = list(found_keys)
+    keys = np.zeros((len(rows), len(Keys._fields)), dtype=np.int64)
+    for i, found in enumerate(rows):
         if found is not None:
             keys[i] = found
     return keys

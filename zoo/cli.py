@@ -29,7 +29,7 @@ KIND_ALIASES = {
     "text_encoders": "text_encoder", "text": "text_encoder",
     "molecule_encoders": "molecule_encoder", "molecule": "molecule_encoder",
     "aligners": "aligner", "losses": "loss", "compositions": "composition", "tasks": "task",
-    "scorers": "scorer",
+    "scorers": "scorer", "launchers": "launcher",
 }
 
 
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 def _add_registry_commands(sub) -> None:
     """list, plugins, show: what is registered and what a composition resolves to."""
     p = sub.add_parser("list", help="list registered components")
-    p.add_argument("kind", nargs="?", help="text_encoder, molecule_encoder, aligner, loss, composition, task or scorer")
+    p.add_argument("kind", nargs="?", help="text_encoder, molecule_encoder, aligner, loss, composition, task, scorer or launcher")
     p.add_argument("pattern", nargs="?", help="wildcard filter on names, e.g. 'graph*'")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -74,8 +74,11 @@ def _add_run_command(sub) -> None:
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component (e.g. SciBERT offline)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint/results in the run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes for RDKit featurization, OPSIN parsing and structure keys (default 1; $ZOO_WORKERS)")
     p.add_argument("--members-root", metavar="DIR",
                    help="an ensemble composition's member runs: DIR/NAME-HASH-sSEED, finished ones reused (default runs)")
+    _add_launcher_options(p)
 
 
 def _add_results_commands(sub) -> None:
@@ -140,6 +143,7 @@ def _add_grid_commands(sub) -> None:
     p.add_argument("--out-root", help="folder of the runs (default runs/ablate-NAME)")
     p.add_argument("--one-at-a-time", action="store_true", help="vary one axis at a time from the reference instead of the full grid")
     p.add_argument("--dry-run", action="store_true", help="print the configurations and runs, train nothing")
+    _add_launcher_options(p)
     _add_table_options(p, metric_help="metric(s) to compare (repeatable; default mrr)")
     p.add_argument("--gallery", help="candidate pool of the comparison (default: the spec's first, usually all)")
     _add_data_dir(p)
@@ -153,12 +157,40 @@ def _add_grid_commands(sub) -> None:
                    help="applies to every composition (a slot option only where that slot's component has it)")
     p.add_argument("--out-root", default="runs/sweep", help="folder of the runs (default runs/sweep; shared naming with zoo ablate)")
     p.add_argument("--dry-run", action="store_true", help="print the runs, train nothing")
+    _add_launcher_options(p)
     _add_table_options(p, metric_help="metric column(s) (repeatable; default: all)")
     p.add_argument("--gallery", help="only this gallery's table (all, test, inbatch:N)")
     p.add_argument("--plot", metavar="PNG", help="also draw the leaderboard as a bar chart")
     _add_data_dir(p)
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _add_launcher_options(p: argparse.ArgumentParser) -> None:
+    """Where the runs train: ``--launcher NAME`` with its options, and how often a failed run is retried."""
+    p.add_argument("--launcher", metavar="NAME", help="where the runs train: local (default), ray, slurm (`zoo list launcher`)")
+    p.add_argument("--launcher-opt", dest="launcher_opts", action="append", default=[], metavar="KEY=VALUE",
+                   help="a launcher option, e.g. workers=2 (local), address=auto (ray), partition=gpu (slurm) (repeatable)")
+    p.add_argument("--launcher-config", metavar="FILE.toml", help="a TOML file whose [launcher] table names the launcher and its options")
+    p.add_argument("--retries", type=int, default=1, help="retries of a failed run, each resuming from its checkpoint (default 1)")
+
+
+def _launcher_choice(args):
+    """``--launcher``/``--launcher-opt``/``--launcher-config`` resolved and validated (before any planning)."""
+    from zoo.launch import resolve_launcher
+
+    return resolve_launcher(args.launcher, args.launcher_opts, args.launcher_config)
+
+
+def _launch(args, planned, choice) -> list:
+    """Train ``planned``'s missing runs through launcher ``choice``; print what failed. Returns the failures."""
+    from zoo.launch import failure_report, launch_runs
+
+    outcome = launch_runs(planned, choice, retries=args.retries, data_dir=args.data_dir, strict=args.strict,
+                          progress=not args.no_progress, log=lambda m: print(m, flush=True))
+    if outcome.failed:
+        print(failure_report(outcome.failed), end="", file=sys.stderr, flush=True)
+    return outcome.failed
 
 
 def _add_library_commands(sub) -> None:
@@ -268,6 +300,12 @@ def cmd_show(args) -> int:
 
 
 def cmd_run(args) -> int:
+    if args.workers is not None:
+        if args.workers < 1:
+            raise RunError(f"--workers must be at least 1 (got {args.workers})")
+        from zoo.cache import WORKERS_ENV
+
+        os.environ[WORKERS_ENV] = str(args.workers)  # read by zoo.cache.default_workers, inherited by member runs
     spec = _load(args.name, args.overrides)
     from zoo.spec import EnsembleSpec
     from zoo.train import RunOptions, run
@@ -277,12 +315,16 @@ def cmd_run(args) -> int:
 
         _refuse_under_torchrun(f"run {args.name} (an ensemble composition)")
         print(f"zoo run {spec.name} (ensemble composition, spec hash {spec.hash()})", flush=True)
+        launcher = _launcher_choice(args)
         run_ensemble_composition(spec, out=args.out, members_root=args.members_root or "runs", data_dir=args.data_dir,
                                  strict=args.strict, fresh=args.fresh, progress=not args.no_progress,
-                                 log=lambda m: print(m, flush=True))
+                                 log=lambda m: print(m, flush=True), launcher=launcher, retries=args.retries)
         return 0
     if args.members_root is not None:
         raise SpecError(f"--members-root: {args.name!r} is not an ensemble composition (it has no member runs)")
+    if args.launcher or args.launcher_opts or args.launcher_config:
+        raise SpecError(f"--launcher: {args.name!r} is one run, not an ensemble composition; launch a grid with "
+                        f"`zoo sweep {args.name} --seeds N --launcher ...`")
     opts = RunOptions(data_dir=args.data_dir, out_dir=args.out, strict=args.strict, fresh=args.fresh,
                       progress=not args.no_progress, download=args.download,
                       log=lambda m: print(m, flush=True))
@@ -444,20 +486,20 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from zoo.ablate import ablation_table, build_grid, describe_plan, plan_runs, render_ablation, run_ablation
+    from zoo.ablate import ablation_table, build_grid, describe_plan, plan_runs, render_ablation
 
     _refuse_under_torchrun("ablate")
     _check_out(args.out, "ablation", args.format)
+    choice = _launcher_choice(args)
     configs = build_grid(args.name, args.varies, args.overrides, one_at_a_time=args.one_at_a_time)
     planned = plan_runs(configs, args.seeds, args.out_root or f"runs/ablate-{configs[0].spec.name}")
     print(describe_plan(planned), end="", flush=True)
     if args.dry_run:
         return 0
-    run_ablation(planned, data_dir=args.data_dir, strict=args.strict, progress=not args.no_progress,
-                 log=lambda m: print(m, flush=True))
+    failed = _launch(args, planned, choice)
     table = ablation_table(planned, metrics=args.metrics or ["mrr"], gallery=args.gallery, direction=args.direction)
     _emit(render_ablation(table, args.format), args.out)
-    return 0
+    return 1 if failed else 0
 
 
 def _refuse_under_torchrun(command: str) -> None:
@@ -469,22 +511,24 @@ def _refuse_under_torchrun(command: str) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from zoo.ablate import describe_plan, read_json, run_ablation
+    from zoo.ablate import describe_plan, read_json
     from zoo.evals.leaderboard import RunRecord, build_leaderboard
     from zoo.sweep import plan_sweep
 
     _refuse_under_torchrun("sweep")
     _check_out(args.out, "leaderboard", args.format)
+    choice = _launcher_choice(args)
     planned = plan_sweep(args.names, args.seeds, args.overrides, args.out_root)
     print(describe_plan(planned), end="", flush=True)
     if args.dry_run:
         return 0
-    run_ablation(planned, data_dir=args.data_dir, strict=args.strict, progress=not args.no_progress,
-                 log=lambda m: print(m, flush=True))
-    runs = [RunRecord.from_results(read_json(p.results_path), str(p.results_path)) for p in planned]
+    failed = _launch(args, planned, choice)
+    runs = [RunRecord.from_results(read_json(p.results_path), str(p.results_path)) for p in planned if p.done]
+    if not runs:
+        raise RunError(f"no run of this sweep finished ({len(failed)} failed; see above)")
     board = build_leaderboard(runs, gallery=args.gallery, direction=args.direction, metrics=args.metrics)
     _emit_board(board, args)
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_search(args) -> int:

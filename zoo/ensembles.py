@@ -13,10 +13,13 @@ leaderboard row.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from zoo.runs import run_folder_name
 from zoo.spec import EnsembleSpec
+
+if TYPE_CHECKING:
+    from zoo.launch import LauncherChoice
 
 __all__ = ["run_ensemble_composition", "default_ensemble_out"]
 
@@ -28,10 +31,14 @@ def default_ensemble_out(spec: EnsembleSpec, root: str | Path = "runs") -> Path:
 
 def run_ensemble_composition(spec: EnsembleSpec, *, out: str | Path | None = None, members_root: str | Path = "runs",
                              data_dir: str | None = None, strict: bool = False, fresh: bool = False, progress: bool = True,
-                             log: Callable[[str], None] = print) -> Path:
-    """Train the members missing under ``members_root`` (finished ones are reused), fuse them with the
-    scorers (``fresh``: refit a finished fusion; members are never retrained by it). Returns the results path."""
-    from zoo.ablate import AblationConfig, PlannedRun, run_ablation
+                             log: Callable[[str], None] = print, launcher: "LauncherChoice | None" = None,
+                             retries: int = 1) -> Path:
+    """Train the members missing under ``members_root`` (finished ones are reused) through ``launcher``
+    (default ``local``: one after another in this process), fuse them with the scorers (``fresh``: refit
+    a finished fusion; members are never retrained by it). Returns the results path."""
+    from zoo.ablate import AblationConfig, PlannedRun
+    from zoo.errors import RunError
+    from zoo.launch import LauncherChoice, failure_report, launch_runs
     from zoo.fusion import build_ensemble, scorer_member
     from zoo.runs import default_out_dir
 
@@ -41,6 +48,9 @@ def run_ensemble_composition(spec: EnsembleSpec, *, out: str | Path | None = Non
                           spec.seed, m, default_out_dir(m, members_root)) for m in spec.member_specs()]
     log(f"ensemble {spec.name} seed {spec.seed}: members " + ", ".join(str(p.out_dir) for p in planned)
         + "".join(f" + scorer {s.label}" for s in scorers))
-    run_ablation(planned, data_dir=data_dir, strict=strict, progress=progress, log=log)
+    outcome = launch_runs(planned, launcher or LauncherChoice(), retries=retries, data_dir=data_dir, strict=strict,
+                          progress=progress, log=log)
+    if outcome.failed:
+        raise RunError(f"ensemble {spec.name}: members did not finish, nothing fused.\n{failure_report(outcome.failed).rstrip()}")
     return build_ensemble([p.out_dir for p in planned], scorers, out=out or default_ensemble_out(spec, members_root), fresh=fresh,
                           data_dir=data_dir, composition=spec, log=log)

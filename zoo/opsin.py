@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from zoo.cache import (CACHE_UNVERIFIED_HINT, atomic_write_text, cache_root, check_sealed_bytes, content_hash, sealed_json,
+from zoo.cache import (CACHE_UNVERIFIED_HINT, atomic_write_text, cache_root, check_sealed_bytes, content_hash, locked, sealed_json,
                        unseal, warn_unverified)
 from zoo.errors import IntegrityError, OpsinError, OpsinTimeout
 
@@ -161,21 +161,46 @@ class ParseCache:
         return found
 
     def put(self, entries: dict[str, str | None]) -> None:
-        """Merge ``entries`` into the shards (each re-read just before its atomic rewrite)."""
+        """Merge ``entries`` into the shards, each re-read and rewritten atomically under its lock (processes
+        parsing at once merge their entries, none is lost)."""
         by_shard: dict[str, dict[str, str | None]] = {}
         for key, value in entries.items():
             by_shard.setdefault(key[0], {})[key] = value
         for shard, new in sorted(by_shard.items()):
-            stored = self._read(shard)
-            stored.update(new)
-            atomic_write_text(self._path(shard), sealed_json(stored, sort_keys=True, ensure_ascii=False))
+            with locked(self._path(shard)):
+                stored = self._read(shard)
+                stored.update(new)
+                atomic_write_text(self._path(shard), sealed_json(stored, sort_keys=True, ensure_ascii=False))
 
 
-def parse_names(names: Iterable[str], *, cache: ParseCache | None = None) -> dict[str, str | None]:
+#: fewer names than this per JVM: not worth another JVM's start-up (~1 s)
+MIN_NAMES_PER_JVM = 2000
+
+
+def run_opsin_parallel(names: Sequence[str], workers: int | None = None, min_per_jvm: int | None = None) -> list[str]:
+    """:func:`run_opsin` over up to ``workers`` JVMs at once (default :func:`zoo.cache.default_workers`; at
+    least ``min_per_jvm`` names each, default :data:`MIN_NAMES_PER_JVM`), one contiguous batch each, results in input order: the same list as
+    one JVM (each name parses on its own)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from zoo.cache import default_workers
+
+    names = list(names)
+    jvms = max(1, min(default_workers() if workers is None else workers, len(names) // max(1, min_per_jvm or MIN_NAMES_PER_JVM)))
+    if jvms == 1:
+        return run_opsin(names)
+    size = -(-len(names) // jvms)
+    with ThreadPoolExecutor(jvms) as pool:  # each thread waits on its own JVM
+        parts = list(pool.map(run_opsin, [names[i:i + size] for i in range(0, len(names), size)]))
+    return [smiles for part in parts for smiles in part]
+
+
+def parse_names(names: Iterable[str], *, cache: ParseCache | None = None, workers: int | None = None) -> dict[str, str | None]:
     """Each distinct name -> RDKit-canonical SMILES of OPSIN's parse, or ``None``.
 
-    Cached names are read from disk; the rest go to OPSIN in ONE batch (one JVM), are checked by
-    RDKit and stored. Java is neither needed nor started when every name is cached.
+    Cached names are read from disk; the rest go to OPSIN in batches, one JVM per worker
+    (:func:`run_opsin_parallel`), are checked by RDKit (over ``workers`` processes) and stored. Java
+    is neither needed nor started when every name is cached.
     """
     unique = sorted(set(names))
     if not unique:
@@ -188,8 +213,11 @@ def parse_names(names: Iterable[str], *, cache: ParseCache | None = None) -> dic
     cached = cache.get(keys.values())
     missing = [name for name in unique if keys[name] not in cached]
     if missing:
-        parsed = run_opsin(missing)
-        new = {keys[name]: canonical_smiles(smiles) for name, smiles in zip(missing, parsed)}
+        from zoo.cache import map_in_processes
+
+        parsed = run_opsin_parallel(missing, workers)
+        canonical = map_in_processes(canonical_smiles, parsed, workers)
+        new = {keys[name]: smiles for name, smiles in zip(missing, canonical)}
         cache.put(new)
         cached.update(new)
     return {name: cached[keys[name]] for name in unique}

@@ -351,27 +351,28 @@ def cached_text_states(encoder: HFTextEncoder, texts: list[str], progress: bool 
     other token counts (made with another tokenizer) are recomputed, since they would not line up
     with the token ids and their padding mask.
     """
-    from zoo.api import CACHE_UNVERIFIED_HINT, atomic_save_tensors, cache_root, content_hash, read_safetensors
+    from zoo.api import CACHE_UNVERIFIED_HINT, atomic_save_tensors, cache_root, content_hash, locked, read_safetensors
 
     if len(texts) < MIN_CACHED_TEXTS:  # a search query: recomputing is cheaper than a cache file per query
         return encoder.backbone_states(texts, progress=progress, device=device)
     path = cache_root() / "text" / f"{content_hash(encoder.cache_key, texts)}.safetensors"
-    if path.exists():
-        try:
-            packed = read_safetensors(path, unverified_hint=CACHE_UNVERIFIED_HINT)[0]
-            states = list(torch.split(packed["states"], packed["lengths"].tolist()))
-            if len(states) != len(texts):
-                warnings.warn(f"text cache {path} holds {len(states)} texts, expected {len(texts)}; recomputing")
-            elif lengths is not None and packed["lengths"].tolist() != list(lengths):
-                warnings.warn(f"text cache {path} holds states of other token counts than this tokenizer gives; recomputing")
-            else:
-                return states
-        except Exception as exc:  # noqa: BLE001 - corrupt or truncated file: recompute
-            warnings.warn(f"text cache {path} is unreadable ({exc}); recomputing")
-    states = encoder.backbone_states(texts, progress=progress, device=device)
-    lengths = torch.tensor([len(s) for s in states])
-    atomic_save_tensors({"states": torch.cat(states), "lengths": lengths}, path, metadata={"key": encoder.cache_key})
-    return states
+    with locked(path):  # processes started at once on a cold cache: one computes, the others read its file
+        if path.exists():
+            try:
+                packed = read_safetensors(path, unverified_hint=CACHE_UNVERIFIED_HINT)[0]
+                states = list(torch.split(packed["states"], packed["lengths"].tolist()))
+                if len(states) != len(texts):
+                    warnings.warn(f"text cache {path} holds {len(states)} texts, expected {len(texts)}; recomputing")
+                elif lengths is not None and packed["lengths"].tolist() != list(lengths):
+                    warnings.warn(f"text cache {path} holds states of other token counts than this tokenizer gives; recomputing")
+                else:
+                    return states
+            except Exception as exc:  # noqa: BLE001 - corrupt or truncated file: recompute
+                warnings.warn(f"text cache {path} is unreadable ({exc}); recomputing")
+        states = encoder.backbone_states(texts, progress=progress, device=device)
+        lengths = torch.tensor([len(s) for s in states])
+        atomic_save_tensors({"states": torch.cat(states), "lengths": lengths}, path, metadata={"key": encoder.cache_key})
+        return states
 
 
 @passes_options_to(HFTextEncoder)

@@ -1,0 +1,92 @@
+"""One run's CPU-bound preprocessing at 1 and 2 worker processes, on real ChEBI-20 molecules and names.
+
+* ``test_featurize``: RDKit graphs (``zoo.featurize.featurize``) of ``N_MOLECULES`` gallery molecules;
+* ``test_relation_keys``: their relation keys (``zoo.chemrelations.molecule_keys``: charge parent, skeleton);
+* ``test_structure_bits``: their Morgan bits (``zoo.chemnames.candidate_bits``);
+* ``test_opsin``: the candidate name spans of ``N_DESCRIPTIONS`` descriptions parsed by OPSIN (one JVM per worker)
+  and checked by RDKit.
+
+Each on a cold cache every round; ``extra_info``: items and items/s. The results are the same at any
+worker count (tests/test_parallel_prep.py). Run:
+``ZOO_DATA_DIR=/path/to/chebi20 python -m pytest tests/benchmarks/test_prep_workers.py --benchmark-only``.
+Skipped when the data folder is missing. No target is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+N_MOLECULES = 4000
+N_DESCRIPTIONS = 600
+
+
+def _data_dir() -> Path:
+    for candidate in (os.environ.get("ZOO_DATA_DIR"), "/work/shared/data/chebi20"):
+        if candidate and (Path(candidate) / "test.txt").is_file() and (Path(candidate) / "train_molecules.tsv").is_file():
+            return Path(candidate)
+    pytest.skip("ChEBI-20 data not found (set ZOO_DATA_DIR)")
+
+
+@pytest.fixture(scope="module")
+def data():
+    from zoo.data import load_chebi20
+
+    return load_chebi20(_data_dir(), holdout_fraction=0.1, holdout_seed=0)
+
+
+def _measure(benchmark, tmp_path_factory, work, count: int, workers: int, unit: str):
+    def cold():
+        return (tmp_path_factory.mktemp("cold"),), {}
+
+    benchmark.pedantic(lambda root: work(root, workers), setup=cold, rounds=2, iterations=1)
+    benchmark.extra_info.update(workers=workers, items=count, unit=unit,
+                                per_second=round(count / benchmark.stats.stats.min, 1), cpus=os.cpu_count())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_featurize(benchmark, data, tmp_path_factory, workers):
+    from zoo.cache import featurize_molecules
+    from zoo.featurize import FEATURIZER_NAME, FEATURIZER_VERSION, featurize
+
+    smiles = [m.smiles for m in data.gallery][:N_MOLECULES]
+    key = f"{FEATURIZER_NAME}/{FEATURIZER_VERSION}"
+    _measure(benchmark, tmp_path_factory,
+             lambda root, w: featurize_molecules(smiles, featurize, key, root=root, progress=False, workers=w),
+             len(smiles), workers, "molecules")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_relation_keys(benchmark, data, tmp_path_factory, workers):
+    from zoo.chemrelations import molecule_keys
+
+    smiles = [m.smiles for m in data.gallery][:N_MOLECULES]
+    _measure(benchmark, tmp_path_factory, lambda root, w: molecule_keys(smiles, root=root, workers=w),
+             len(smiles), workers, "molecules")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_structure_bits(benchmark, data, tmp_path_factory, workers):
+    from zoo.chemnames import candidate_bits
+
+    smiles = [m.smiles for m in data.gallery][:N_MOLECULES]
+    _measure(benchmark, tmp_path_factory, lambda root, w: candidate_bits(smiles, root=root, workers=w),
+             len(smiles), workers, "molecules")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_opsin(benchmark, data, tmp_path_factory, workers, monkeypatch):
+    if shutil.which("java") is None:
+        pytest.skip("java is not installed (OPSIN)")
+    import zoo.opsin
+    from zoo.chemnames import candidate_spans
+    from zoo.opsin import ParseCache, parse_names
+
+    monkeypatch.setattr(zoo.opsin, "MIN_NAMES_PER_JVM", 500)
+    texts = [p.description for p in data.descriptions][:N_DESCRIPTIONS]
+    spans = sorted({s.text for text in texts for s in candidate_spans(text)})
+    _measure(benchmark, tmp_path_factory, lambda root, w: parse_names(spans, cache=ParseCache(root), workers=w),
+             len(spans), workers, "names")
