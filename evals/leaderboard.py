@@ -26,10 +26,11 @@ import json
 import math
 import statistics
 import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from zoo.errors import LeaderboardError
 from zoo.evals.ranking import TIE_POLICY
@@ -644,7 +645,7 @@ def parse_created_at(value: str) -> datetime | None:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _newer_first(run: RunRecord, previous: RunRecord, notes: list[str]) -> tuple[RunRecord, RunRecord]:

@@ -17,7 +17,7 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,7 @@ def build_results(
     results: dict[str, Any] = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "molzoo_version": _molzoo_version(),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_revision": git_revision(),
         "environment": environment_info(),
         "spec": copy.deepcopy(spec),

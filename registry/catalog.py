@@ -9,8 +9,9 @@ import difflib
 import functools
 import importlib
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from zoo.errors import ComponentError, DuplicateComponentError, UnknownComponentError, UnknownOptionError
 

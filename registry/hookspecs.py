@@ -46,7 +46,8 @@ raised there becomes a one-line error naming the slot and component: check optio
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import pluggy
 

@@ -8,9 +8,10 @@ import sys
 import sysconfig
 import traceback
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Mapping
+from typing import Any
 
 import pluggy
 

@@ -7,11 +7,17 @@ import json
 import pytest
 
 from zoo.ablate import (
-    ablation_table, build_grid, compare, describe_plan, parse_vary, plan_runs, render_ablation,
+    ablation_table,
+    build_grid,
+    compare,
+    describe_plan,
+    parse_vary,
+    plan_runs,
+    render_ablation,
 )
 from zoo.cli import main
-from zoo.evals.leaderboard import summarize
 from zoo.errors import SpecError
+from zoo.evals.leaderboard import summarize
 
 
 def test_parse_vary_and_its_errors():

@@ -7,8 +7,16 @@ import torch
 from torch_geometric.data import Data
 
 from zoo import cache
-from zoo.cache import (PackedGraphs, atomic_save_tensors, atomic_write_bytes, atomic_write_text,
-                       cache_root, content_hash, featurize_molecules, graphs_cache_path)
+from zoo.cache import (
+    PackedGraphs,
+    atomic_save_tensors,
+    atomic_write_bytes,
+    atomic_write_text,
+    cache_root,
+    content_hash,
+    featurize_molecules,
+    graphs_cache_path,
+)
 from zoo.errors import FeaturizeError
 from zoo.featurize import featurize
 

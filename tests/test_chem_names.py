@@ -17,8 +17,7 @@ from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
 import zoo.opsin as opsin
 from zoo.cache import unseal
-from zoo.chemnames import (Span, candidate_bits, candidate_spans, clean_span, description_structures, select_structures,
-                           structure_match_scores)
+from zoo.chemnames import Span, candidate_bits, candidate_spans, clean_span, description_structures, select_structures, structure_match_scores
 from zoo.errors import OpsinError
 from zoo.opsin import ParseCache, parse_names
 

@@ -9,8 +9,7 @@ import pytest
 from rdkit import Chem
 
 import zoo.chemrelations as chemrelations
-from zoo.chemrelations import (Relation, Target, description_relations, molecule_keys, relation_match_scores,
-                               stated_relations, structure_keys)
+from zoo.chemrelations import Relation, Target, description_relations, molecule_keys, relation_match_scores, stated_relations, structure_keys
 from zoo.opsin import ParseCache
 
 

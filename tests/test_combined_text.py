@@ -133,8 +133,8 @@ def test_offline_part_is_substituted_alone(tiny_env):
 
 def test_tiny_run_and_eval_with_tfidf_and_minilm(tiny_env, tmp_path, capsys):
     from safetensors import safe_open
-
     from test_tfidf import TINY_TFIDF
+
     from zoo.cli import main
 
     out = tmp_path / "run"

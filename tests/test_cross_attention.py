@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from tiny import TINY, run_tiny
+
 from zoo.cli import main
 from zoo.plugins.align.cross_attention import CrossAttentionAligner
 from zoo.protocols import Encoded
@@ -151,7 +151,7 @@ def test_learns_to_match():
     aligner(*_pair(text_width=8))  # materialise before building the optimizer
     optimizer = torch.optim.Adam(aligner.parameters(), lr=3e-3)
     accuracy = []
-    for step in range(150):
+    for _step in range(150):
         key = torch.randn(16, 1, 8)
         text = Encoded(torch.randn(16, EMBED), key + 0.3 * torch.randn(16, 4, 8), torch.ones(16, 4, dtype=torch.bool))
         mol = Encoded(torch.randn(16, EMBED), key + 0.3 * torch.randn(16, 3, 8), torch.ones(16, 3, dtype=torch.bool))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from zoo.errors import DataError, DataWarning
 from zoo.plugins.tasks import chebi20 as zdata
 from zoo.plugins.tasks.chebi20 import Molecule, find_data_dir, load_chebi20, read_molecules, read_pairs
-from zoo.errors import DataError, DataWarning
 
 PAIR_HEADER = "CID\tSMILES\tdescription"
 SMILES = ["CCO", "CC(=O)O", "c1ccccc1", "CCN", "C/C=C\\\\C", "O=C=O", "CCCl", "CCBr", "C1CCCCC1", "CS"]

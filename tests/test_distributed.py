@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tiny import TINY, run_tiny
+
 from zoo import distributed
 from zoo.distributed import DistContext
 

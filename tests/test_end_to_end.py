@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from tiny import TINY, run_tiny
+
 from zoo.cli import main
 
 
@@ -105,7 +105,6 @@ def test_bad_options_fail_before_training_with_a_clear_message(tiny_env, tmp_pat
 
 
 def test_zoo_eval_reproduces_the_run_and_embeddings_recompute_the_metrics(tiny_env, tmp_path, capsys):
-    import numpy as np
 
     run = tmp_path / "run"
     results = run_tiny(tiny_env, run, "train.epochs=3")

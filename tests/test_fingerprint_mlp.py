@@ -106,8 +106,8 @@ def test_invalid_options(options, word):
 
 
 def test_registered(fresh_registry):
-    from zoo.registry import get_component
     from zoo.errors import PluginLoadWarning
+    from zoo.registry import get_component
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginLoadWarning)
@@ -185,8 +185,8 @@ def test_invalid_pretrain_options(options, word):
 def test_pretraining_sees_only_training_side_molecules(tiny_env):
     """zoo run hands the encoder the unlabeled train molecules and the training pairs' molecules:
     never a held-out (selection) or test molecule."""
-    from zoo.plugins.tasks.chebi20 import load_chebi20
     from zoo.gallery import PreparedGallery
+    from zoo.plugins.tasks.chebi20 import load_chebi20
     from zoo.train import _pretrain_molecule_encoder
 
     data = load_chebi20(tiny_env, holdout_fraction=0.15)

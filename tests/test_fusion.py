@@ -15,7 +15,7 @@ import pytest
 
 from zoo.cli import main
 from zoo.evals.results import REQUIRED_KEYS, read_results, write_results
-from zoo.fusion import GalleryScores, Member, fit_weights, fuse, evaluate_fused, zscore_rows
+from zoo.fusion import GalleryScores, Member, evaluate_fused, fit_weights, fuse, zscore_rows
 
 TINY = ["text_encoder.svd_dim=16", "text_encoder.hidden_dim=32", "molecule_encoder.hidden_dim=32",
         "molecule_encoder.n_bits=256", "embed_dim=32", "train.batch_size=16", "train.lr=0.003",

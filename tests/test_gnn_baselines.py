@@ -99,8 +99,8 @@ def test_invalid_options(name, options, word):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_registered(fresh_registry, name):
-    from zoo.registry import get_component
     from zoo.errors import PluginLoadWarning
+    from zoo.registry import get_component
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginLoadWarning)

@@ -107,8 +107,8 @@ def test_malformed_table_rows_are_data_errors_naming_file_and_line(tmp_path, nam
 
 # -- build and search --------------------------------------------------------------------------
 def test_index_skips_bad_molecules_and_search_matches_brute_force(tiny_run, lib, tmp_path, capsys):
-    from zoo.runs import load_trained_run
     from zoo.library import embed_smiles
+    from zoo.runs import load_trained_run
 
     _, run_dir, _ = tiny_run
     out = tmp_path / "idx"

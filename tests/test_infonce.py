@@ -105,8 +105,8 @@ def test_errors():
 
 
 def test_registered(fresh_registry):
-    from zoo.registry import get_component
     from zoo.errors import PluginLoadWarning
+    from zoo.registry import get_component
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginLoadWarning)

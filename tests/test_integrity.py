@@ -299,9 +299,8 @@ def test_every_single_byte_change_of_a_hashed_file_is_detected(tmp_path):
     """Exhaustively: each byte of a small safetensors file and of a small JSON file, changed."""
     import numpy as np
 
+    from zoo.cache import atomic_save_tensors, check_sealed_bytes, load_sealed_npz, read_safetensors, save_sealed_npz, sealed_json
     from zoo.errors import IntegrityError
-    from zoo.cache import (atomic_save_tensors, check_sealed_bytes, load_sealed_npz, read_safetensors,
-                           save_sealed_npz, sealed_json)
 
     tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "n": torch.tensor([7])}
     atomic_save_tensors(tensors, tmp_path / "t.safetensors", {"note": "x"})

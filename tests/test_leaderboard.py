@@ -13,7 +13,13 @@ import pytest
 
 from zoo.cli import main
 from zoo.evals.leaderboard import (
-    LeaderboardError, RunRecord, build_leaderboard, load_runs, plot_leaderboard, render, seedless_spec_hash,
+    LeaderboardError,
+    RunRecord,
+    build_leaderboard,
+    load_runs,
+    plot_leaderboard,
+    render,
+    seedless_spec_hash,
 )
 from zoo.evals.results import build_results, write_results
 

@@ -9,8 +9,8 @@ import json
 import warnings
 
 import pytest
-
 from tiny import tiny_pairs
+
 from zoo.cli import main
 from zoo.errors import DataError, DataWarning, SpecError
 from zoo.spec import CompositionSpec, load_spec

@@ -9,7 +9,7 @@ import torch
 
 from zoo import precision
 from zoo.errors import SpecError
-from zoo.precision import Bf16Support, CpuReport
+from zoo.precision import CpuReport
 from zoo.spec import load_spec, shipped_spec_hashes
 
 AVX2_ONLY = CpuReport("x86_64", "AVX2", {"AVX512-BF16": False, "AMX": False})

@@ -150,8 +150,8 @@ def test_report_bad_input_errors_and_writes_nothing(args, message, tiny_run, tin
 
 
 def test_report_needs_a_run(capsys):
-    from zoo.report import build_report
     from zoo.errors import RunError
+    from zoo.report import build_report
 
     with pytest.raises(SystemExit):
         main(["report"])

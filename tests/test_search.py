@@ -29,8 +29,8 @@ def search(capsys, *argv) -> dict:
 
 
 def test_text_and_smiles_queries_rank_the_gallery(run_copy, capsys):
-    from zoo.runs import load_trained_run
     from zoo.library import embed_smiles
+    from zoo.runs import load_trained_run
 
     data_dir, run_dir = run_copy
     result = search(capsys, run_dir, QUERY, "-k", "5", "--data-dir", data_dir)
@@ -56,8 +56,9 @@ def test_text_and_smiles_queries_rank_the_gallery(run_copy, capsys):
 
 
 def test_gallery_cache_is_reused_and_follows_the_checkpoint(run_copy, capsys, monkeypatch):
-    import zoo.plugins.tasks.chebi20 as chebi20
     from safetensors.torch import load_file, save_file
+
+    import zoo.plugins.tasks.chebi20 as chebi20
 
     data_dir, run_dir = run_copy
     search(capsys, run_dir, QUERY, "--data-dir", data_dir)  # makes sure the cache exists

@@ -102,7 +102,8 @@ def test_hash_ignores_name_and_description(aman):
 
 @pytest.mark.parametrize(
     "override",
-    ["loss.margin=0.3", "train.epochs=5", "embed_dim=128", "text_encoder.scibert.pooling=\"cls\"", "text_encoder.tfidf.svd_dim=256", "eval.galleries=[\"test\"]",
+    ["loss.margin=0.3", "train.epochs=5", "embed_dim=128", "text_encoder.scibert.pooling=\"cls\"", "text_encoder.tfidf.svd_dim=256",
+     "eval.galleries=[\"test\"]",
      "aligner=none", "train.seed=1"],
 )
 def test_hash_changes_with_options(aman, override):

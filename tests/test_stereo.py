@@ -14,8 +14,7 @@ import torch
 from torch_geometric.data import Batch
 
 from zoo.cache import featurize_molecules
-from zoo.featurize import (ATOM_FEATURE_DIM, ATOM_STEREO_COLUMNS, BOND_STEREO_COLUMNS, featurize, parse_smiles,
-                           stereo_flags)
+from zoo.featurize import ATOM_FEATURE_DIM, ATOM_STEREO_COLUMNS, BOND_STEREO_COLUMNS, featurize, parse_smiles, stereo_flags
 from zoo.plugins.molecule.fingerprint_mlp import EXTRA_FINGERPRINTS, FingerprintMLP, fingerprint_vector
 from zoo.plugins.molecule.gnn_baselines import GCN, GINE
 from zoo.plugins.molecule.graph_transformer import GraphTransformer
@@ -122,7 +121,7 @@ def test_stereo_blind_caches_of_version_1_are_not_reused(tmp_path):
         assert model.featurizer != old_key
         calls = []
 
-        def counting(s, model=model):
+        def counting(s, model=model, calls=calls):
             calls.append(s)
             return model.featurize(s)
 

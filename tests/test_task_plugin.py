@@ -14,8 +14,8 @@ import json
 import textwrap
 
 import pytest
-
 from tiny import tiny_pairs
+
 from zoo.cli import main
 from zoo.registry import plugins as plugins_mod
 

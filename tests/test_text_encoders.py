@@ -14,8 +14,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 import torch.nn.functional as F  # noqa: E402
 
-from zoo.plugins.text import hf_text  # noqa: E402
 from zoo.errors import TextEncoderUnavailable  # noqa: E402
+from zoo.plugins.text import hf_text  # noqa: E402
 from zoo.plugins.text.hf_text import SCIBERT_HUB_ID, HFTextEncoder  # noqa: E402
 from zoo.registry import get_component  # noqa: E402
 

@@ -103,8 +103,8 @@ def test_errors():
 
 
 def test_registered():
-    from zoo.registry import get_component, reset_registry
     from zoo.errors import PluginLoadWarning
+    from zoo.registry import get_component, reset_registry
 
     reset_registry()
     with warnings.catch_warnings():

@@ -91,9 +91,9 @@ def test_parts_of_a_combined_slot_are_range_checked(capsys):
 
 def test_a_model_too_big_for_memory_is_one_clear_line(monkeypatch):
     """Within the ranges, sizes can still multiply past the memory: building says which sizes to lower."""
+    from zoo.errors import ComponentError
     from zoo.model import build_model
     from zoo.plugins.molecule import fingerprint_mlp
-    from zoo.errors import ComponentError
     from zoo.spec import load_spec
 
     def out_of_memory(*args, **kwargs):

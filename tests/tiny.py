@@ -13,7 +13,6 @@ import json
 import random
 from pathlib import Path
 
-
 from zoo.cli import main
 
 RINGS = {
@@ -38,7 +37,8 @@ LINKERS = {"attached directly to the ring": "", "attached through a methylene li
 #: a tiny ``aman``: its text slot is the SciBERT part alone (MiniLM offline) with aman's settings for it — the
 #: TF-IDF and OPSIN-name parts have their own tests (test_text_encoders.py, test_chem_names.py)
 TINY = [
-    "text_encoder=scibert", "text_encoder.pooling=attention", "text_encoder.adapter_layers=0", "text_encoder.max_length=48", "text_encoder.lexical_dim=16", "text_encoder.lexical_buckets=1024", "embed_dim=64",
+    "text_encoder=scibert", "text_encoder.pooling=attention", "text_encoder.adapter_layers=0", "text_encoder.max_length=48",
+    "text_encoder.lexical_dim=16", "text_encoder.lexical_buckets=1024", "embed_dim=64",
     "molecule_encoder.hidden_dim=64", "molecule_encoder.layers=2", "molecule_encoder.heads=4",
     "aligner.hidden_dim=32", "train.batch_size=16", "train.lr=0.002", "train.warmup_epochs=1",
     "train.holdout_fraction=0.15", "train.eval_batch_size=64",

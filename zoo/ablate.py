@@ -28,14 +28,21 @@ import io
 import itertools
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from zoo.errors import ComponentError, LeaderboardError, RunError, SpecError
 from zoo.evals.leaderboard import (
-    METRICS, MetricSummary, ProtocolKey, RunRecord, normalize_direction, normalize_metric, summarize,
     DIRECTIONS,
+    METRICS,
+    MetricSummary,
+    ProtocolKey,
+    RunRecord,
+    normalize_direction,
+    normalize_metric,
+    summarize,
 )
 from zoo.registry import get_component
 from zoo.runs import default_out_dir, results_path
@@ -339,7 +346,7 @@ def ablation_table(planned: Sequence[PlannedRun], *, metrics: Sequence[str] = ("
         else:
             missing.append(str(item.out_dir))
     keys = {}
-    for config, runs in records.items():
+    for runs in records.values():
         for run in runs:
             if gallery not in run.results["scores"]:
                 raise LeaderboardError(f"{run.source}: no scores for gallery {gallery!r} "

@@ -61,8 +61,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zoo.cache import (CACHE_UNVERIFIED_HINT, atomic_path, atomic_save_tensors, atomic_write_bytes, atomic_write_text,
-                       cache_root, content_hash, locked, read_safetensors, sha256_file)
+from zoo.cache import (
+    CACHE_UNVERIFIED_HINT,
+    atomic_path,
+    atomic_save_tensors,
+    atomic_write_bytes,
+    atomic_write_text,
+    cache_root,
+    content_hash,
+    locked,
+    read_safetensors,
+    sha256_file,
+)
 from zoo.checks import check_dropout, check_ints, check_pair_batch
 from zoo.errors import (
     ComponentError,
@@ -70,27 +80,35 @@ from zoo.errors import (
     DataWarning,
     FeaturizeError,
     GalleryError,
-    SmilesError,
     IntegrityError,
     OpsinError,
+    SmilesError,
     TextEncoderUnavailable,
     UnknownComponentError,
     UnknownOptionError,
     ZooError,
     ZooWarning,
 )
-from zoo.jobs import (DoneSubmission, Launcher, RunJob, Submission, available_cpus, run_job_command, start_job_process,
-                      stop_process, visible_gpus)
+from zoo.jobs import DoneSubmission, Launcher, RunJob, Submission, available_cpus, run_job_command, start_job_process, stop_process, visible_gpus
 from zoo.protocols import Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, RetrievalLoss, Scorer, TextEncoder
 from zoo.registry.catalog import options_of, passes_options_to
 from zoo.registry.hookspecs import Register, hookimpl
 from zoo.taskdata import Dataset, Gallery, Molecule, Pair, TaskBase, TaskData
 
 if TYPE_CHECKING:
-    from zoo.featurize import (ATOM_FEATURE_DIM, ATOM_STEREO_COLUMNS, BOND_FEATURE_DIM, BOND_STEREO_COLUMNS,
-                               FEATURIZER_NAME, FEATURIZER_VERSION, clean_smiles, featurize, parse_smiles)
     from zoo.chemnames import candidate_bits, description_structures, morgan_count_matrix, structure_match_scores
     from zoo.chemrelations import description_relations, molecule_keys, relation_match_scores
+    from zoo.featurize import (
+        ATOM_FEATURE_DIM,
+        ATOM_STEREO_COLUMNS,
+        BOND_FEATURE_DIM,
+        BOND_STEREO_COLUMNS,
+        FEATURIZER_NAME,
+        FEATURIZER_VERSION,
+        clean_smiles,
+        featurize,
+        parse_smiles,
+    )
     from zoo.layers import Dropout, mlp_blocks, with_single_state
 
 #: Loaded on first access (numpy + RDKit, torch): ``from zoo.api import parse_smiles`` works as usual.

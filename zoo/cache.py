@@ -25,10 +25,11 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import FeaturizeError, IntegrityError, OutputPathError, UnverifiedFileWarning
 

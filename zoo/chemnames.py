@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import functools
 import warnings
-from functools import lru_cache
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def description_structures(texts: Sequence[str], *, max_structures: int = MAX_ST
 
 
 # -- fingerprints ---------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@functools.cache
 def _generator(radius: int, n_bits: int):
     from rdkit.Chem import rdFingerprintGenerator
 

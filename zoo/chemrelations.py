@@ -28,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -101,8 +102,8 @@ def _hash(text: str) -> int:
 def structure_keys(smiles: str) -> Keys | None:
     """The :class:`Keys` of ``smiles``, or ``None`` where RDKit cannot parse it."""
     from rdkit import Chem
-    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
     from rdkit.Chem.MolStandardize import rdMolStandardize
+    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 
     from zoo.featurize import SmilesError, parse_smiles
 

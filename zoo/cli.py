@@ -8,9 +8,9 @@ import os
 import signal
 import sys
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
 
 from zoo import DEBUG_ENV, __version__, debug_enabled
 from zoo.errors import LeaderboardError, OutputPathError, PluginLoadWarning, RunError, SpecError, ZooError
@@ -219,7 +219,8 @@ def _add_library_commands(sub) -> None:
 
     p = sub.add_parser("index", help="embed a molecule library with a finished run into a FAISS index for `zoo search`")
     p.add_argument("run", help=RUN_HELP)
-    p.add_argument("--molecules", required=True, metavar="FILE", help="SMILES file (.smi/.txt), table with a SMILES column (.tsv/.csv) or .sdf; .gz ok")
+    p.add_argument("--molecules", required=True, metavar="FILE",
+                   help="SMILES file (.smi/.txt), table with a SMILES column (.tsv/.csv) or .sdf; .gz ok")
     p.add_argument("--out", help="index folder (default RUN/indexes/<file name without extensions>: library.smi -> RUN/indexes/library)")
     p.add_argument("--index-type", default="auto", help="auto (exact up to 200,000 molecules, ivf-sq8 above), flat, ivf-sq8, ivf-pq or hnsw")
     p.add_argument("--workers", type=int, default=1, help="local worker processes embedding chunks in parallel (default 1)")
@@ -360,7 +361,9 @@ def _eval_external(args) -> int:
         raise RunError(f"--embeddings scores an external model: give no run folder (got {args.run})")
     if args.embeddings is None or args.task is None:
         raise RunError("an external model needs both --embeddings FILE.npz and --task NAME (see `zoo list task`)")
-    for flag, given in (("--save-embeddings", args.save_embeddings), ("--precision/--bf16", args.precision != "auto"), ("--allow-other-data", args.allow_other_data)):
+    run_only = (("--save-embeddings", args.save_embeddings), ("--precision/--bf16", args.precision != "auto"),
+                ("--allow-other-data", args.allow_other_data))
+    for flag, given in run_only:
         if given:
             raise RunError(f"{flag} applies to a run, not to --embeddings")
     options = {}

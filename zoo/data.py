@@ -7,8 +7,9 @@ types are in :mod:`zoo.taskdata`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from zoo.cache import data_fingerprint
 from zoo.errors import DataError, DataWarning

@@ -12,8 +12,9 @@ leaderboard row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from zoo.runs import run_folder_name
 from zoo.spec import EnsembleSpec
@@ -38,8 +39,8 @@ def run_ensemble_composition(spec: EnsembleSpec, *, out: str | Path | None = Non
     a finished fusion; members are never retrained by it). Returns the results path."""
     from zoo.ablate import AblationConfig, PlannedRun
     from zoo.errors import RunError
-    from zoo.launch import LauncherChoice, failure_report, launch_runs
     from zoo.fusion import build_ensemble, scorer_member
+    from zoo.launch import LauncherChoice, failure_report, launch_runs
     from zoo.runs import default_out_dir
 
     spec = spec.resolve()

@@ -11,6 +11,7 @@ This module imports nothing: every layer (registry, plugins, commands) may use i
 
 from __future__ import annotations
 
+
 class ZooError(Exception):
     """A problem the user can fix; its message is the whole story (the CLI prints it in one line)."""
 

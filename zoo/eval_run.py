@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from zoo import runs
 from zoo.errors import RunError
@@ -58,9 +58,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     ``allow_other_data``; the results then name the data used and, separately, the training data.
     """
     from zoo.data import data_fingerprint
+    from zoo.evals.results import build_results, write_results
     from zoo.evaluate import evaluate_pairs
     from zoo.gallery import prepare_gallery
-    from zoo.evals.results import build_results, write_results
 
     started = time.time()
     run_dir = Path(run_dir)

@@ -20,8 +20,9 @@ galleries, exactly as ``zoo eval`` ranks a run's own embeddings. The results fil
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

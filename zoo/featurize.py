@@ -14,7 +14,7 @@ Version 1 had the chiral tag and bond stereo only.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -11,10 +11,12 @@ loaded (``zoo eval``, :func:`zoo.runs.load_trained_run`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from zoo.errors import FitError
+
 
 def is_fittable(component: Any) -> bool:
     return callable(getattr(component, "fit", None)) and callable(getattr(component, "load_fitted_state", None))

@@ -25,9 +25,10 @@ results; ``zoo eval`` and ``zoo search`` of such a folder use the fused scores w
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,9 +40,9 @@ if TYPE_CHECKING:
     import torch
 
     from zoo.evals.ranking import Ranks
-    from zoo.taskdata import Dataset, Pair
     from zoo.gallery import PreparedGallery
     from zoo.spec import EnsembleSpec
+    from zoo.taskdata import Dataset, Pair
 
 #: candidate weights of every member but the first (whose weight is 1)
 GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -461,7 +462,8 @@ class FusedSearcher:
         from zoo.tasks import recorded_spec_task, task_title
 
         data = self.fused.gallery.data
-        return (f"{task_title(recorded_spec_task(self.fused.results)[0])} gallery of {self.fused.run_dir} ({len(data.gallery):,} molecules, {len(data.descriptions):,} "
+        title = task_title(recorded_spec_task(self.fused.results)[0])
+        return (f"{title} gallery of {self.fused.run_dir} ({len(data.gallery):,} molecules, {len(data.descriptions):,} "
                 f"descriptions; fused: {', '.join(f'{label} x{w:g}' for label, w in zip(self.fused.labels, self.fused.weights))})")
 
     def text(self, query: str, k: int) -> dict:

@@ -8,8 +8,9 @@ what they need: :func:`prepare_gallery` does the first part, :class:`PreparedGal
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch

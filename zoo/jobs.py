@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 __all__ = ["RunJob", "Submission", "Launcher", "run_job_command", "start_job_process", "available_cpus",
            "visible_gpus", "stop_process", "DoneSubmission"]

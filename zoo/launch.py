@@ -21,9 +21,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from zoo.ablate import PlannedRun, read_json
 from zoo.errors import ComponentError, RunError, SpecError, ZooError

@@ -32,13 +32,23 @@ import resource
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from zoo.cache import (atomic_path, atomic_write_bytes, atomic_write_text, check_sealed_bytes, load_sealed_npz,
-                       save_sealed_npz, sealed_json, unseal, warn_unverified)
-from zoo.cache import sha256_file
+from zoo.cache import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_sealed_bytes,
+    load_sealed_npz,
+    save_sealed_npz,
+    sealed_json,
+    sha256_file,
+    unseal,
+    warn_unverified,
+)
 from zoo.errors import DataError, IntegrityError, RunError
 from zoo.molfiles import Record, count_records, iter_records, library_format, record_smiles
 from zoo.runs import indexes_dir, load_run, run_checkpoint
@@ -516,7 +526,7 @@ def _write_index_files(plan: BuildPlan, index, count: int, skipped: list[tuple[i
                 index.add(np.ascontiguousarray(chunk["embeddings"]))
             for source_row, ident, smiles in zip(chunk["rows"].tolist(), chunk["ids"].tolist(), chunk["smiles"].tolist()):
                 offsets[row] = out.tell()
-                out.write(f"{source_row}\t{_clean(ident)}\t{_clean(smiles)}\n".encode("utf-8"))
+                out.write(f"{source_row}\t{_clean(ident)}\t{_clean(smiles)}\n".encode())
                 row += 1
     with atomic_path(folder / INDEX_FILE) as tmp:
         faiss.write_index(index, str(tmp))

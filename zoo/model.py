@@ -15,7 +15,6 @@ from zoo.protocols import Aligned, Encoded
 from zoo.registry import get_component
 from zoo.spec import SLOTS, CompositionSpec, SlotSpec
 
-
 #: Text encoders that may stand in for one whose weights cannot be loaded.
 TEXT_FALLBACK = "minilm"
 

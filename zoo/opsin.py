@@ -27,12 +27,21 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
-from zoo.cache import (CACHE_UNVERIFIED_HINT, atomic_write_text, cache_root, check_sealed_bytes, content_hash, locked, sealed_json,
-                       unseal, warn_unverified)
+from zoo.cache import (
+    CACHE_UNVERIFIED_HINT,
+    atomic_write_text,
+    cache_root,
+    check_sealed_bytes,
+    content_hash,
+    locked,
+    sealed_json,
+    unseal,
+    warn_unverified,
+)
 from zoo.errors import IntegrityError, OpsinError, OpsinTimeout
 
 #: bump when the meaning of a cached parse changes (OPSIN flags, RDKit canonicalization)

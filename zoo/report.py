@@ -12,15 +12,16 @@ from __future__ import annotations
 import html
 import os
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
-from zoo.errors import RunError
 from zoo import runs
-from zoo.runs import RESULTS_FILE
 from zoo.devices import resolve_device
+from zoo.errors import RunError
+from zoo.runs import RESULTS_FILE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -384,7 +385,7 @@ def render_report(retrievals: Sequence[RunRetrieval], sampled: Sequence["Pair"],
     """The complete HTML page."""
     from zoo import __version__
 
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     runs = ", ".join(f"<code>{_e(relative(r.run_dir))}</code>" for r in retrievals)
     samples = "".join(_sample_block(i, pair, retrievals, gallery) for i, pair in enumerate(sampled))
     return f"""<!DOCTYPE html>

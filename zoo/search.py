@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from zoo.cache import content_hash, data_fingerprint, load_sealed_npz, save_sealed_npz, sha256_file
 from zoo.data import check_same_data

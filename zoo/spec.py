@@ -44,9 +44,10 @@ import itertools
 import json
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from zoo.errors import ComponentError, SpecError
 from zoo.registry import get_component
@@ -120,7 +121,8 @@ RANGES: dict[str, Range] = {
     "chunk_size": Range(1, 2**24), "lr": Range(0, low_open=True), "backbone_lr": Range(0, low_open=True),
     "weight_decay": Range(0), "warmup_epochs": Range(0, 100_000), "patience": Range(1, 100_000), "grad_clip": Range(0),
     "pretrain_epochs": Range(0, 100_000),
-    "seed": Range(0, 2**32 - 1), "holdout_seed": Range(0, 2**32 - 1), "holdout_fraction": Range(0, 1, low_open=True, high_open=True), "max_minutes": Range(0),
+    "seed": Range(0, 2**32 - 1), "holdout_seed": Range(0, 2**32 - 1), "holdout_fraction": Range(0, 1, low_open=True, high_open=True),
+    "max_minutes": Range(0),
 }
 
 

@@ -15,8 +15,8 @@ whose component in that slot (after the swaps) has the option, and is an error w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from zoo.ablate import AblationConfig, PlannedRun, applicable_sets, plan_runs
 from zoo.errors import ComponentError, SpecError

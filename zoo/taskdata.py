@@ -12,9 +12,10 @@ scored pairs). :meth:`Gallery.parse` is the one place a gallery's name is read.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from zoo.errors import GalleryError
 

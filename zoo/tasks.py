@@ -12,8 +12,9 @@ plugins under ``zoo.plugins.tasks``.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from zoo.errors import GalleryError, SpecError
 from zoo.registry import get_component
@@ -52,7 +53,9 @@ def task_options(name: str) -> dict[str, Any]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    plain = (lambda v: list(v) if isinstance(v, tuple) else v)
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
     return plain(a) == plain(b)
 
 

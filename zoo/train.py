@@ -11,18 +11,19 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from zoo import runs
 from zoo.checkpoints import TrainerState, check_resume_data, data_provenance, load_checkpoint, load_weights
-from zoo.loop import train_step  # noqa: F401  (re-exported: zoo.train.train_step)
 from zoo.devices import resolve_device
 from zoo.errors import RunError
+from zoo.loop import train_step  # noqa: F401  (re-exported: zoo.train.train_step)
 from zoo.precision import describe_precision, precision_name
 from zoo.spec import CompositionSpec
 from zoo.tasks import get_task, holdout_seed, load_spec_data, parse_galleries, protocol_note, task_block
@@ -133,7 +134,9 @@ def _build_model(requested: CompositionSpec, opts: RunOptions, device: torch.dev
         text_mode = "finetune" if device.type == "cuda" else "frozen"
     if hasattr(text_encoder, "set_mode"):
         text_encoder.set_mode(text_mode)
-        log(f"text encoder {spec.text_encoder.name}: {text_mode} backbone" + (" (cached outputs, trainable head; chosen automatically on CPU)" if text_mode == "frozen" and spec.text_encoder.options.get("mode") == "auto" else ""))
+        automatic = text_mode == "frozen" and spec.text_encoder.options.get("mode") == "auto"
+        log(f"text encoder {spec.text_encoder.name}: {text_mode} backbone"
+            + (" (cached outputs, trainable head; chosen automatically on CPU)" if automatic else ""))
     model.to(device)
     return model, report, text_mode
 

@@ -35,8 +35,9 @@ run does not pretrain again.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,14 +51,14 @@ PRETRAIN_LR = 1e-3  #: AdamW learning rate of the pretraining (weight decay 0.01
 PRETRAIN_TEMPERATURE = 0.1  #: InfoNCE temperature between the two views
 
 
-@lru_cache(maxsize=None)
+@cache
 def _generator(radius: int, n_bits: int):
     from rdkit.Chem import rdFingerprintGenerator
 
     return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits, includeChirality=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _extra_generator(kind: str, radius: int, n_bits: int):
     from rdkit.Chem import rdFingerprintGenerator as gen
 

@@ -7,7 +7,8 @@ from typing import Any
 from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
-from zoo.api import FEATURIZER_NAME, FEATURIZER_VERSION, Encoded, check_dropout, check_ints, featurize as _featurize
+from zoo.api import FEATURIZER_NAME, FEATURIZER_VERSION, Encoded, check_dropout, check_ints
+from zoo.api import featurize as _featurize
 
 
 def check_graph_options(name: str, dropout: float, **positive: int) -> None:

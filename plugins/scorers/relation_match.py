@@ -9,7 +9,7 @@ relation, 0.5 for a conjugate one with the wrong charge, else 0.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -8,7 +8,7 @@ description names and the candidate, 0 where no name parsed.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

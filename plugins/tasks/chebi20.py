@@ -34,12 +34,11 @@ import os
 import random
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-from zoo.api import (DataError, DataWarning, Molecule, Pair, SmilesError, TaskBase, TaskData, atomic_write_text, cache_root,
-                     sha256_file)
+from zoo.api import DataError, DataWarning, Molecule, Pair, SmilesError, TaskBase, TaskData, atomic_write_text, cache_root, sha256_file
 
 DATA_ENV = "ZOO_DATA_DIR"
 BASE_URL = "https://raw.githubusercontent.com/blender-nlp/MolT5/main/ChEBI-20_data/"

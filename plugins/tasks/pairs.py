@@ -26,8 +26,8 @@ import io
 import json
 import random
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
 
 from zoo.api import DataError, DataWarning, Molecule, Pair, SmilesError, TaskBase, TaskData, sha256_file
 
@@ -267,7 +267,8 @@ class PairsTask(TaskBase):
         decoys = self._decoys(extra_molecules, base, format, id_column, smiles_column, seen, skipped, checksums) \
             if extra_molecules else []
         _warn_skipped(skipped)
-        return TaskData(data_dir=(base if not Path(path).expanduser().is_absolute() else file.parent).resolve(), protocol="split-column" if split_column else "seeded-split",
+        folder = (base if not Path(path).expanduser().is_absolute() else file.parent).resolve()
+        return TaskData(data_dir=folder, protocol="split-column" if split_column else "seeded-split",
                         train=split["train"], select=split["select"], test=split["test"],
                         gallery=[Molecule(p.cid, p.smiles) for p in pairs] + decoys, descriptions=list(pairs),
                         checksums=checksums, skipped=skipped)

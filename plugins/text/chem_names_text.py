@@ -15,7 +15,7 @@ combined text encoder, e.g. ``text_encoder = ["tfidf", "chem_names"]``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

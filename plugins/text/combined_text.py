@@ -16,7 +16,8 @@ parts' own ``mode`` must stay ``auto``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

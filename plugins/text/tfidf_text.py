@@ -24,7 +24,8 @@ dimensions it lacks are zero (so the head and the checkpoints keep their shapes)
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

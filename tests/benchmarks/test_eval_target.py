@@ -42,9 +42,9 @@ def _data_dir() -> Path:
 def setup():
     """The aman model (MiniLM substituted for SciBERT offline), the cached gallery graphs and test texts."""
     from zoo.cache import featurize_molecules
-    from zoo.plugins.tasks.chebi20 import load_chebi20
     from zoo.fitting import is_fittable
     from zoo.model import build_model
+    from zoo.plugins.tasks.chebi20 import load_chebi20
     from zoo.spec import load_spec
 
     spec = load_spec("aman").resolve()

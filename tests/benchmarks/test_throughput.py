@@ -217,6 +217,7 @@ def _training_epoch(name: str, device: str, pairs, reference: bool = False, cpu_
         cpu_bf16 = resolve_cpu_bf16(cfg.cpu_bf16) and not reference
     if reference:
         from timm.optim import create_optimizer_v2
+
         from zoo.layers import Dropout
 
         for table in sparse_tables(model):
