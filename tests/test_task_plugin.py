@@ -153,6 +153,21 @@ def test_every_command_works_on_a_plugin_task(plugin_task, capsys):
     board = capsys.readouterr().out
     assert "csv_pairs | random-80-10-10" in board and "ensemble(" in board
 
+    # zoo serve: the API answers over the plugin task's gallery, for the run and the ensemble
+    from fastapi.testclient import TestClient
+
+    from zoo.serve import Service
+    from zoo.webapp import create_app
+
+    service = Service.load([run0, data.parent / "runs/ens"], names_available=False, log=lambda _m: None)
+    with TestClient(create_app(service), raise_server_exceptions=False) as client:
+        models = client.get("/api/v1/models").json()
+        assert len(models["models"]) == 2
+        for model in models["models"]:
+            hits = client.post("/api/v1/search", json={"query": "a pyridine derivative", "k": 3, "model": model["name"]})
+            assert hits.status_code == 200 and len(hits.json()["results"]) == 3, hits.text
+        assert client.post("/api/v1/search", json={"smiles": "c1ccc(cc1)O", "k": 2}).status_code == 200
+
 
 def test_show_refuses_an_unknown_task_as_run_does(capsys):
     for command in ("show", "run"):
