@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo import train
 from zoo.ablate import PlannedRun, read_json
 from zoo.cache import atomic_write_text
 from zoo.errors import ComponentError, RunError, SpecError, ZooError
 from zoo.jobs import DoneSubmission, Launcher, RunJob, Submission
 from zoo.registry import get_component
 from zoo.spec import _coerce, _parse_value, parse_toml
-from zoo.train import RunOptions, run
 
 __all__ = ["DEFAULT_LAUNCHER", "LauncherChoice", "LaunchOutcome", "Failure", "resolve_launcher", "launch_runs",
            "job_dir", "failure_report"]
@@ -139,17 +139,17 @@ def _in_process(item: PlannedRun, data_dir: str | None, strict: bool, progress: 
                 log: Callable[[str], None]) -> Callable[[], int]:
     """Train ``item`` in this process (``local`` with one worker); a run's own error is its failure."""
 
-    def train() -> int:
-        train.error = ""  # type: ignore[attr-defined]
+    def train_here() -> int:
+        train_here.error = ""  # type: ignore[attr-defined]
         try:
-            run(item.spec, RunOptions(data_dir=data_dir, out_dir=str(item.out_dir), strict=strict, progress=progress, log=log))
+            train.run(item.spec, train.RunOptions(data_dir=data_dir, out_dir=str(item.out_dir), strict=strict, progress=progress, log=log))
         except (ZooError, RuntimeError, ValueError, OSError) as exc:
-            train.error = f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"  # type: ignore[attr-defined]
-            log(train.error)  # type: ignore[attr-defined]
+            train_here.error = f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"  # type: ignore[attr-defined]
+            log(train_here.error)  # type: ignore[attr-defined]
             return 1
         return 0
 
-    return train
+    return train_here
 
 
 def _last_error(log_path: Path | None) -> str:

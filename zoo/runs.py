@@ -165,9 +165,10 @@ class TrainedRun:
 def load_trained_run(run_dir: str | Path, device: str = "auto") -> TrainedRun:
     """Rebuild a finished run's model (the spec that actually ran, no substitution) with its best
     weights, in eval mode on ``device``. Clear :class:`RunError` for a missing/unfinished run."""
-    from zoo.checkpoints import load_weights
-    from zoo.devices import resolve_device
-    from zoo.model import build_model
+    # torch: these build and load the model; zoo.runs stays light (the CLI imports it for `zoo --help`)
+    from zoo.checkpoints import load_weights  # torch
+    from zoo.devices import resolve_device  # torch
+    from zoo.model import build_model  # torch
 
     run_dir = Path(run_dir)
     previous = load_run(run_dir)
