@@ -22,10 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zoo.errors import RunError
-from zoo.evals.results import (
-    RESULTS_FILE,  # the results file's name is owned by its schema
-    read_results,
-)
+from zoo.evals.results import RESULTS_FILE, read_results  # the results file's name is owned by its schema
 from zoo.fitting import load_fitted
 from zoo.spec import CompositionSpec
 from zoo.tasks import DEFAULT_TASK
@@ -165,7 +162,7 @@ class TrainedRun:
 def load_trained_run(run_dir: str | Path, device: str = "auto") -> TrainedRun:
     """Rebuild a finished run's model (the spec that actually ran, no substitution) with its best
     weights, in eval mode on ``device``. Clear :class:`RunError` for a missing/unfinished run."""
-    # torch: these build and load the model; zoo.runs stays light (the CLI imports it for `zoo --help`)
+    # the model's modules load torch: imported here so that zoo.runs (imported by the CLI for `zoo --help`) stays light
     from zoo.checkpoints import load_weights  # torch
     from zoo.devices import resolve_device  # torch
     from zoo.model import build_model  # torch
