@@ -32,9 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from zoo.cache import atomic_write_bytes, data_fingerprint
 from zoo.errors import LeaderboardError
 from zoo.evals.ranking import TIE_POLICY
-from zoo.evals.results import RESULTS_FILE, is_ensemble
+from zoo.evals.results import RESULTS_FILE, is_ensemble, read_results
 from zoo.registry.catalog import did_you_mean
 
 __all__ = [
@@ -312,7 +313,6 @@ class RunRecord:
         checksums = task.get("data_checksums")
         data = ""
         if isinstance(checksums, Mapping) and checksums:
-            from zoo.cache import data_fingerprint
 
             data = data_fingerprint(checksums)
         ties = TIE_POLICY if task.get("tie_policy") == TIE_POLICY else OLD_TIE_RULE
@@ -361,8 +361,6 @@ def load_runs(paths: Sequence[str | Path] = ("runs",), *, strict: bool = False) 
     Raises :class:`LeaderboardError` when nothing is found, when an explicitly named file is
     unreadable, or (``strict``) when any file is.
     """
-    from zoo.evals.results import read_results
-
     files, explicit = find_results(paths)
     if not files:
         where = ", ".join(str(p) for p in paths)
@@ -775,8 +773,6 @@ def plot_leaderboard(board: Leaderboard, path: str | Path, metric: str = "mrr") 
     """Bar chart of ``metric`` (mean with std error bars) per configuration, one panel per table; PNG, atomic."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from zoo.cache import atomic_write_bytes
 
     metric = normalize_metric(metric)
     label, higher, percent = METRICS[metric]

@@ -21,6 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import zoo
+from zoo.cache import atomic_write_text, check_sealed_bytes, sealed_json, unseal
+from zoo.errors import IntegrityError
+
 __all__ = [
     "RESULTS_FILE",
     "RESULTS_SCHEMA_VERSION",
@@ -74,8 +78,6 @@ _OPTIONAL_PACKAGES: dict[str, tuple[str, ...]] = {
 
 
 def _molzoo_version() -> str:
-    import zoo
-
     return str(zoo.__version__)
 
 
@@ -101,7 +103,6 @@ def git_revision(path: Path | None = None) -> str | None:
     """
     try:
         if path is None:
-            import zoo
 
             pkg_dir = Path(zoo.__file__).resolve().parent
             if _git(["ls-files", "--error-unmatch", "__init__.py"], pkg_dir) is None:
@@ -230,8 +231,6 @@ def write_results(path: Path, results: dict) -> Path:
     The file is written with :func:`zoo.cache.atomic_write_text` (temp file, fsync, replace), its
     content hash first (:func:`zoo.cache.sealed_json`).
     """
-    from zoo.cache import atomic_write_text, sealed_json
-
     path = Path(path)
     _validate(results, str(path))
     try:
@@ -252,9 +251,6 @@ def _reject_constant(name: str) -> Any:
 def read_results(path: Path | str) -> dict:
     """Load a results file and check its content hash (where :func:`write_results` recorded one:
     any changed byte is an error), schema version and required keys."""
-    from zoo.cache import check_sealed_bytes, unseal
-    from zoo.errors import IntegrityError
-
     path = Path(path)
     try:
         data = path.read_bytes()

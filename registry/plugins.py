@@ -16,6 +16,7 @@ from typing import Any
 import pluggy
 
 import zoo.registry.hookspecs as hookspecs
+from zoo import DEBUG_ENV, __version__, debug_enabled
 from zoo.errors import ComponentError, PluginLoadWarning
 from zoo.registry.catalog import KINDS, Catalog, Component, did_you_mean
 
@@ -95,8 +96,6 @@ def failure_location(exc: BaseException) -> str | None:
 
 
 def _fail(record: PluginRecord, message: str, exc: BaseException | None = None) -> None:
-    from zoo import DEBUG_ENV, debug_enabled
-
     where = failure_location(exc) if exc is not None else None
     if where:
         message = f"{message} (at {where})"
@@ -126,8 +125,6 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 
 def _build() -> None:
-    from zoo import __version__
-
     pm = pluggy.PluginManager("molzoo")
     pm.add_hookspecs(hookspecs)
     given_disabled = _env_names(DISABLE_ENV) or set()

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo import train
 from zoo.errors import ComponentError, LeaderboardError, RunError, SpecError
 from zoo.evals.leaderboard import (
     DIRECTIONS,
@@ -227,8 +228,6 @@ def plan_runs(configs: Sequence[AblationConfig], seeds: int, out_root: str | Pat
 def run_ablation(planned: Sequence[PlannedRun], *, data_dir: str | None = None, strict: bool = False,
                  progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
     """Train every planned run whose ``results.json`` is missing (in-process, via :func:`zoo.train.run`)."""
-    from zoo.train import RunOptions, run
-
     paths = []
     for i, item in enumerate(planned, 1):
         prefix = f"[run {i}/{len(planned)}] {item.config.label} seed={item.seed}"
@@ -240,7 +239,7 @@ def run_ablation(planned: Sequence[PlannedRun], *, data_dir: str | None = None, 
             log(f"{prefix}: done ({item.results_path}), skipping")
         else:
             log(f"{prefix} -> {item.out_dir}")
-            run(item.spec, RunOptions(data_dir=data_dir, out_dir=str(item.out_dir), strict=strict, progress=progress, log=log))
+            train.run(item.spec, train.RunOptions(data_dir=data_dir, out_dir=str(item.out_dir), strict=strict, progress=progress, log=log))
         paths.append(item.results_path)
     return paths
 

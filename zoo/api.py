@@ -159,14 +159,15 @@ def score_embeddings(*args: Any, **kwargs: Any) -> Any:
 
 
 def __getattr__(name: str) -> Any:
+    # imported on first access so that `import zoo.api` (every plugin's hook module, hence `zoo list`) stays light
     if name in _FEATURIZE:
-        from zoo import featurize as module
+        from zoo import featurize as module  # numpy (and RDKit when a SMILES is parsed)
     elif name in _LAYERS:
-        from zoo import layers as module
+        from zoo import layers as module  # torch
     elif name in _CHEMNAMES:
-        from zoo import chemnames as module
+        from zoo import chemnames as module  # numpy, RDKit
     elif name in _CHEMRELATIONS:
-        from zoo import chemrelations as module
+        from zoo import chemrelations as module  # numpy, RDKit
     else:
         raise AttributeError(f"module 'zoo.api' has no attribute {name!r}")
     return getattr(module, name)

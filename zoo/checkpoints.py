@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from zoo.errors import RunError
+from zoo.cache import atomic_save_tensors, read_safetensors
+from zoo.data import check_same_data
+from zoo.errors import IntegrityError, RunError
 
 if TYPE_CHECKING:
     from zoo.taskdata import Dataset
@@ -49,17 +51,12 @@ def _model_state(model: torch.nn.Module, skip_frozen_backbone: bool) -> dict[str
 
 
 def save_weights(model: torch.nn.Module, path: Path, skip_frozen_backbone: bool, metadata: dict[str, str]) -> None:
-    from zoo.cache import atomic_save_tensors
-
     atomic_save_tensors(_model_state(model, skip_frozen_backbone), path, metadata=metadata)
 
 
 def read_checkpoint(path: Path, fix: str, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A checkpoint's tensors and metadata, checked against its recorded content hash; a changed or
     unreadable file is a :class:`RunError` naming it and ``fix``."""
-    from zoo.cache import read_safetensors
-    from zoo.errors import IntegrityError
-
     try:
         return read_safetensors(path, tensors=tensors)
     except IntegrityError as exc:
@@ -79,8 +76,6 @@ def data_provenance(data: "Dataset") -> dict[str, str]:
 
 def check_resume_data(path: Path, data: "Dataset", out_dir: Path) -> None:
     """Refuse to resume ``path`` (a checkpoint) on other data than it was trained on."""
-    from zoo.data import check_same_data
-
     meta = read_checkpoint(path, "rerun with --fresh to start over", tensors=False)[1]
     try:
         recorded = json.loads(meta["data_checksums"]) if "data_checksums" in meta else None
@@ -113,8 +108,6 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, state: Traine
                     metadata: dict[str, str]) -> None:
     """Model weights, optimizer state and trainer state in ONE safetensors file, written atomically,
     so a run interrupted at any moment resumes from a consistent epoch boundary."""
-    from zoo.cache import atomic_save_tensors
-
     tensors = {f"model.{k}": v for k, v in _model_state(model, skip_frozen_backbone).items()}
     optim = optimizer.state_dict()
     scalars: dict[str, Any] = {}

@@ -26,8 +26,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from zoo.cache import cache_root, content_hash, load_sealed_npz, locked, save_sealed_npz
+from zoo.cache import cache_root, content_hash, load_sealed_npz, locked, map_in_processes, save_sealed_npz
 from zoo.errors import IntegrityError
+from zoo.featurize import SmilesError, parse_smiles
+from zoo.opsin import parse_names
 
 #: bump when the candidate fingerprints change: it keys their disk cache
 FINGERPRINT_VERSION = "1"
@@ -131,8 +133,6 @@ def description_structures(texts: Sequence[str], *, max_structures: int = MAX_ST
                            cache=None, workers: int | None = None) -> list[list[str]]:
     """Per text, the canonical SMILES of the chemical names found in it (see the module docs).
     All texts' spans are parsed by OPSIN together (cached names excluded; one JVM per worker)."""
-    from zoo.opsin import parse_names
-
     spans = [candidate_spans(text, max_tokens) for text in texts]
     parses = parse_names((s.text for per_text in spans for s in per_text), cache=cache, workers=workers)
     return [select_structures([(s, parses[s.text]) for s in per_text if parses[s.text] is not None], max_structures)
@@ -148,8 +148,6 @@ def _generator(radius: int, n_bits: int):
 
 
 def _mol(smiles: str):
-    from zoo.featurize import SmilesError, parse_smiles
-
     try:
         return parse_smiles(smiles)
     except SmilesError:
@@ -170,8 +168,6 @@ def morgan_count_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 20
 def morgan_bit_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048, workers: int | None = 1) -> np.ndarray:
     """Folded Morgan bit fingerprints (chirality on) ``[N, n_bits]`` bool; zeros where RDKit cannot parse.
     ``workers`` processes (None: :func:`zoo.cache.default_workers`), the same matrix as one."""
-    from zoo.cache import map_in_processes
-
     out = np.zeros((len(smiles), n_bits), dtype=bool)
     rows = map_in_processes(functools.partial(_packed_bits, radius=radius, n_bits=n_bits), list(smiles), workers)
     for i, row in enumerate(rows):

@@ -34,8 +34,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from zoo.cache import cache_root, content_hash, load_sealed_npz, locked, save_sealed_npz
+from zoo.cache import cache_root, content_hash, load_sealed_npz, locked, map_in_processes, save_sealed_npz
+from zoo.chemnames import MIN_CACHED_MOLECULES, clean_span
 from zoo.errors import IntegrityError
+from zoo.featurize import SmilesError, parse_smiles
+from zoo.opsin import parse_names
 
 #: bump when the keys change: it keys their disk cache
 KEYS_VERSION = "1"
@@ -79,8 +82,6 @@ class Target(NamedTuple):
 
 def stated_relations(text: str) -> list[Relation]:
     """The relations ``text`` states (see the module docs), in order."""
-    from zoo.chemnames import clean_span
-
     out = []
     for match in RELATION.finditer(text):
         name, charge = clean_span(match.group(2).strip()), None
@@ -104,8 +105,6 @@ def structure_keys(smiles: str) -> Keys | None:
     from rdkit import Chem
     from rdkit.Chem.MolStandardize import rdMolStandardize
     from rdkit.Chem.rdMolDescriptors import CalcMolFormula
-
-    from zoo.featurize import SmilesError, parse_smiles
 
     try:
         mol = parse_smiles(smiles)
@@ -133,8 +132,6 @@ def structure_keys(smiles: str) -> Keys | None:
 def description_relations(texts: Sequence[str], cache=None, workers: int | None = None) -> list[tuple[Target, ...]]:
     """Per text, its relations whose name OPSIN parses, as :class:`Target` s. All texts' names are
     parsed by OPSIN together (cached names excluded; one JVM per worker)."""
-    from zoo.opsin import parse_names
-
     relations = [stated_relations(text) for text in texts]
     parses = parse_names((r.name for per_text in relations for r in per_text), cache=cache, workers=workers)
     keys = {smiles: structure_keys(smiles) for smiles in set(parses.values()) if smiles is not None}
@@ -155,9 +152,6 @@ def molecule_keys(smiles: Sequence[str], root: Path | None = None, workers: int 
     it), computed over ``workers`` processes (default :func:`zoo.cache.default_workers`; the same array as one) and cached on
     disk by the SMILES list; processes asking at once wait for the one computing it (a single molecule, a
     search query, is not cached)."""
-    from zoo.cache import map_in_processes
-    from zoo.chemnames import MIN_CACHED_MOLECULES
-
     if len(smiles) < MIN_CACHED_MOLECULES:
         return _keys_of(structure_keys(s) for s in smiles)
     key = content_hash("relation-keys", list(smiles), KEYS_VERSION)

@@ -3,18 +3,87 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from zoo import DEBUG_ENV, __version__, debug_enabled
-from zoo.errors import LeaderboardError, OutputPathError, PluginLoadWarning, RunError, SpecError, ZooError
-from zoo.runs import CHECKPOINT_DIR, RESULTS_FILE, eval_path
+from zoo.cache import WORKERS_ENV, atomic_write_text
+from zoo.distributed import launched_distributed
+from zoo.errors import (
+    LeaderboardError,
+    OutputPathError,
+    PluginLoadWarning,
+    RunError,
+    SpecError,
+    UnverifiedFileWarning,
+    ZooError,
+)
+from zoo.registry import KINDS, list_components, plugin_info
+from zoo.runs import CHECKPOINT_DIR, RESULTS_FILE, eval_path, run_folder_name
+from zoo.spec import EnsembleSpec, _parse_value, load_composition, shipped_spec_hashes
+
+#: What the commands call in modules that import torch, RDKit, FAISS, matplotlib, ray/submitit or FastAPI/uvicorn:
+#: lazy ``"module:attr"`` strings (like the registry's component factories), imported by :func:`_lazy` when a
+#: command runs, so that ``zoo --help`` and ``zoo list`` load none of them. Every other dependency is imported above.
+LAZY = {
+    # zoo run
+    "RunOptions": "zoo.train:RunOptions",  # torch
+    "run": "zoo.train:run",  # torch
+    "run_ensemble_composition": "zoo.ensembles:run_ensemble_composition",  # torch (member runs train)
+    # zoo eval
+    "evaluate_run": "zoo.eval_run:evaluate_run",  # torch
+    "score_embeddings": "zoo.external:score_embeddings",  # numpy, torch
+    "default_out": "zoo.external:default_out",  # numpy, torch
+    # zoo report
+    "build_report": "zoo.report:build_report",  # torch (RDKit, matplotlib when drawing)
+    # zoo leaderboard, zoo sweep
+    "load_runs": "zoo.evals.leaderboard:load_runs",  # torch (zoo.evals.ranking)
+    "build_leaderboard": "zoo.evals.leaderboard:build_leaderboard",  # torch
+    "RunRecord": "zoo.evals.leaderboard:RunRecord",  # torch
+    "render": "zoo.evals.leaderboard:render",  # torch
+    "plot_leaderboard": "zoo.evals.leaderboard:plot_leaderboard",  # torch, matplotlib
+    # zoo ablate, zoo sweep
+    "build_grid": "zoo.ablate:build_grid",  # torch
+    "plan_runs": "zoo.ablate:plan_runs",  # torch
+    "describe_plan": "zoo.ablate:describe_plan",  # torch
+    "read_json": "zoo.ablate:read_json",  # torch
+    "ablation_table": "zoo.ablate:ablation_table",  # torch
+    "render_ablation": "zoo.ablate:render_ablation",  # torch
+    "plan_sweep": "zoo.sweep:plan_sweep",  # torch
+    "resolve_launcher": "zoo.launch:resolve_launcher",  # torch (ray, submitit: by their launcher plugins)
+    "launch_runs": "zoo.launch:launch_runs",  # torch
+    "failure_report": "zoo.launch:failure_report",  # torch
+    # zoo search, zoo ensemble
+    "open_searcher": "zoo.fusion:open_searcher",  # torch, FAISS
+    "check_query": "zoo.search:check_query",  # torch
+    "read_queries": "zoo.search:read_queries",  # torch
+    "format_result": "zoo.search:format_result",  # torch
+    "latency_summary": "zoo.search:latency_summary",  # torch
+    "build_ensemble": "zoo.fusion:build_ensemble",  # torch
+    # zoo index
+    "build_index": "zoo.library:build_index",  # torch, FAISS
+    # zoo serve
+    "serve_runs": "zoo.webapp:serve_runs",  # FastAPI, uvicorn, torch
+}
+
+
+def _lazy(*names: str) -> Any:
+    """The :data:`LAZY` entries ``names``, imported when a command runs (one object for one name, else a tuple)."""
+    found = []
+    for name in names:
+        module, _, attr = LAZY[name].partition(":")
+        found.append(getattr(importlib.import_module(module), attr))
+    return found[0] if len(found) == 1 else tuple(found)
+
 
 RUN_HELP = f"run folder (holds {RESULTS_FILE} and {CHECKPOINT_DIR}/)"
 DATA_DIR_HELP = ("the task's data: a folder (chebi20: else $ZOO_DATA_DIR, else the user cache; a finished run: "
@@ -177,14 +246,14 @@ def _add_launcher_options(p: argparse.ArgumentParser) -> None:
 
 def _launcher_choice(args):
     """``--launcher``/``--launcher-opt``/``--launcher-config`` resolved and validated (before any planning)."""
-    from zoo.launch import resolve_launcher
+    resolve_launcher = _lazy("resolve_launcher")
 
     return resolve_launcher(args.launcher, args.launcher_opts, args.launcher_config)
 
 
 def _launch(args, planned, choice) -> list:
     """Train ``planned``'s missing runs through launcher ``choice``; print what failed. Returns the failures."""
-    from zoo.launch import failure_report, launch_runs
+    failure_report, launch_runs = _lazy("failure_report", "launch_runs")
 
     outcome = launch_runs(planned, choice, retries=args.retries, data_dir=args.data_dir, strict=args.strict,
                           progress=not args.no_progress, log=lambda m: print(m, flush=True))
@@ -247,8 +316,6 @@ def _add_serve_command(sub) -> None:
 
 
 def cmd_list(args) -> int:
-    from zoo.registry import KINDS, list_components
-
     kind = KIND_ALIASES.get(args.kind, args.kind) if args.kind else None
     if kind and kind not in KINDS and args.pattern is None:  # `zoo list 'gr*'`: a pattern without kind
         kind, args.pattern = None, args.kind
@@ -271,8 +338,6 @@ def cmd_list(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    from zoo.registry import plugin_info
-
     info = plugin_info()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -285,8 +350,6 @@ def cmd_plugins(args) -> int:
 
 def _load(name: str, overrides: Sequence[str]):
     """A composition (or an ensemble composition) with ``--set`` applied, resolved."""
-    from zoo.spec import load_composition
-
     spec = load_composition(name)
     if overrides:
         spec = spec.with_overrides(list(overrides))
@@ -304,15 +367,12 @@ def cmd_run(args) -> int:
     if args.workers is not None:
         if args.workers < 1:
             raise RunError(f"--workers must be at least 1 (got {args.workers})")
-        from zoo.cache import WORKERS_ENV
-
         os.environ[WORKERS_ENV] = str(args.workers)  # read by zoo.cache.default_workers, inherited by member runs
     spec = _load(args.name, args.overrides)
-    from zoo.spec import EnsembleSpec
-    from zoo.train import RunOptions, run
+    RunOptions, run = _lazy("RunOptions", "run")
 
     if isinstance(spec, EnsembleSpec):
-        from zoo.ensembles import run_ensemble_composition
+        run_ensemble_composition = _lazy("run_ensemble_composition")
 
         _refuse_under_torchrun(f"run {args.name} (an ensemble composition)")
         print(f"zoo run {spec.name} (ensemble composition, spec hash {spec.hash()})", flush=True)
@@ -336,7 +396,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from zoo.eval_run import evaluate_run
+    evaluate_run = _lazy("evaluate_run")
 
     if args.embeddings is not None or args.task is not None:
         return _eval_external(args)
@@ -354,8 +414,7 @@ def cmd_eval(args) -> int:
 
 def _eval_external(args) -> int:
     """``zoo eval --embeddings FILE.npz --task NAME``: an external model's embeddings scored on a task."""
-    from zoo.external import default_out, score_embeddings
-    from zoo.spec import _parse_value
+    default_out, score_embeddings = _lazy("default_out", "score_embeddings")
 
     if args.run is not None:
         raise RunError(f"--embeddings scores an external model: give no run folder (got {args.run})")
@@ -382,7 +441,7 @@ def _eval_external(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from zoo.report import build_report
+    build_report = _lazy("build_report")
 
     build_report(args.runs, args.out, samples=args.samples, gallery=args.gallery, seed=args.seed, data_dir=args.data_dir,
                  device=args.device, progress=not args.no_progress, log=lambda m: print(m, flush=True))
@@ -405,8 +464,6 @@ def _check_out(out: str | None, name: str, fmt: str) -> None:
 
 def _emit(text: str, out: str | None) -> None:
     if out:
-        from zoo.cache import atomic_write_text
-
         atomic_write_text(out, text)
         print(f"wrote {out}", file=sys.stderr)
     else:
@@ -416,7 +473,7 @@ def _emit(text: str, out: str | None) -> None:
 
 def _emit_board(board, args, metric: str = "mrr") -> None:
     """A leaderboard's warnings to stderr, its table to stdout or ``--out``, its chart to ``--plot``."""
-    from zoo.evals.leaderboard import plot_leaderboard, render
+    plot_leaderboard, render = _lazy("plot_leaderboard", "render")
 
     for note in board.warnings:
         print(f"zoo: warning: {note}", file=sys.stderr)
@@ -430,9 +487,6 @@ def _shipped_runs(runs: list) -> list:
     that predate ``requested_spec_hash`` are matched by their run folder's name, ``NAME-HASH-sSEED``).
     Compatibility shims (CHANGELOG.md): that folder-name match, and ``shipped_spec_hashes`` accepting a run
     spelled as before 0.2 with ``cpu_bf16 = true`` where the composition now asks for ``"auto"``."""
-    from zoo.runs import run_folder_name
-    from zoo.spec import shipped_spec_hashes
-
     expected: dict[tuple[str, int], set[str]] = {}
     kept = []
     for run in runs:
@@ -457,8 +511,6 @@ def _shipped_specs(name: str) -> list[dict]:
     ``--shipped`` accepts), as results files store them, ``cpu_bf16 = "auto"`` written ``false`` as its
     hash reads it; empty for an ensemble or a name that is not installed (the leaderboard's Markdown
     ``varies`` cell then lists what differs between rows)."""
-    from zoo.spec import EnsembleSpec, load_composition
-
     try:
         spec = load_composition(name).resolve()
     except ZooError:  # not installed, or no longer resolves: the cell falls back to what varies between rows
@@ -475,7 +527,7 @@ def _shipped_specs(name: str) -> list[dict]:
 
 
 def cmd_leaderboard(args) -> int:
-    from zoo.evals.leaderboard import build_leaderboard, load_runs
+    build_leaderboard, load_runs = _lazy("build_leaderboard", "load_runs")
 
     _check_out(args.out, "leaderboard", args.format)
     runs, notes = load_runs(args.paths, strict=args.strict)
@@ -489,7 +541,8 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from zoo.ablate import ablation_table, build_grid, describe_plan, plan_runs, render_ablation
+    ablation_table, build_grid, describe_plan, plan_runs, render_ablation = _lazy(
+        "ablation_table", "build_grid", "describe_plan", "plan_runs", "render_ablation")
 
     _refuse_under_torchrun("ablate")
     _check_out(args.out, "ablation", args.format)
@@ -506,17 +559,15 @@ def cmd_ablate(args) -> int:
 
 
 def _refuse_under_torchrun(command: str) -> None:
-    from zoo.distributed import launched_distributed
-
     if launched_distributed():
         raise RunError(f"zoo {command} runs many trainings one after another in one process; launch it without torchrun "
                        "(use torchrun for a single `zoo run`)")
 
 
 def cmd_sweep(args) -> int:
-    from zoo.ablate import describe_plan, read_json
-    from zoo.evals.leaderboard import RunRecord, build_leaderboard
-    from zoo.sweep import plan_sweep
+    describe_plan, read_json = _lazy("describe_plan", "read_json")
+    RunRecord, build_leaderboard = _lazy("RunRecord", "build_leaderboard")
+    plan_sweep = _lazy("plan_sweep")
 
     _refuse_under_torchrun("sweep")
     _check_out(args.out, "leaderboard", args.format)
@@ -535,8 +586,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from zoo.fusion import open_searcher
-    from zoo.search import check_query, format_result, latency_summary, read_queries
+    open_searcher = _lazy("open_searcher")
+    check_query, format_result, latency_summary, read_queries = _lazy("check_query", "format_result", "latency_summary", "read_queries")
 
     given = [x for x in (args.query, args.smiles, args.queries) if x is not None]
     if len(given) != 1:
@@ -567,7 +618,7 @@ def cmd_search(args) -> int:
 
 def cmd_serve(args) -> int:
     """Load and check every run before the port is bound; serve until Ctrl-C or SIGTERM."""
-    from zoo.webapp import serve_runs
+    serve_runs = _lazy("serve_runs")
 
     if not 0 <= args.port <= 65535:
         raise RunError(f"--port must be between 0 and 65535 (got {args.port})")
@@ -579,7 +630,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from zoo.fusion import build_ensemble
+    build_ensemble = _lazy("build_ensemble")
 
     build_ensemble(args.runs, args.scorers, out=args.out, fresh=args.fresh, data_dir=args.data_dir, device=args.device,
                    log=lambda m: print(m, flush=True))
@@ -587,7 +638,7 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from zoo.library import build_index
+    build_index = _lazy("build_index")
 
     build_index(args.run, args.molecules, out=args.out, index_type=args.index_type, workers=args.workers,
                 chunk_size=args.chunk_size, batch_size=args.batch_size, smiles_column=args.smiles_column,
@@ -658,8 +709,6 @@ def _dispatch(args) -> int:
 @contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM raises :class:`Terminated` in the main thread while a command runs (then the old handler is back)."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -674,8 +723,6 @@ def _sigterm_as_interrupt():
 def _zoo_warnings_on_one_line():
     """molzoo's own warnings (e.g. a plugin that failed to load, a file loaded unverified) as
     ``zoo: warning: ...``, not file:line + source."""
-    from zoo.errors import UnverifiedFileWarning
-
     original = warnings.formatwarning
 
     def format_warning(message, category, filename, lineno, line=None):

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from zoo.errors import RunError
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -76,7 +78,6 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value) if value else default
     except ValueError:
-        from zoo.errors import RunError
 
         raise RunError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
 
@@ -157,7 +158,6 @@ def main_process_first(ctx: DistContext) -> Iterator[None]:
         return
     failure = broadcast_object(None, ctx)  # waits for rank 0 to finish the block
     if failure is not None:
-        from zoo.errors import RunError
 
         raise RunError(f"rank 0 failed while preparing the shared data: {failure}")
     yield

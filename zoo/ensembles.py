@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from zoo.runs import run_folder_name
+from zoo.ablate import AblationConfig, PlannedRun
+from zoo.errors import RunError
+from zoo.fusion import build_ensemble, scorer_member
+from zoo.launch import LauncherChoice, failure_report, launch_runs
+from zoo.runs import default_out_dir, run_folder_name
 from zoo.spec import EnsembleSpec
-
-if TYPE_CHECKING:
-    from zoo.launch import LauncherChoice
 
 __all__ = ["run_ensemble_composition", "default_ensemble_out"]
 
@@ -37,12 +37,6 @@ def run_ensemble_composition(spec: EnsembleSpec, *, out: str | Path | None = Non
     """Train the members missing under ``members_root`` (finished ones are reused) through ``launcher``
     (default ``local``: one after another in this process), fuse them with the scorers (``fresh``: refit
     a finished fusion; members are never retrained by it). Returns the results path."""
-    from zoo.ablate import AblationConfig, PlannedRun
-    from zoo.errors import RunError
-    from zoo.fusion import build_ensemble, scorer_member
-    from zoo.launch import LauncherChoice, failure_report, launch_runs
-    from zoo.runs import default_out_dir
-
     spec = spec.resolve()
     scorers = [scorer_member(s.name, dict(s.options)) for s in spec.scorers]  # a bad scorer fails before training
     planned = [PlannedRun(AblationConfig(label=m.name, settings=(), assignments=(), spec=m, is_reference=False),

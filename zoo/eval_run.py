@@ -7,8 +7,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from zoo import runs
+from zoo import fusion, runs
+from zoo.cache import atomic_write_bytes
+from zoo.data import check_same_data, data_fingerprint
 from zoo.errors import RunError
+from zoo.evals.results import build_results, write_results
+from zoo.evaluate import evaluate_pairs
+from zoo.gallery import prepare_gallery
 from zoo.precision import PRECISIONS, precision_name, resolve_cpu_bf16
 from zoo.tasks import get_task, load_run_data, parse_galleries, task_block
 
@@ -19,8 +24,6 @@ SPLITS = ("test", "heldout")
 
 def _data_notes(run_dir: Path, previous: dict, data, allow_other_data: bool, log: Callable[[str], None]) -> list[str]:
     """Data other than the run's training data is refused, unless ``allow_other_data``: then a note says so."""
-    from zoo.data import check_same_data, data_fingerprint
-
     trained_on, trained_dir = runs.training_data(previous)
     if trained_on and trained_on != data.checksums and allow_other_data:
         note = (f"evaluated on other data than the run was trained on ({OTHER_DATA_FLAG}): {data.data_dir} is data "
@@ -35,8 +38,6 @@ def _data_notes(run_dir: Path, previous: dict, data, allow_other_data: bool, log
 def _save_embeddings(folder: Path, split: str, embeddings: dict, log: Callable[[str], None]) -> None:
     """``--save-embeddings``: one ``SPLIT-GALLERY.npz`` per gallery (query/candidate embeddings with CIDs)."""
     import numpy as np
-
-    from zoo.cache import atomic_write_bytes
 
     for gallery, arrays in embeddings.items():
         buffer = io.BytesIO()
@@ -57,11 +58,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     Data other than the run's training data (other checksums) is refused unless
     ``allow_other_data``; the results then name the data used and, separately, the training data.
     """
-    from zoo.data import data_fingerprint
-    from zoo.evals.results import build_results, write_results
-    from zoo.evaluate import evaluate_pairs
-    from zoo.gallery import prepare_gallery
-
     started = time.time()
     run_dir = Path(run_dir)
     if split not in SPLITS:
@@ -71,7 +67,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     cpu_bf16 = resolve_cpu_bf16({"auto": "auto", "fp32": False, "bf16": True}[precision])
     task = get_task(runs.recorded_task(run_dir))
     galleries = [str(g) for g in parse_galleries(task, galleries, "--gallery")]
-    from zoo import fusion
 
     recorded = runs.load_run(run_dir)
     if fusion.is_ensemble(recorded):  # no model of its own: its members, fused with the recorded weights

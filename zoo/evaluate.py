@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from zoo.evals.ranking import rank_of_true, retrieval_metrics
+from zoo.evals.ranking import Ranks, rank_of_true, retrieval_metrics
 from zoo.taskdata import Gallery
 
 
@@ -72,8 +72,6 @@ def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_i
     candidate embeddings with their CIDs, enough to recompute every metric.
     """
     import numpy as np
-
-    from zoo.evals.ranking import Ranks, rank_of_true, retrieval_metrics
 
     query_cids = np.array([p.cid for p in pairs])
     text_q = embed_texts(model, [text_items[text_index[p.cid]] for p in pairs], batch_size, device)

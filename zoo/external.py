@@ -28,6 +28,10 @@ import numpy as np
 
 from zoo.cache import content_hash, sha256_file
 from zoo.errors import DataError, RunError
+from zoo.evals.ranking import Ranks, rank_of_true, retrieval_metrics
+from zoo.evals.results import build_results, write_results
+from zoo.runs import results_path
+from zoo.spec import _coerce
 from zoo.tasks import get_task, holdout_seed, load_data, parse_galleries, protocol_note, resolve_task_options, task_block
 
 #: ``spec.format`` of an external model's results file
@@ -100,8 +104,6 @@ def _score(text: np.ndarray, molecule: np.ndarray, pairs_text: list[int], pairs_
     """Metrics per gallery and direction, as :func:`zoo.evaluate.evaluate_pairs` computes them from embeddings."""
     import torch
 
-    from zoo.evals.ranking import Ranks, rank_of_true, retrieval_metrics
-
     text_all, mol_all = torch.from_numpy(text), torch.from_numpy(molecule)
     text_q, mol_q = text_all[torch.tensor(pairs_text)], mol_all[torch.tensor(pairs_mol)]
     device = torch.device("cpu")
@@ -140,9 +142,6 @@ def score_embeddings(embeddings: str | Path | Mapping[str, Any], task: str, *, n
     ``split`` and ``galleries`` with the zoo's tie rule and metrics; ``options``: the task's (``[task]``).
     Writes the results file to ``out`` when given (atomically; ``zoo leaderboard`` shows it as
     ``external:NAME``) and returns the results."""
-    from zoo.evals.results import build_results, write_results
-    from zoo.spec import _coerce
-
     started = time.time()
     if split not in ("test", "heldout"):
         raise RunError(f"--split {split!r}: choose from test, heldout")
@@ -194,6 +193,4 @@ def score_embeddings(embeddings: str | Path | Mapping[str, Any], task: str, *, n
 
 def default_out(name: str, root: str | Path = "runs") -> Path:
     """Where ``zoo eval --embeddings`` writes without ``--out``: ``runs/external-NAME/results.json``."""
-    from zoo.runs import results_path
-
     return results_path(Path(root) / f"external-{name}")

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import FitError
+from zoo.cache import atomic_save_tensors, read_safetensors
+from zoo.errors import FitError, IntegrityError
 
 
 def is_fittable(component: Any) -> bool:
@@ -24,9 +25,6 @@ def is_fittable(component: Any) -> bool:
 
 def _read(path: Path, fix: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The fitted state and its metadata, checked against the recorded content hash."""
-    from zoo.cache import read_safetensors
-    from zoo.errors import IntegrityError
-
     try:
         return read_safetensors(path)
     except IntegrityError as exc:
@@ -70,7 +68,6 @@ def fit_or_load(component: Any, texts: Sequence[str], path: Path, *, spec_hash: 
         raise FitError(f"cannot fit the [{slot}] on {len(texts)} training texts: {exc}") from None
     state = component.fitted_state()
     if state:
-        from zoo.cache import atomic_save_tensors
 
         meta = {"spec_hash": spec_hash, "slot": slot, **({"data_checksums": data} if data is not None else {})}
         atomic_save_tensors(state, path, metadata=meta)

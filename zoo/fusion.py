@@ -32,17 +32,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zoo.errors import RunError
-from zoo.evals.results import ENSEMBLE_SPEC_FORMAT, is_ensemble
-from zoo.taskdata import Gallery
+from zoo.cache import content_hash, data_fingerprint, sha256_file
+from zoo.data import check_same_data
+from zoo.errors import ComponentError, RunError
+from zoo.evals.leaderboard import seedless_spec_hash
+from zoo.evals.ranking import Ranks, count_above_and_tied, retrieval_metrics
+from zoo.evals.results import ENSEMBLE_SPEC_FORMAT, build_results, is_ensemble, read_results, write_results
+from zoo.evaluate import embed_texts
+from zoo.featurize import clean_smiles
+from zoo.gallery import PreparedGallery, prepare_gallery
+from zoo.library import embed_smiles
+from zoo.registry import get_component
+from zoo.runs import eval_path, load_run, load_trained_run, results_path, training_data
+from zoo.search import Searcher, _result, check_query, run_gallery, top_k
+from zoo.taskdata import Dataset, Gallery, Pair
+from zoo.tasks import get_task, holdout_seed, load_run_data, protocol_note, recorded_spec_task, task_block, task_title
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.evals.ranking import Ranks
-    from zoo.gallery import PreparedGallery
     from zoo.spec import EnsembleSpec
-    from zoo.taskdata import Dataset, Pair
 
 #: candidate weights of every member but the first (whose weight is 1)
 GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -90,8 +99,6 @@ def ranks_of(scores: np.ndarray, true_index: Sequence[int]) -> "Ranks":
     """Where each row's true candidate ranks in ``scores`` (candidates above it and tied with it)."""
     import torch
 
-    from zoo.evals.ranking import Ranks, count_above_and_tied
-
     s = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
     true = torch.as_tensor(np.asarray(true_index, dtype=np.int64))[:, None]
     greater, tied = count_above_and_tied(s, s.gather(1, true))
@@ -122,9 +129,6 @@ class Member:
 
 def scorer_member(name: str, options: dict[str, Any] | None = None, label: str | None = None) -> Member:
     """The registered scorer ``name`` with ``options`` (unknown name or option: a one-line error with close matches)."""
-    from zoo.errors import ComponentError
-    from zoo.registry import get_component
-
     component = get_component("scorer", name)
     resolved = component.resolve_options(options or {})
     try:
@@ -144,14 +148,10 @@ class ModelScorer:
         self.model, self.device, self.batch_size, self.prepared = model, device, batch_size, prepared
 
     def prepare_texts(self, texts: Sequence[str]) -> np.ndarray:
-        from zoo.evaluate import embed_texts
-
         items = self.model.text_encoder.prepare(list(texts), progress=False, device=self.device)
         return embed_texts(self.model, items, self.batch_size, self.device).numpy()
 
     def prepare_molecules(self, smiles: Sequence[str]) -> np.ndarray:
-        from zoo.library import embed_smiles
-
         embedded = embed_smiles(self.model, list(smiles), self.batch_size, self.device)
         if embedded.failures:
             position, reason = embedded.failures[0]
@@ -159,8 +159,6 @@ class ModelScorer:
         return embedded.embeddings
 
     def prepare_gallery(self, data: "Dataset") -> tuple[np.ndarray, np.ndarray]:
-        from zoo.gallery import prepare_gallery
-
         prepared = self.prepared if self.prepared is not None and self.prepared.data is data else \
             prepare_gallery(self.model, data, self.device, progress=False)
         texts = prepared.embed_texts(self.model, None, self.batch_size, self.device).numpy()
@@ -177,17 +175,12 @@ class RunScorer(ModelScorer):
     (``RUN/search/gallery.npz``, written on first use), like ``zoo search``."""
 
     def __init__(self, run: str = "", device: str = "auto") -> None:
-        from zoo.runs import load_trained_run
-
         if not run:
             raise RunError("scorer 'run' needs the option run = \"RUN folder\" (a finished `zoo run`)")
         self.trained = load_trained_run(run, device)
         super().__init__(self.trained.model, self.trained.device, self.trained.spec.train.eval_batch_size)
 
     def prepare_gallery(self, data: "Dataset") -> tuple[np.ndarray, np.ndarray]:
-        from zoo.cache import sha256_file
-        from zoo.search import run_gallery
-
         gallery = run_gallery(self.trained, sha256_file(self.trained.checkpoint), data=data, progress=False, log=lambda _m: None)
         return gallery.text_embeddings, gallery.molecule_embeddings
 
@@ -258,8 +251,6 @@ class GalleryScores:
     def ranks(self, direction: str, query_rows: Sequence[int], candidate_rows: Sequence[int] | None,
               true_index: Sequence[int], weights: Sequence[float], chunk: int = CHUNK) -> "Ranks":
         """Expected-rank bookkeeping of the fused scores, ``chunk`` queries at a time."""
-        from zoo.evals.ranking import Ranks
-
         parts = [ranks_of(self.fused(direction, query_rows[s:s + chunk], candidate_rows, weights), true_index[s:s + chunk])
                  for s in range(0, len(query_rows), chunk)]
         return Ranks.cat(parts)
@@ -282,8 +273,6 @@ def fit_weights(gallery: GalleryScores, heldout: Sequence["Pair"], grid: Sequenc
                 log: Callable[[str], None] = lambda _m: None) -> Fit:
     """Weights maximising the held-out text->molecule expected MRR of ``heldout``'s descriptions against
     every gallery molecule (see the module docs). Only ``heldout`` is ever scored."""
-    from zoo.evals.ranking import retrieval_metrics
-
     if not heldout:
         raise RunError("no held-out pairs to fit the fusion weights on")
     queries = [gallery.text_index[p.cid] for p in heldout]
@@ -328,8 +317,6 @@ def evaluate_fused(gallery: GalleryScores, pairs: Sequence["Pair"], galleries: S
     ``all`` (every gallery molecule / every description), ``test`` (the pairs themselves) and
     ``inbatch:N``. Returns ``(scores, gallery_counts)``."""
     import torch
-
-    from zoo.evals.ranking import Ranks, retrieval_metrics
 
     texts = [gallery.text_index[p.cid] for p in pairs]
     mols = [gallery.mol_index[p.cid] for p in pairs]
@@ -414,10 +401,6 @@ def load_fused(run_dir: str | Path, data_dir: str | None = None, device: str = "
                log: Callable[[str], None] = print, data: "Dataset | None" = None) -> FusedRun:
     """A fused folder's members rebuilt on its task's data (``data``, else loaded from ``data_dir``; checked
     against the data it was made on)."""
-    from zoo.data import check_same_data
-    from zoo.runs import load_run, training_data
-    from zoo.tasks import load_run_data
-
     run_dir = Path(run_dir)
     results = load_run(run_dir)
     if not is_fused(results):
@@ -459,8 +442,6 @@ class FusedSearcher:
 
     @property
     def searched(self) -> str:
-        from zoo.tasks import recorded_spec_task, task_title
-
         data = self.fused.gallery.data
         title = task_title(recorded_spec_task(self.fused.results)[0])
         return (f"{title} gallery of {self.fused.run_dir} ({len(data.gallery):,} molecules, {len(data.descriptions):,} "
@@ -468,9 +449,6 @@ class FusedSearcher:
 
     def text(self, query: str, k: int) -> dict:
         """The ``k`` gallery molecules with the highest fused scores for a description."""
-        from zoo.featurize import clean_smiles
-        from zoo.search import _result, check_query, top_k
-
         check_query(query, "query")
         started, cpu = time.perf_counter(), time.process_time()
         scores = fused_query(self.fused, "text_to_molecule", lambda scorer: scorer.prepare_texts([query]))
@@ -481,8 +459,6 @@ class FusedSearcher:
 
     def smiles(self, smiles: str, k: int) -> dict:
         """The ``k`` gallery descriptions with the highest fused scores for a molecule."""
-        from zoo.search import _result, check_query, top_k
-
         check_query(smiles, "--smiles")
         started, cpu = time.perf_counter(), time.process_time()
         scores = fused_query(self.fused, "molecule_to_text", lambda scorer: scorer.prepare_molecules([smiles]))
@@ -494,9 +470,6 @@ class FusedSearcher:
 def open_searcher(run_dir: str | Path, *, index: str | Path | None = None, data_dir: str | None = None, device: str = "auto",
                   nprobe: int | None = None, progress: bool = True, log: Callable[[str], None] = print):
     """``zoo search``'s searcher: :class:`FusedSearcher` for a fused folder, else :class:`zoo.search.Searcher`."""
-    from zoo.runs import load_run
-    from zoo.search import Searcher
-
     if is_fused(load_run(run_dir)):  # a missing or unfinished run fails here with one line
         if index is not None:
             raise RunError(f"--index: {run_dir} fuses several scorers; a library index holds one run's embeddings "
@@ -507,8 +480,6 @@ def open_searcher(run_dir: str | Path, *, index: str | Path | None = None, data_
 
 # -- zoo ensemble ----------------------------------------------------------------------------------
 def _member_entry(run_dir: Path, results: dict) -> dict[str, Any]:
-    from zoo.evals.leaderboard import seedless_spec_hash
-
     spec = results.get("spec", {})
     return {"run": str(run_dir), "composition": spec.get("name", "?"), "spec_hash": results.get("spec_hash"),
             "config_hash": seedless_spec_hash(spec), "seed": results.get("seeds", {}).get("seed")}
@@ -558,9 +529,6 @@ def ensemble_spec(run_dirs: Sequence[Path], member_results: Sequence[dict], scor
 
 
 def _check_same_task_and_data(run_dirs: Sequence[Path], member_results: Sequence[dict]) -> None:
-    from zoo.cache import data_fingerprint
-    from zoo.runs import training_data
-
     tasks = [r["spec"].get("eval", {}).get("task", "chebi20") for r in member_results]
     if len(set(tasks)) > 1:
         raise RunError("runs of different tasks cannot be fused: " + ", ".join(f"{d} ({t})" for d, t in zip(run_dirs, tasks)))
@@ -585,8 +553,6 @@ def default_ensemble_dir(spec_hash: str, root: str | Path = "runs") -> Path:
 def _member_runs(dirs: Sequence[Path], scorers: Sequence[object]) -> list[dict]:
     """The results of the member runs: at least two members (runs and scorers), no folder twice, every
     run finished and not itself an ensemble, all on one task and data."""
-    from zoo.runs import load_run
-
     if not dirs:
         raise RunError("zoo ensemble needs at least one run folder")
     if len(dirs) == 1 and not scorers:
@@ -606,9 +572,6 @@ def _member_runs(dirs: Sequence[Path], scorers: Sequence[object]) -> list[dict]:
 def _finished(out_dir: Path, spec_hash: str, fresh: bool, log: Callable[[str], None]) -> bool:
     """Whether ``out_dir`` already holds this ensemble, finished (reused unless ``fresh``); refused when it is
     a file, holds a run's results, another ensemble's (unless ``fresh``) or unreadable ones (unless ``fresh``)."""
-    from zoo.evals.results import read_results
-    from zoo.runs import results_path
-
     path = results_path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"--out {out_dir} is a file: give a folder")
@@ -639,12 +602,6 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorers: Sequence[str | Membe
     schema plus ``fusion`` and ``member_scores``; member runs recorded relative to ``OUT``). A finished
     ensemble of the same members is reused unless ``fresh``. ``composition``: the ensemble composition
     being run (names the ensemble). Returns the results path."""
-    from zoo.cache import content_hash, data_fingerprint
-    from zoo.data import check_same_data
-    from zoo.evals.results import build_results, write_results
-    from zoo.runs import results_path, training_data
-    from zoo.tasks import get_task, holdout_seed, load_run_data, protocol_note, task_block
-
     started = time.time()
     dirs = [Path(d) for d in run_dirs]
     member_results = _member_runs(dirs, scorers)
@@ -708,9 +665,6 @@ def evaluate_ensemble(run_dir: str | Path, results: dict, *, split: str = "test"
                       data_dir: str | None = None, device: str = "auto", out: str | Path | None = None,
                       log: Callable[[str], None] = print) -> Path:
     """``zoo eval ENSEMBLE``: its members fused with the recorded weights on ``split``; writes ``ENSEMBLE/eval-SPLIT.json``."""
-    from zoo.evals.results import build_results, write_results
-    from zoo.runs import eval_path
-
     started = time.time()
     fused = load_fused(run_dir, data_dir, device, log)
     data = fused.gallery.data

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from zoo.cache import PackedGraphs, featurize_molecules
+from zoo.evaluate import embed_molecules, embed_texts
+
 if TYPE_CHECKING:
     import torch
 
-    from zoo.cache import PackedGraphs
     from zoo.taskdata import Dataset, Pair
 
 
@@ -40,15 +42,11 @@ class PreparedGallery:
     def embed_molecules(self, model, indices: Sequence[int] | None, batch_size: int, device: "torch.device",
                         progress: bool = False, desc: str = "embedding molecules", cpu_bf16: bool = False) -> "torch.Tensor":
         """Embeddings of the gallery molecules at ``indices`` (all of them with ``None``)."""
-        from zoo.evaluate import embed_molecules
-
         chosen = list(range(len(self.data.gallery))) if indices is None else indices
         return embed_molecules(model, self.graphs, chosen, batch_size, device, progress=progress, desc=desc, cpu_bf16=cpu_bf16)
 
     def embed_texts(self, model, pairs: Sequence["Pair"] | None, batch_size: int, device: "torch.device") -> "torch.Tensor":
         """Embeddings of ``pairs``' descriptions (every description with ``None``)."""
-        from zoo.evaluate import embed_texts
-
         return embed_texts(model, self.text_items if pairs is None else self.texts_of(pairs), batch_size, device)
 
 
@@ -57,8 +55,6 @@ def prepare_gallery(model, data: "Dataset", device: "torch.device | str", progre
     """Featurize ``data``'s gallery molecules and prepare all its descriptions for ``model`` (whose text
     encoder is fitted already, if it is fittable). ``timings`` receives ``featurize_s`` and ``text_features_s``."""
     import time
-
-    from zoo.cache import featurize_molecules
 
     t0 = time.time()
     encoder = model.molecule_encoder

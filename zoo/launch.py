@@ -26,9 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo import train
 from zoo.ablate import PlannedRun, read_json
+from zoo.cache import atomic_write_text
 from zoo.errors import ComponentError, RunError, SpecError, ZooError
 from zoo.jobs import DoneSubmission, Launcher, RunJob, Submission
+from zoo.registry import get_component
+from zoo.spec import _coerce, _parse_value, parse_toml
 
 __all__ = ["DEFAULT_LAUNCHER", "LauncherChoice", "LaunchOutcome", "Failure", "resolve_launcher", "launch_runs",
            "job_dir", "failure_report"]
@@ -49,8 +53,6 @@ class LauncherChoice:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def create(self) -> Launcher:
-        from zoo.registry import get_component
-
         try:
             return get_component("launcher", self.name).create(**self.options)
         except (ValueError, TypeError) as exc:
@@ -66,9 +68,6 @@ def resolve_launcher(name: str | None = None, options: Sequence[str] = (), file:
     """The launcher ``name`` (else the ``[launcher]`` table's ``name`` in ``file``, else ``local``) with the
     ``[launcher]`` table's options overlaid by ``KEY=VALUE`` ``options``: each key must be one of the
     launcher's options (close matches named), each value of its default's type."""
-    from zoo.registry import get_component
-    from zoo.spec import _coerce, _parse_value, parse_toml
-
     table: dict[str, Any] = {}
     if file is not None:
         path = Path(file)
@@ -140,19 +139,17 @@ def _in_process(item: PlannedRun, data_dir: str | None, strict: bool, progress: 
                 log: Callable[[str], None]) -> Callable[[], int]:
     """Train ``item`` in this process (``local`` with one worker); a run's own error is its failure."""
 
-    def train() -> int:
-        from zoo.train import RunOptions, run
-
-        train.error = ""  # type: ignore[attr-defined]
+    def train_here() -> int:
+        train_here.error = ""  # type: ignore[attr-defined]
         try:
-            run(item.spec, RunOptions(data_dir=data_dir, out_dir=str(item.out_dir), strict=strict, progress=progress, log=log))
+            train.run(item.spec, train.RunOptions(data_dir=data_dir, out_dir=str(item.out_dir), strict=strict, progress=progress, log=log))
         except (ZooError, RuntimeError, ValueError, OSError) as exc:
-            train.error = f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"  # type: ignore[attr-defined]
-            log(train.error)  # type: ignore[attr-defined]
+            train_here.error = f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"  # type: ignore[attr-defined]
+            log(train_here.error)  # type: ignore[attr-defined]
             return 1
         return 0
 
-    return train
+    return train_here
 
 
 def _last_error(log_path: Path | None) -> str:
@@ -206,7 +203,6 @@ def _schedule(todo: list[PlannedRun], choice: LauncherChoice, *, retries: int, d
                 folder = job_dir(item)
                 spec_file = folder / "spec.toml"
                 if not in_process:  # a launcher training in this process needs no job files (nothing beside the runs)
-                    from zoo.cache import atomic_write_text
 
                     atomic_write_text(spec_file, item.spec.to_toml())
                 job = RunJob(label=f"{item.config.label} seed={item.seed}", argv=_command(item, spec_file, data_dir, strict),

@@ -50,8 +50,9 @@ from zoo.cache import (
     warn_unverified,
 )
 from zoo.errors import DataError, IntegrityError, RunError
+from zoo.evaluate import autocast
 from zoo.molfiles import Record, count_records, iter_records, library_format, record_smiles
-from zoo.runs import indexes_dir, load_run, run_checkpoint
+from zoo.runs import indexes_dir, load_run, load_trained_run, run_checkpoint
 
 if TYPE_CHECKING:
     import numpy as np
@@ -247,8 +248,6 @@ def embed_smiles(model, items: Sequence[str | Record], batch_size: int, device: 
     import torch
     from torch_geometric.data import Batch
 
-    from zoo.evaluate import autocast
-
     graphs, kept, smiles, failures = [], [], [], []
     for i, item in enumerate(items):
         try:
@@ -313,8 +312,6 @@ def embed_shard(plan: BuildPlan, rank: int = 0, world: int = 1) -> int:
     """Embed the chunks ``i`` with ``i % world == rank`` that are not on disk yet; returns how many were embedded."""
     import torch
     from tqdm.auto import tqdm
-
-    from zoo.runs import load_trained_run
 
     mine = [c for c in range(plan.chunks) if c % world == rank and not _chunk_done(plan.chunk_path(c))]
     if not mine:

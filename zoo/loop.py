@@ -19,6 +19,9 @@ import torch
 from zoo import distributed
 from zoo.checkpoints import TrainerState, save_checkpoint, save_weights
 from zoo.errors import RunError
+from zoo.evals.ranking import rank_of_true, retrieval_metrics
+from zoo.evaluate import autocast, embed_molecules, embed_texts
+from zoo.optim import clip_grad_norm_
 from zoo.spec import TrainConfig
 
 
@@ -27,9 +30,6 @@ def train_step(train_model: torch.nn.Module, optimizer, text_batch: Any, mol_bat
     """One optimizer step on one batch: forward (bf16 autocast on CUDA, and on the CPU with ``cpu_bf16``),
     backward, gradient clipping to ``grad_clip`` (when > 0), update. Returns the model's logged values;
     a non-finite loss is a :class:`RunError` (naming ``where``) before anything is updated."""
-    from zoo.evaluate import autocast
-    from zoo.optim import clip_grad_norm_
-
     with autocast(device, cpu_bf16=cpu_bf16):
         loss, logs = train_model(text_batch, mol_batch)
     if not torch.isfinite(loss):
@@ -106,9 +106,6 @@ def train_epoch(loop: Loop, epoch: int) -> dict[str, float]:
 
 def heldout_metrics(loop: Loop, epoch: int) -> dict[str, float]:
     """Held-out selection: text->molecule retrieval metrics among the held-out molecules."""
-    from zoo.evals.ranking import rank_of_true, retrieval_metrics
-    from zoo.evaluate import embed_molecules, embed_texts
-
     cfg = loop.cfg
     text_emb = embed_texts(loop.model, loop.select_text, cfg.eval_batch_size, loop.device)
     mol_emb = embed_molecules(loop.model, loop.graphs, loop.select_mols, cfg.eval_batch_size, loop.device)

@@ -37,7 +37,9 @@ from zoo.cache import (
     cache_root,
     check_sealed_bytes,
     content_hash,
+    default_workers,
     locked,
+    map_in_processes,
     sealed_json,
     unseal,
     warn_unverified,
@@ -192,8 +194,6 @@ def run_opsin_parallel(names: Sequence[str], workers: int | None = None, min_per
     one JVM (each name parses on its own)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from zoo.cache import default_workers
-
     names = list(names)
     jvms = max(1, min(default_workers() if workers is None else workers, len(names) // max(1, min_per_jvm or MIN_NAMES_PER_JVM)))
     if jvms == 1:
@@ -222,7 +222,6 @@ def parse_names(names: Iterable[str], *, cache: ParseCache | None = None, worker
     cached = cache.get(keys.values())
     missing = [name for name in unique if keys[name] not in cached]
     if missing:
-        from zoo.cache import map_in_processes
 
         parsed = run_opsin_parallel(missing, workers)
         canonical = map_in_processes(canonical_smiles, parsed, workers)

@@ -18,16 +18,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo import runs
+from zoo import __version__, runs
+from zoo.cache import atomic_write_text
+from zoo.data import check_same_data as check
 from zoo.devices import resolve_device
 from zoo.errors import RunError
+from zoo.evals.leaderboard import METRICS, SLOTS, RunRecord, build_leaderboard
+from zoo.evals.ranking import Ranks, count_above_and_tied, retrieval_metrics
+from zoo.fusion import CHUNK, is_ensemble, is_fused, load_fused
+from zoo.gallery import prepare_gallery
+from zoo.report_figures import molecule_svg, score_histogram, training_curves
 from zoo.runs import RESULTS_FILE
+from zoo.tasks import galleries_of, get_task, load_run_data
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from zoo.evals.ranking import Ranks
     from zoo.taskdata import Dataset, Pair
 
 TOP_K = 5
@@ -68,8 +75,6 @@ class RunRetrieval:
 
     def metrics(self) -> dict[str, float]:
         """Text->molecule metrics of these ranks (the same definitions as the results files)."""
-        from zoo.evals.ranking import retrieval_metrics
-
         return retrieval_metrics(self.ranks)
 
 
@@ -91,8 +96,6 @@ def sample_indices(n_test: int, samples: int, seed: int) -> list[int]:
 
 def check_same_data(label: str, results: dict, data: "Dataset") -> None:
     """Refuse a run whose results record other data files than the ones loaded for the report."""
-    from zoo.data import check_same_data as check
-
     check(*runs.training_data(results), data, f"run {label}", "pass the run's data folder with --data-dir")
 
 
@@ -113,8 +116,6 @@ def score_rows(score_chunk: Callable[[int, int], "torch.Tensor"], n_queries: int
     """:func:`score_queries` for any scores: ``score_chunk(start, stop)`` gives queries ``start:stop``'s scores
     against every candidate (cosine similarities, or a fused run's fused scores)."""
     import torch
-
-    from zoo.evals.ranking import Ranks, count_above_and_tied
 
     true_scores, best_other, greater, tied, top_scores, top_index = [], [], [], [], [], []
     for start in range(0, n_queries, chunk_size):
@@ -138,8 +139,6 @@ def retrieve_fused(run_dir: Path, label: str, results: dict, data: "Dataset", sa
                    device: str) -> "RunRetrieval":
     """:func:`retrieve` for a fused folder (scorers or an ensemble): its fused scores with the recorded weights."""
     import torch
-
-    from zoo.fusion import CHUNK, load_fused
 
     fused = load_fused(run_dir, device=device, log=lambda _m: None, data=data)
     g = fused.gallery
@@ -172,8 +171,6 @@ def retrieve(run_dir: Path, label: str, data: "Dataset", samples: Sequence[int],
     """Embed the test descriptions and the gallery with ``run_dir``'s best weights and rank them."""
     import torch
 
-    from zoo.gallery import prepare_gallery
-
     trained = runs.load_trained_run(run_dir, device)
     model, spec, dev = trained.model, trained.spec, trained.device
     batch_size = spec.train.eval_batch_size
@@ -201,9 +198,6 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     Every argument is checked before any model is loaded; a bad one raises :class:`RunError`
     and nothing is written.
     """
-    from zoo.cache import atomic_write_text
-    from zoo.tasks import galleries_of, get_task, load_run_data
-
     out = Path(out)
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
@@ -224,7 +218,6 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
         raise RunError(f"--out {out}: {out.parent} is a file, not a folder")
     resolve_device(device)
     results = [runs.load_run(d) for d in dirs]  # clear error for a missing or unfinished run, before any work
-    from zoo.fusion import is_ensemble, is_fused
 
     for d, result in zip(dirs, results):
         if not is_ensemble(result):  # an ensemble has no weights of its own: its members' are loaded
@@ -284,8 +277,6 @@ def _e(value: object) -> str:
 
 def _leaderboard_section(retrievals: Sequence[RunRetrieval]) -> str:
     """The runs' leaderboard (:mod:`zoo.evals.leaderboard`: one table per protocol and gallery, seeds averaged)."""
-    from zoo.evals.leaderboard import METRICS, SLOTS, RunRecord, build_leaderboard
-
     sources = [str(runs.results_path(r.run_dir)) for r in retrievals]
     labels = dict(zip(sources, (r.label for r in retrievals)))
     board = build_leaderboard([RunRecord.from_results(r.results, s) for r, s in zip(retrievals, sources)], direction="both")
@@ -321,8 +312,6 @@ def _metric_cell(summary, percent: bool) -> str:
 
 
 def _curves_section(retrievals: Sequence[RunRetrieval]) -> str:
-    from zoo.report_figures import training_curves
-
     histories = {r.label: r.results.get("training", {}).get("history", []) for r in retrievals}
     figures = training_curves(histories)
     if not figures:
@@ -331,8 +320,6 @@ def _curves_section(retrievals: Sequence[RunRetrieval]) -> str:
 
 
 def _scores_section(retrievals: Sequence[RunRetrieval], gallery: str) -> str:
-    from zoo.report_figures import score_histogram
-
     parts = []
     for r in retrievals:
         m = r.metrics()
@@ -346,8 +333,6 @@ def _scores_section(retrievals: Sequence[RunRetrieval], gallery: str) -> str:
 
 
 def _hit_figure(hit: Hit, position: int) -> str:
-    from zoo.report_figures import molecule_svg
-
     mark = " <span class=badge>✓ true molecule</span>" if hit.is_true else ""
     cls = "hit true-match" if hit.is_true else "hit"
     return (f"<figure class=\"{cls}\" data-cid=\"{_e(hit.cid)}\">{molecule_svg(hit.smiles)}"
@@ -361,8 +346,6 @@ def _rank_text(rank: float, grouping: bool = True) -> str:
 
 
 def _sample_block(index: int, pair: "Pair", retrievals: Sequence[RunRetrieval], gallery: str) -> str:
-    from zoo.report_figures import molecule_svg
-
     rows = []
     for r in retrievals:
         got = r.samples[index]
@@ -383,8 +366,6 @@ def _sample_block(index: int, pair: "Pair", retrievals: Sequence[RunRetrieval], 
 def render_report(retrievals: Sequence[RunRetrieval], sampled: Sequence["Pair"], data: "Dataset", gallery: str,
                   seed: int) -> str:
     """The complete HTML page."""
-    from zoo import __version__
-
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     runs = ", ".join(f"<code>{_e(relative(r.run_dir))}</code>" for r in retrievals)
     samples = "".join(_sample_block(i, pair, retrievals, gallery) for i, pair in enumerate(sampled))

@@ -12,6 +12,8 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from zoo.featurize import clean_smiles
+
 if TYPE_CHECKING:
     import numpy as np
     from matplotlib.figure import Figure
@@ -41,8 +43,6 @@ def molecule_svg(smiles: str, width: int = 200, height: int = 155) -> str:
     """An RDKit 2D depiction of ``smiles``; a framed note when RDKit cannot parse it."""
     from rdkit import Chem
     from rdkit.Chem.Draw import rdMolDraw2D
-
-    from zoo.featurize import clean_smiles
 
     mol = Chem.MolFromSmiles(clean_smiles(smiles))  # ChEBI-20's doubled stereo backslashes
     if mol is None:

@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zoo.errors import RunError
-from zoo.evals.results import RESULTS_FILE  # the results file's name is owned by its schema
+from zoo.evals.results import RESULTS_FILE, read_results  # the results file's name is owned by its schema
+from zoo.fitting import load_fitted
+from zoo.spec import CompositionSpec
+from zoo.tasks import DEFAULT_TASK
 
 if TYPE_CHECKING:
     import torch
 
     from zoo.model import RetrievalModel
-    from zoo.spec import CompositionSpec
 
 SPEC_FILE = "spec.toml"
 CHECKPOINT_DIR = "checkpoint"
@@ -101,8 +103,6 @@ def retrain_hint(run_dir: str | Path) -> str:
 # -- a finished run --------------------------------------------------------------------------------
 def load_run(run_dir: str | Path) -> dict:
     """The results of a finished run (clear errors for a missing or unreadable run)."""
-    from zoo.evals.results import read_results
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder not found: {run_dir}")
@@ -139,8 +139,6 @@ def training_data(results: dict) -> tuple[dict[str, str] | None, str | None]:
 def recorded_task(run_dir: str | Path) -> str:
     """The task a run's results name (its spec's ``[eval] task``), or the default task where the run
     has no readable results (loading the run then says what is wrong with it)."""
-    from zoo.tasks import DEFAULT_TASK
-
     try:
         spec = load_run(run_dir).get("spec")
     except RunError:
@@ -164,11 +162,10 @@ class TrainedRun:
 def load_trained_run(run_dir: str | Path, device: str = "auto") -> TrainedRun:
     """Rebuild a finished run's model (the spec that actually ran, no substitution) with its best
     weights, in eval mode on ``device``. Clear :class:`RunError` for a missing/unfinished run."""
-    from zoo.checkpoints import load_weights
-    from zoo.devices import resolve_device
-    from zoo.fitting import load_fitted
-    from zoo.model import build_model
-    from zoo.spec import CompositionSpec
+    # the model's modules load torch: imported here so that zoo.runs (imported by the CLI for `zoo --help`) stays light
+    from zoo.checkpoints import load_weights  # torch
+    from zoo.devices import resolve_device  # torch
+    from zoo.model import build_model  # torch
 
     run_dir = Path(run_dir)
     previous = load_run(run_dir)

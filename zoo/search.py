@@ -25,15 +25,16 @@ from typing import TYPE_CHECKING
 from zoo.cache import content_hash, data_fingerprint, load_sealed_npz, save_sealed_npz, sha256_file
 from zoo.data import check_same_data
 from zoo.errors import DataError, IntegrityError, RunError, UnverifiedFileWarning
+from zoo.evaluate import embed_texts
 from zoo.featurize import clean_smiles
+from zoo.gallery import prepare_gallery
 from zoo.library import LibraryIndex, embed_smiles, load_index
-from zoo.runs import gallery_cache_path, indexes_dir, run_checkpoint, training_data
+from zoo.runs import TrainedRun, gallery_cache_path, indexes_dir, load_trained_run, run_checkpoint, training_data
 from zoo.tasks import load_run_data, run_data_checksums, task_title
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from zoo.runs import TrainedRun
     from zoo.taskdata import Dataset
 
 GALLERY_FORMAT = "molzoo.search_gallery/2"
@@ -102,8 +103,6 @@ def run_gallery(trained: "TrainedRun", checkpoint_sha256: str, data_dir: str | N
     """The run's embedded gallery: from ``RUN/search/gallery.npz`` when it was embedded with this
     checkpoint from the run's training data, else embedded and cached. Other data is refused.
     ``data``: the task's data, loaded already (else loaded from ``data_dir`` when the cache misses)."""
-    from zoo.gallery import prepare_gallery
-
     path = gallery_cache_path(trained.run_dir)
     trained_on, trained_dir = training_data(trained.results)
     subject, fix = f"run {trained.run_dir}", "pass the run's data folder with --data-dir"
@@ -169,8 +168,6 @@ class Searcher:
     def __init__(self, run_dir: str | Path, *, index: str | Path | None = None, data_dir: str | None = None,
                  device: str = "auto", nprobe: int | None = None, progress: bool = True,
                  log: Callable[[str], None] = print) -> None:
-        from zoo.runs import load_trained_run
-
         run_dir = Path(run_dir)
         key = sha256_file(run_checkpoint(run_dir))  # an unknown/unfinished run fails here, before loading a model
         self.library: LibraryIndex | None = None
@@ -193,8 +190,6 @@ class Searcher:
                 f"{len(g.text_cids):,} descriptions)")  # type: ignore[union-attr]
 
     def embed_texts(self, texts: Sequence[str]) -> "np.ndarray":
-        from zoo.evaluate import embed_texts
-
         model, dev = self.trained.model, self.trained.device
         items = model.text_encoder.prepare(list(texts), progress=False, device=dev)
         return embed_texts(model, items, TEXT_BATCH, dev).numpy()

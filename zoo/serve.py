@@ -21,7 +21,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from zoo import __version__
+from zoo.chemnames import candidate_spans
 from zoo.errors import OpsinError, RunError, ServeError, SmilesError
+from zoo.featurize import clean_smiles, parse_smiles
+from zoo.fusion import fused_query_parts, open_searcher
+from zoo.opsin import long_lived, parse_names, take_timed_out
+from zoo.report_figures import molecule_svg
+from zoo.runs import load_run
+from zoo.search import _result, top_k
 
 #: longest description or SMILES a query may hold (characters); longer ones are refused with 413
 MAX_QUERY_CHARS = 4000
@@ -35,9 +43,6 @@ NAME_TIMEOUT_NOTE = "chemical-name parsing timed out after {timeout:g} s: answer
 @lru_cache(maxsize=4096)
 def depict(smiles: str) -> str:
     """An RDKit SVG drawing of ``smiles`` (``<svg class="mol">``); :class:`ServeError` 422 when RDKit cannot read it."""
-    from zoo.featurize import parse_smiles
-    from zoo.report_figures import molecule_svg
-
     check_text(smiles, "smiles")
     try:
         parse_smiles(smiles)
@@ -74,9 +79,6 @@ def check_k(k: int) -> int:
 def query_names(query: str) -> tuple[list[dict[str, Any]], str | None]:
     """The spans of ``query`` parsed as chemical names (longest first, none inside another), each with its
     character offsets and canonical SMILES, and a note when the parse was skipped or timed out."""
-    from zoo.chemnames import candidate_spans
-    from zoo.opsin import parse_names, take_timed_out
-
     spans = candidate_spans(query)
     take_timed_out()
     try:
@@ -103,8 +105,6 @@ def query_names(query: str) -> tuple[list[dict[str, Any]], str | None]:
 
 def names_timeout() -> float:
     """The long-lived OPSIN's timeout (s), :data:`NAME_TIMEOUT_S` when none is running."""
-    from zoo.opsin import long_lived
-
     opsin = long_lived()
     return opsin.timeout if opsin is not None else NAME_TIMEOUT_S
 
@@ -162,9 +162,6 @@ def model_name(run_dir: Path, taken: Sequence[str]) -> str:
 def load_model(run_dir: str | Path, name: str, *, index: str | None = None, data_dir: str | None = None,
                device: str = "cpu", log: Callable[[str], None] = print) -> ServedModel:
     """A finished run loaded and checked (checkpoint and caches against their hashes, data against the run's)."""
-    from zoo.fusion import open_searcher
-    from zoo.runs import load_run
-
     run_dir = Path(run_dir)
     results = load_run(run_dir)  # a missing, unfinished or damaged run: one line
     searcher = open_searcher(run_dir, index=index, data_dir=data_dir, device=device, progress=False, log=log)
@@ -236,7 +233,6 @@ class Service:
         k = check_k(k)
         text = check_text(query if smiles is None else smiles, "query" if smiles is None else "smiles")
         names = served.uses_names if names is None else names
-        from zoo.opsin import take_timed_out
 
         take_timed_out()  # this thread's flag starts clear
         evidence, note = ([], None)
@@ -279,10 +275,6 @@ class Service:
     @staticmethod
     def _fused(served: ServedModel, direction: str, query: str, k: int, prepare: Callable[[Any], Any]) -> dict:
         """A fused run's top ``k`` with each member's (weighted, z-scored) contribution per hit."""
-        from zoo.featurize import clean_smiles
-        from zoo.fusion import fused_query_parts
-        from zoo.search import _result, top_k
-
         started, cpu = time.perf_counter(), time.process_time()
         parts = fused_query_parts(served.searcher.fused, direction, prepare)
         scores = sum(parts.values())
@@ -304,9 +296,6 @@ class Service:
         molecule embedding space (gallery runs) and its ``k`` closest descriptions."""
         import numpy as np
         import torch
-
-        from zoo.featurize import clean_smiles
-        from zoo.search import top_k
 
         served, k = self.model(model), check_k(k)
         check_text(cid, "cid")
@@ -345,8 +334,6 @@ class Service:
                 "neighbours": neighbours, "descriptions": described["results"]}
 
     def health(self) -> dict[str, Any]:
-        from zoo import __version__
-
         return {"status": "ok", "version": __version__, "models": list(self.models), "default_model": self.default,
                 "names_available": self.names_available, "uptime_s": round(time.time() - self.started, 1),
                 "limits": {"max_query_chars": MAX_QUERY_CHARS, "max_k": MAX_K, "name_timeout_s": names_timeout()}}

@@ -183,7 +183,7 @@ def task_block(name: str, data: Dataset, split: str, galleries: Mapping[str, Any
     """The ``task`` block of a results file (``zoo run``, ``zoo eval``, ``zoo ensemble``, external models): the
     task, its protocol and split, the gallery counts, the data (folder, checksums, counts, skipped rows), the
     tie rule, the task's options (all of them, defaults included) and ``extra``."""
-    from zoo.evals.ranking import TIE_POLICY
+    from zoo.evals.ranking import TIE_POLICY  # torch (zoo.evals.ranking): zoo.tasks stays light for `zoo --help`/`zoo list`
 
     block = {"name": name, "protocol": data.protocol, "split": split, "galleries": dict(galleries),
              "data_dir": str(data.data_dir), "data_checksums": dict(data.checksums), "counts": data_summary(data),

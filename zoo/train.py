@@ -19,12 +19,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo import runs
+from zoo import distributed, runs
+from zoo.cache import atomic_write_text, folder_problem
 from zoo.checkpoints import TrainerState, check_resume_data, data_provenance, load_checkpoint, load_weights
 from zoo.devices import resolve_device
 from zoo.errors import RunError
-from zoo.loop import train_step  # noqa: F401  (re-exported: zoo.train.train_step)
+from zoo.evals.results import build_results, write_results
+from zoo.evaluate import autocast, evaluate_pairs
+from zoo.fitting import fit_or_load
+from zoo.fusion import fuse_composition, scorer_member
+from zoo.gallery import prepare_gallery
+from zoo.loop import (
+    Loop,
+    train_epochs,
+    train_step,  # noqa: F401  (re-exported: zoo.train.train_step)
+)
+from zoo.model import build_model
+from zoo.optim import build_optimizer
 from zoo.precision import describe_precision, precision_name
+from zoo.search import cache_evaluated_gallery
 from zoo.spec import CompositionSpec
 from zoo.tasks import get_task, holdout_seed, load_spec_data, parse_galleries, protocol_note, task_block
 
@@ -53,8 +66,6 @@ def run(spec: CompositionSpec, opts: RunOptions) -> Path:
     Under ``torchrun`` every process calls this: the ranks train one DDP model on slices of each
     global batch, and rank 0 alone selects, evaluates and writes (see :mod:`zoo.distributed`).
     """
-    from zoo import distributed
-
     undo: list[Callable[[], None]] = []
     try:
         return _run(spec, opts, undo)
@@ -98,8 +109,6 @@ def _start(requested: CompositionSpec, opts: RunOptions):
     autocast to bf16 on the CPU (``train.cpu_bf16`` resolved for this machine)."""
     from dataclasses import replace
 
-    from zoo import distributed
-
     log = opts.log
     cfg = requested.train
     device = resolve_device(cfg.device)
@@ -124,8 +133,6 @@ def _build_model(requested: CompositionSpec, opts: RunOptions, device: torch.dev
     """The model of ``requested`` (substitutions announced, refused with ``--strict``), its text encoder in
     the chosen mode (``auto``: finetune on CUDA, frozen elsewhere), on ``device``. Returns it, the build
     report and the text mode."""
-    from zoo.model import build_model
-
     model, report = build_model(requested, allow_substitution=not opts.strict, on_substitute=lambda m: log(f"WARNING: {m}"))
     spec = report.spec
     text_encoder = model.text_encoder
@@ -148,8 +155,6 @@ def _open_run_folder(spec: CompositionSpec, opts: RunOptions, data, is_main: boo
     substituted while building): refused when it is not a folder,
     holds a finished run (unless ``--fresh``) or a checkpoint made on other data. On rank 0, ``undo`` gets
     the remover of what a run failing before its first checkpoint wrote."""
-    from zoo.cache import folder_problem
-
     out_dir = Path(opts.out_dir) if opts.out_dir else runs.default_out_dir(spec)
     results_path = runs.results_path(out_dir)
     problem = folder_problem(out_dir)
@@ -190,8 +195,6 @@ def _write_results(results_path: Path, spec: CompositionSpec, report, requested_
                    log: Callable[[str], None], extra: dict[str, Any] | None = None) -> None:
     """Write ``results.json`` (:mod:`zoo.evals.results`): the spec that ran, the task and its data, the
     scores per gallery, timings, notes (protocol, substitutions, fitting) and the ``training`` record."""
-    from zoo.evals.results import build_results, write_results
-
     cfg, spec_hash = spec.train, spec.hash()
     notes = [protocol_note(task, data.protocol)]
     notes += [f"substituted {s['used']!r} for {s['requested']!r}: {s['reason']}" for s in report.substitutions]
@@ -214,8 +217,6 @@ def _build_optimizer(model, cfg, device: torch.device, text_mode: str):
     CPU); a fine-tuned text backbone gets ``train.backbone_lr``."""
     from timm.scheduler import create_scheduler_v2
 
-    from zoo.optim import build_optimizer
-
     backbone = getattr(model.text_encoder, "backbone", None) if text_mode == "finetune" else None
     try:
         optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, device, backbone=backbone,
@@ -233,8 +234,6 @@ def _resume_or_start(spec: CompositionSpec, opts: RunOptions, out_dir: Path, mod
                      log: Callable[[str], None]) -> TrainerState:
     """The trainer state of the run's last checkpoint (unless ``--fresh``), the scheduler moved to its epoch;
     a fresh state otherwise. Rank 0 creates the checkpoint folder and writes the spec that runs."""
-    from zoo.cache import atomic_write_text
-
     state = TrainerState()
     last_path, ckpt_dir = runs.last_checkpoint(out_dir), runs.checkpoint_dir(out_dir)
     if last_path.exists() and not opts.fresh:
@@ -261,9 +260,6 @@ def _wrap_for_ranks(model, prepared, train_pairs, cfg, dctx, device: torch.devic
     gathers the loss inputs across ranks (global in-batch negatives; ``None`` in one process). Lazy modules
     (DDP cannot wrap them) are first materialised by one forward on the first batch, in a forked RNG so that
     the random stream, and so the run, is the same with any number of processes."""
-    from zoo import distributed
-    from zoo.evaluate import autocast
-
     n = len(train_pairs)
     if distributed.has_uninitialized_parameters(model):
         first = [train_pairs[i] for i in distributed.shard(list(range(min(n, cfg.batch_size))), dctx)]
@@ -285,10 +281,6 @@ def _prepare(model, spec: CompositionSpec, opts: RunOptions, data, out_dir: Path
     """Fit what the text encoder fits on the training descriptions (or load it from the run folder), then
     featurize every text and molecule once (:func:`zoo.gallery.prepare_gallery`). Returns the fitting notes
     and the prepared gallery."""
-    from zoo import distributed
-    from zoo.fitting import fit_or_load
-    from zoo.gallery import prepare_gallery
-
     with distributed.main_process_first(dctx):  # rank 0 fills the on-disk caches, the other ranks then read them
         t0 = time.time()
         fit_notes = fit_or_load(model.text_encoder, [p.description for p in data.train], runs.fitted_path(out_dir),
@@ -307,10 +299,6 @@ def _evaluate(model, prepared, scorers: list, data, spec: CompositionSpec, opts:
     the learned similarity fused with them, weights fitted on the held-out pairs (:mod:`zoo.fusion`), and the
     results' extra fields (``fusion``, ``learned_scores``). Gallery ``all``'s embeddings seed ``run_dir``'s search
     cache (:func:`zoo.search.cache_evaluated_gallery`)."""
-    from zoo.evaluate import evaluate_pairs
-    from zoo.fusion import fuse_composition
-    from zoo.search import cache_evaluated_gallery
-
     t0 = time.time()
     scores, galleries, embedded = evaluate_pairs(model, data.test, data, prepared.graphs, prepared.mol_index, prepared.text_items,
                                           prepared.text_index, spec.eval.galleries, spec.train.eval_batch_size,
@@ -328,9 +316,6 @@ def _evaluate(model, prepared, scorers: list, data, spec: CompositionSpec, opts:
 
 
 def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]) -> Path:
-    from zoo.fusion import scorer_member
-    from zoo.loop import Loop, train_epochs
-
     started = time.time()
     timings: dict[str, float] = {}
     requested = spec.resolve()

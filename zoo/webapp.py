@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zoo import __version__
-from zoo.errors import OpsinError, ServeError, ZooError
+from zoo.errors import OpsinError, RunError, ServeError, ZooError
+from zoo.opsin import LongLivedOpsin, long_lived_opsin
 from zoo.serve import MAX_K, MAX_QUERY_CHARS, NAME_TIMEOUT_S, Service, depict, one_line
 
 API = "/api/v1"
@@ -158,7 +159,6 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8000, log_level
     except SystemExit:  # uvicorn exits when it cannot bind
         pass
     if not server.started:
-        from zoo.errors import RunError
 
         raise RunError(f"could not listen on {host}:{port} (in use, or not an address of this machine); "
                        "choose another with --host/--port")
@@ -169,8 +169,6 @@ def serve_runs(run_dirs: Sequence[str | Path], *, index: str | None = None, host
                log: Callable[[str], None] = print) -> None:
     """``zoo serve``: start one long-lived OPSIN (when Java is there), load and check every run, then serve."""
     from contextlib import ExitStack
-
-    from zoo.opsin import LongLivedOpsin, long_lived_opsin
 
     with ExitStack() as stack:
         try:

@@ -13,21 +13,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from zoo.api import description_relations, molecule_keys, relation_match_scores
+
 
 class RelationMatchScorer:
     """1 for a candidate that is the stated conjugate acid/base, enantiomer or tautomer of a named molecule."""
 
     def prepare_texts(self, texts: Sequence[str]) -> list:
-        from zoo.api import description_relations
-
         return description_relations(list(texts))
 
     def prepare_molecules(self, smiles: Sequence[str]) -> np.ndarray:
-        from zoo.api import molecule_keys
-
         return molecule_keys(list(smiles))
 
     def score(self, texts: list, molecules: np.ndarray) -> np.ndarray:
-        from zoo.api import relation_match_scores
-
         return relation_match_scores(texts, molecules)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from zoo.api import check_ints
+from zoo.api import candidate_bits, check_ints, description_structures, structure_match_scores
 
 
 class StructureMatchScorer:
@@ -24,16 +24,10 @@ class StructureMatchScorer:
         self.max_structures, self.max_tokens, self.radius, self.n_bits = max_structures, max_tokens, radius, n_bits
 
     def prepare_texts(self, texts: Sequence[str]) -> list[list[str]]:
-        from zoo.api import description_structures
-
         return description_structures(list(texts), max_structures=self.max_structures, max_tokens=self.max_tokens)
 
     def prepare_molecules(self, smiles: Sequence[str]) -> np.ndarray:
-        from zoo.api import candidate_bits
-
         return candidate_bits(list(smiles), self.radius, self.n_bits)
 
     def score(self, texts: list[list[str]], molecules: np.ndarray) -> np.ndarray:
-        from zoo.api import structure_match_scores
-
         return structure_match_scores(texts, molecules, radius=self.radius, n_bits=self.n_bits)

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.api import DataError, DataWarning, Molecule, Pair, SmilesError, TaskBase, TaskData, atomic_write_text, cache_root, sha256_file
+from zoo.api import DataError, DataWarning, Molecule, Pair, SmilesError, TaskBase, TaskData, atomic_write_text, cache_root, parse_smiles, sha256_file
 
 DATA_ENV = "ZOO_DATA_DIR"
 BASE_URL = "https://raw.githubusercontent.com/blender-nlp/MolT5/main/ChEBI-20_data/"
@@ -153,8 +153,6 @@ def _read_table(path: Path, columns: Sequence[str], validate_smiles: bool, skipp
 
 
 def _read_rows(path: Path, columns: Sequence[str], validate_smiles: bool, skipped: list[dict] | None) -> list[tuple[int, list[str]]]:
-    from zoo.api import parse_smiles  # RDKit: loaded when a file is read
-
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     rows: list[tuple[int, list[str]]] = []

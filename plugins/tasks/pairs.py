@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from zoo.api import DataError, DataWarning, Molecule, Pair, SmilesError, TaskBase, TaskData, sha256_file
+from zoo.api import DataError, DataWarning, Molecule, Pair, SmilesError, TaskBase, TaskData, parse_smiles, sha256_file
 
 FORMATS = ("auto", "csv", "tsv", "jsonl", "sdf", "smi")
 #: split column values, by the part they name
@@ -159,8 +159,6 @@ class _Reader:
         self.path, self.fmt, self.id_column, self.smiles_column, self.skipped = path, fmt, id_column, smiles_column, skipped
 
     def rows(self, text_column: str | None, extra: Sequence[str] = ()) -> Iterator[tuple[int, str, str, str, dict]]:
-        from zoo.api import parse_smiles  # RDKit: loaded when a file is read
-
         sdf = self.fmt in ("sdf", "smi")
         needed = [c for c in ([self.smiles_column] if not sdf else []) + ([text_column] if text_column else []) + list(extra)]
         if not sdf:

