@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from pathlib import Path
 
 import pytest
+from tiny import shared_chebi20
 
 from zoo.errors import DataError, DataWarning
 from zoo.plugins.tasks import chebi20 as zdata
@@ -256,14 +256,7 @@ def test_failed_download_leaves_nothing(tmp_path, monkeypatch, fake_remote, prob
     assert not d.exists() or not list(d.iterdir())
 
 
-def _real_dir() -> Path | None:
-    for d in (os.environ.get(zdata.DATA_ENV), Path(__file__).parents[1].parent / "shared/data/chebi20"):
-        if d and (Path(d) / "test.txt").is_file() and (Path(d) / "train_molecules.tsv").is_file():
-            return Path(d)
-    return None
-
-
-REAL_DIR = _real_dir()
+REAL_DIR = shared_chebi20()
 
 
 @pytest.mark.skipif(REAL_DIR is None, reason="shared ChEBI-20 files not present")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 from pathlib import Path
 
@@ -77,3 +78,12 @@ def run_tiny(data_dir: Path, out: Path, *extra: str, composition: str = "aman", 
         args += ["--set", item]
     assert main(args) == 0
     return json.loads((out / "results.json").read_text())
+
+
+def shared_chebi20() -> Path | None:
+    """The real ChEBI-20 folder for tests and benchmarks that need it: ``$ZOO_DATA_DIR``, else ``shared/data/chebi20``
+    beside the repository (where CI lays it), when it holds the test pairs and the train molecules; else None."""
+    for folder in (os.environ.get("ZOO_DATA_DIR"), Path(__file__).resolve().parents[2] / "shared/data/chebi20"):
+        if folder and (Path(folder) / "test.txt").is_file() and (Path(folder) / "train_molecules.tsv").is_file():
+            return Path(folder)
+    return None

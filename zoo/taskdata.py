@@ -12,12 +12,29 @@ scored pairs). :meth:`Gallery.parse` is the one place a gallery's name is read.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from zoo.errors import GalleryError
+from zoo.errors import DataWarning, GalleryError
+
+#: at most this many skipped rows are listed in a load's warning (the rest are counted)
+WARN_LIST_LIMIT = 20
+
+
+def warn_skipped(skipped: Sequence[Mapping[str, Any]], rows: str = "rows", id_label: str = "id") -> None:
+    """One :class:`~zoo.api.DataWarning` for the rows a task's loader skipped (each a mapping with ``file``, ``row``,
+    ``cid`` and ``reason``): the first :data:`WARN_LIST_LIMIT` listed, the rest counted; nothing when none were.
+    ``rows`` names them (``"ChEBI-20 rows"``), ``id_label`` their id (``"CID"``). Call it from the loader itself:
+    the warning points at the loader's caller."""
+    if not skipped:
+        return
+    lines = [f"  {s['file']}, row {s['row']}, {id_label} {s['cid']}: {s['reason']}" for s in skipped[:WARN_LIST_LIMIT]]
+    if len(skipped) > WARN_LIST_LIMIT:
+        lines.append(f"  and {len(skipped) - WARN_LIST_LIMIT} more")
+    warnings.warn(f"skipped {len(skipped)} {rows}:\n" + "\n".join(lines), DataWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,23 @@ import csv
 import os
 import random
 import urllib.request
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.api import DataError, DataWarning, Molecule, Pair, SmilesError, TaskBase, TaskData, atomic_write_text, cache_root, parse_smiles, sha256_file
+from zoo.api import (
+    DataError,
+    Molecule,
+    Pair,
+    SmilesError,
+    TaskBase,
+    TaskData,
+    atomic_write_text,
+    cache_root,
+    parse_smiles,
+    sha256_file,
+    warn_skipped,
+)
 
 DATA_ENV = "ZOO_DATA_DIR"
 BASE_URL = "https://raw.githubusercontent.com/blender-nlp/MolT5/main/ChEBI-20_data/"
@@ -52,7 +63,6 @@ PUBLISHED_SHA256 = {
     "train_molecules.tsv": "bf8388ceb0b0769b86a26ba0e0f247701dcc93254067007fca40d28192d37f47",
 }
 TRAIN_ROWS = 26407
-WARN_LIST_LIMIT = 20
 
 
 def default_cache_data_dir() -> Path:
@@ -189,19 +199,10 @@ def _read_rows(path: Path, columns: Sequence[str], validate_smiles: bool, skippe
                     continue
             rows.append((line, fields))
     if skipped is None:
-        _warn_skipped(bad)
+        warn_skipped(bad, "ChEBI-20 rows", "CID")
     else:
         skipped.extend(bad)
     return rows
-
-
-def _warn_skipped(skipped: list[dict]) -> None:
-    if not skipped:
-        return
-    lines = [f"  {s['file']}, row {s['row']}, CID {s['cid']}: {s['reason']}" for s in skipped[:WARN_LIST_LIMIT]]
-    if len(skipped) > WARN_LIST_LIMIT:
-        lines.append(f"  and {len(skipped) - WARN_LIST_LIMIT} more")
-    warnings.warn(f"skipped {len(skipped)} ChEBI-20 rows:\n" + "\n".join(lines), DataWarning, stacklevel=3)
 
 
 def read_pairs(path: str | Path, validate_smiles: bool = False, skipped: list[dict] | None = None) -> list[Pair]:
@@ -299,7 +300,7 @@ def load_chebi20(
     gallery: dict[str, Molecule] = {}
     for m in [*train_mols, *(Molecule(p.cid, p.smiles) for p in validation + test)]:
         gallery.setdefault(m.cid, m)
-    _warn_skipped(skipped)
+    warn_skipped(skipped, "ChEBI-20 rows", "CID")
     return ChEBI20(
         data_dir=d, protocol=protocol, train=train, select=select, test=test,
         gallery=list(gallery.values()), descriptions=[*train_pairs, *validation, *test],

@@ -25,17 +25,15 @@ import gzip
 import io
 import json
 import random
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from zoo.api import DataError, DataWarning, Molecule, Pair, SmilesError, TaskBase, TaskData, parse_smiles, sha256_file
+from zoo.api import DataError, Molecule, Pair, SmilesError, TaskBase, TaskData, parse_smiles, sha256_file, warn_skipped
 
 FORMATS = ("auto", "csv", "tsv", "jsonl", "sdf", "smi")
 #: split column values, by the part they name
 SPLIT_VALUES = {"train": "train", "training": "train", "valid": "select", "validation": "select", "val": "select",
                 "dev": "select", "select": "select", "heldout": "select", "test": "test"}
-WARN_LIST_LIMIT = 20
 
 
 def file_format(path: Path, given: str) -> str:
@@ -185,15 +183,6 @@ class _Reader:
             yield row, cid, smiles, text, rec
 
 
-def _warn_skipped(skipped: list[dict]) -> None:
-    if not skipped:
-        return
-    lines = [f"  {s['file']}, row {s['row']}, id {s['cid']}: {s['reason']}" for s in skipped[:WARN_LIST_LIMIT]]
-    if len(skipped) > WARN_LIST_LIMIT:
-        lines.append(f"  and {len(skipped) - WARN_LIST_LIMIT} more")
-    warnings.warn(f"skipped {len(skipped)} rows:\n" + "\n".join(lines), DataWarning, stacklevel=3)
-
-
 def _seeded_split(pairs: list[Pair], fractions: Sequence[float], seed: int, path: Path) -> dict[str, list[Pair]]:
     if len(fractions) != 3 or any(isinstance(f, bool) or not isinstance(f, (int, float)) or f <= 0 for f in fractions):
         raise DataError(f"task.fractions={list(fractions)}: give three positive fractions (train, valid, test)")
@@ -264,7 +253,7 @@ class PairsTask(TaskBase):
         checksums = {file.name: sha256_file(file)}
         decoys = self._decoys(extra_molecules, base, format, id_column, smiles_column, seen, skipped, checksums) \
             if extra_molecules else []
-        _warn_skipped(skipped)
+        warn_skipped(skipped)
         folder = (base if not Path(path).expanduser().is_absolute() else file.parent).resolve()
         return TaskData(data_dir=folder, protocol="split-column" if split_column else "seeded-split",
                         train=split["train"], select=split["select"], test=split["test"],

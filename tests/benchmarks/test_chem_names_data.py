@@ -14,7 +14,6 @@ Skipped when the data folder is missing. No target is asserted.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,10 +21,9 @@ import torch
 
 
 def _data_dir() -> Path:
-    for candidate in (os.environ.get("ZOO_DATA_DIR"), "/work/shared/data/chebi20"):
-        if candidate and (Path(candidate) / "test.txt").is_file() and (Path(candidate) / "train_molecules.tsv").is_file():
-            return Path(candidate)
-    pytest.skip("ChEBI-20 data not found (set ZOO_DATA_DIR)")
+    from tiny import shared_chebi20
+
+    return shared_chebi20() or pytest.skip("ChEBI-20 data not found (set ZOO_DATA_DIR)")
 
 
 @pytest.fixture(scope="module")

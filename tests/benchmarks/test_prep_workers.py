@@ -25,15 +25,14 @@ N_DESCRIPTIONS = 600
 
 
 def _data_dir() -> Path:
-    for candidate in (os.environ.get("ZOO_DATA_DIR"), "/work/shared/data/chebi20"):
-        if candidate and (Path(candidate) / "test.txt").is_file() and (Path(candidate) / "train_molecules.tsv").is_file():
-            return Path(candidate)
-    pytest.skip("ChEBI-20 data not found (set ZOO_DATA_DIR)")
+    from tiny import shared_chebi20
+
+    return shared_chebi20() or pytest.skip("ChEBI-20 data not found (set ZOO_DATA_DIR)")
 
 
 @pytest.fixture(scope="module")
 def data():
-    from zoo.data import load_chebi20
+    from zoo.plugins.tasks.chebi20 import load_chebi20
 
     return load_chebi20(_data_dir(), holdout_fraction=0.1, holdout_seed=0)
 

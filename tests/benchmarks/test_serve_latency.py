@@ -45,10 +45,9 @@ TARGETS = {  # (p50, p99) in ms; None: not a target
 
 
 def _data_dir() -> Path:
-    for candidate in (os.environ.get("ZOO_DATA_DIR"), "/work/shared/data/chebi20"):
-        if candidate and (Path(candidate) / "test.txt").is_file():
-            return Path(candidate)
-    pytest.skip("ChEBI-20 data not found (set ZOO_DATA_DIR)")
+    from tiny import shared_chebi20
+
+    return shared_chebi20() or pytest.skip("ChEBI-20 data not found (set ZOO_DATA_DIR)")
 
 
 def _descriptions(n: int) -> list[str]:

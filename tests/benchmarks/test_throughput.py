@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -33,10 +32,9 @@ DEVICES = [
 
 
 def _data_dir() -> Path | None:
-    for candidate in (os.environ.get("ZOO_DATA_DIR"), "/work/shared/data/chebi20"):
-        if candidate and (Path(candidate) / "test.txt").is_file():
-            return Path(candidate)
-    return None
+    from tiny import shared_chebi20
+
+    return shared_chebi20()
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +326,7 @@ def test_load_chebi20(benchmark):
     from zoo.plugins.tasks.chebi20 import load_chebi20
 
     folder = _data_dir()
-    if folder is None or not (folder / "train_molecules.tsv").is_file():
+    if folder is None:
         pytest.skip("shared ChEBI-20 files not present")
     data = benchmark.pedantic(load_chebi20, args=(folder,), rounds=2, iterations=1)
     assert len(data.gallery) == 33008
