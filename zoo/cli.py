@@ -517,13 +517,7 @@ def _shipped_specs(name: str) -> list[dict]:
         return []
     if isinstance(spec, EnsembleSpec):
         return []
-    out = []
-    for spelling in spec.precision_spellings():
-        stored = spelling.to_dict()
-        if stored["train"].get("cpu_bf16") == "auto":  # hashes as false (CompositionSpec.hash)
-            stored["train"]["cpu_bf16"] = False
-        out.append(stored)
-    return out
+    return [spelling.hashed_dict() for spelling in spec.precision_spellings()]
 
 
 def cmd_leaderboard(args) -> int:

@@ -406,10 +406,15 @@ class CompositionSpec:
         ``train.cpu_bf16 = "auto"`` hashes as ``false`` did before 0.2 (the default then): it asks for the
         fp32 result and lets a CPU with native bf16 compute it faster, so the hash does not depend on the
         hardware. The precision used is recorded in the results and splits leaderboard rows."""
-        payload = {k: v for k, v in self.resolve().to_dict().items() if k not in {"name", "description"}}
-        if payload["train"].get("cpu_bf16") == "auto":
-            payload["train"]["cpu_bf16"] = False
+        payload = {k: v for k, v in self.resolve().hashed_dict().items() if k not in {"name", "description"}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` as :meth:`hash` reads it: ``train.cpu_bf16 = "auto"`` written ``false``."""
+        out = self.to_dict()
+        if out["train"].get("cpu_bf16") == "auto":
+            out["train"]["cpu_bf16"] = False
+        return out
 
     def precision_spellings(self) -> list["CompositionSpec"]:
         """This spec, and where it asks for ``cpu_bf16 = "auto"`` the same spec forcing bf16: how a run that
