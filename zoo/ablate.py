@@ -28,13 +28,12 @@ import io
 import itertools
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo import train
-from zoo.errors import ComponentError, LeaderboardError, RunError, SpecError
+from zoo.errors import ComponentError, LeaderboardError, SpecError
 from zoo.evals.leaderboard import (
     DIRECTIONS,
     METRICS,
@@ -51,7 +50,7 @@ from zoo.spec import SLOTS, CompositionSpec, find_part, load_spec
 
 __all__ = [
     "Axis", "AblationConfig", "PlannedRun", "Comparison", "AblationTable",
-    "parse_vary", "build_grid", "plan_runs", "describe_plan", "run_ablation", "compare", "ablation_table",
+    "parse_vary", "build_grid", "plan_runs", "describe_plan", "compare", "ablation_table",
     "render_ablation", "read_json", "slot_option_accepted", "applicable_sets",
 ]
 
@@ -223,25 +222,6 @@ def plan_runs(configs: Sequence[AblationConfig], seeds: int, out_root: str | Pat
             spec = config.spec.with_overrides([f"train.seed={seed}"]).resolve()
             planned.append(PlannedRun(config, seed, spec, default_out_dir(spec, root)))
     return planned
-
-
-def run_ablation(planned: Sequence[PlannedRun], *, data_dir: str | None = None, strict: bool = False,
-                 progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
-    """Train every planned run whose ``results.json`` is missing (in-process, via :func:`zoo.train.run`)."""
-    paths = []
-    for i, item in enumerate(planned, 1):
-        prefix = f"[run {i}/{len(planned)}] {item.config.label} seed={item.seed}"
-        if item.done:
-            recorded = read_json(item.results_path).get("requested_spec_hash")
-            if recorded not in (None, item.spec.hash()):
-                raise RunError(f"{item.results_path} holds spec {recorded}, not this configuration's {item.spec.hash()}; "
-                               f"move it away or use another --out-root")
-            log(f"{prefix}: done ({item.results_path}), skipping")
-        else:
-            log(f"{prefix} -> {item.out_dir}")
-            train.run(item.spec, train.RunOptions(data_dir=data_dir, out_dir=str(item.out_dir), strict=strict, progress=progress, log=log))
-        paths.append(item.results_path)
-    return paths
 
 
 def read_json(path: Path) -> dict:
