@@ -25,13 +25,14 @@ KINDS: dict[str, str] = {
     "task": "register_tasks",
     "scorer": "register_scorers",
     "launcher": "register_launchers",
+    "reranker": "register_rerankers",
 }
 
 
 #: Kinds whose options are the keyword parameters with defaults of the factory's signature, unless the
 #: registration states ``config``: encoders, aligners and losses (``factory(embed_dim=..., **options)``)
-#: and scorers and launchers (``factory(**options)``).
-COMPONENT_KINDS = ("text_encoder", "molecule_encoder", "aligner", "loss", "scorer", "launcher")
+#: and scorers, launchers and re-rankers (``factory(**options)``).
+COMPONENT_KINDS = ("text_encoder", "molecule_encoder", "aligner", "loss", "scorer", "launcher", "reranker")
 
 #: Factory arguments the assembly passes itself (never spec options).
 CONTEXT_ARGUMENTS = frozenset({"embed_dim"})

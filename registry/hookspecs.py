@@ -301,3 +301,43 @@ def register_launchers(register: Register) -> None:
             def submit(self, job): ...    # -> object with job_id, poll(), cancel()
             def close(self): ...
     """
+
+
+@hookspec
+def register_rerankers(register: Register) -> None:
+    """Register re-rankers (``[[rerankers]]`` of a composition or an ensemble composition; ``zoo list reranker``).
+
+    A re-ranker is a second stage: it re-scores the top ``k`` candidates (default 100) of a first
+    stage (a run's similarity, a fused composition, an ensemble) by reading each (description,
+    molecule) *pair* together, where the first stage ranks every candidate at once. Factory arguments:
+    ``factory(**options)``, the options of its signature overlaid with the spec's. It returns an object
+    implementing :class:`zoo.api.Reranker`:
+
+    - ``fit(descriptions, candidates, positives, log=print) -> dict``: learn on the **training** pairs:
+      ``candidates[i]`` are the first stage's top ``k`` SMILES for ``descriptions[i]`` (hard negatives)
+      and ``positives[i]`` the index of the true molecule among them; returns a JSON-able record for
+      the results file (e.g. learned feature weights). Held-out and test pairs are never passed.
+    - ``score_pairs(descriptions, smiles) -> np.ndarray [N]``: higher is a better match of
+      ``smiles[n]`` to ``descriptions[n]``, any scale (the stage z-scores each query's ``k`` scores).
+      Called with up to ~20,000 pairs at once; cache per description and per molecule.
+    - ``save(folder)`` / ``load(folder)``: the fitted state, in ``RUN/rerankers/LABEL/``.
+
+    The stage's weights (the first stage's is 1) are fitted on the held-out pairs only, so a
+    re-ranker that does not help gets weight 0 (:mod:`zoo.rerank`). Built-ins: ``cross_encoder``
+    (co-attention over the description's tokens and the molecule's substructures, trained with the
+    first stage's hard negatives) and ``class_check`` (the classes and parents the description states,
+    checked on the candidate's structure). Cache keys: none required. Example::
+
+        @hookimpl
+        def register_rerankers(register):
+            register("formula_check", "my_package.rerank:FormulaCheck",
+                     description="the molecular formula stated in the text vs the candidate's")
+
+        # my_package/rerank.py
+        class FormulaCheck:
+            def __init__(self, strict: bool = False): ...
+            def fit(self, descriptions, candidates, positives, log=print): return {}
+            def score_pairs(self, descriptions, smiles): ...   # -> np.ndarray [N]
+            def save(self, folder): ...
+            def load(self, folder): ...
+    """

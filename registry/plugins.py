@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "zoo.plugins.tasks",
     "zoo.plugins.scorers",
     "zoo.plugins.launchers",
+    "zoo.plugins.rerankers",
 )
 
 #: Names the built-in plugins had before ``plugins/`` was grouped by kind; still accepted in

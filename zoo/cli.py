@@ -98,7 +98,7 @@ KIND_ALIASES = {
     "text_encoders": "text_encoder", "text": "text_encoder",
     "molecule_encoders": "molecule_encoder", "molecule": "molecule_encoder",
     "aligners": "aligner", "losses": "loss", "compositions": "composition", "tasks": "task",
-    "scorers": "scorer", "launchers": "launcher",
+    "scorers": "scorer", "launchers": "launcher", "rerankers": "reranker",
 }
 
 
@@ -281,6 +281,10 @@ def _add_library_commands(sub) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders of one task and data")
     p.add_argument("--scorer", dest="scorers", action="append", default=[], metavar="NAME",
                    help="also fuse this registered scorer, e.g. structure_match (repeatable; `zoo list scorer`)")
+    p.add_argument("--reranker", dest="rerankers", action="append", default=[], metavar="NAME",
+                   help="re-rank the fused top --rerank-k with this registered re-ranker, e.g. cross_encoder "
+                        "(repeatable; `zoo list reranker`; fitted on the training pairs, weighed on the held-out pairs)")
+    p.add_argument("--rerank-k", type=int, default=100, help="first-stage candidates re-ranked per query (default 100)")
     p.add_argument("--out", help="ensemble folder (default runs/ensemble-HASH)")
     p.add_argument("--fresh", action="store_true", help="redo a finished ensemble in --out")
     _add_data_dir(p)
@@ -626,8 +630,10 @@ def cmd_serve(args) -> int:
 def cmd_ensemble(args) -> int:
     build_ensemble = _lazy("build_ensemble")
 
+    if args.rerankers and args.rerank_k < 2:
+        raise SpecError(f"--rerank-k must be at least 2, got {args.rerank_k}")
     build_ensemble(args.runs, args.scorers, out=args.out, fresh=args.fresh, data_dir=args.data_dir, device=args.device,
-                   log=lambda m: print(m, flush=True))
+                   rerankers=args.rerankers, rerank_k=args.rerank_k, log=lambda m: print(m, flush=True))
     return 0
 
 

@@ -19,6 +19,7 @@ from zoo.ablate import AblationConfig, PlannedRun
 from zoo.errors import RunError
 from zoo.fusion import build_ensemble, scorer_member
 from zoo.launch import LauncherChoice, failure_report, launch_runs
+from zoo.rerank import reranker_member
 from zoo.runs import default_out_dir, run_folder_name
 from zoo.spec import EnsembleSpec
 
@@ -39,13 +40,14 @@ def run_ensemble_composition(spec: EnsembleSpec, *, out: str | Path | None = Non
     a finished fusion; members are never retrained by it). Returns the results path."""
     spec = spec.resolve()
     scorers = [scorer_member(s.name, dict(s.options)) for s in spec.scorers]  # a bad scorer fails before training
+    rerankers = [reranker_member(r.name, dict(r.options)) for r in spec.rerankers]
     planned = [PlannedRun(AblationConfig(label=m.name, settings=(), assignments=(), spec=m, is_reference=False),
                           spec.seed, m, default_out_dir(m, members_root)) for m in spec.member_specs()]
     log(f"ensemble {spec.name} seed {spec.seed}: members " + ", ".join(str(p.out_dir) for p in planned)
-        + "".join(f" + scorer {s.label}" for s in scorers))
+        + "".join(f" + scorer {s.label}" for s in scorers) + "".join(f" >> reranker {r.label}" for r in rerankers))
     outcome = launch_runs(planned, launcher or LauncherChoice(), retries=retries, data_dir=data_dir, strict=strict,
                           progress=progress, log=log)
     if outcome.failed:
         raise RunError(f"ensemble {spec.name}: members did not finish, nothing fused.\n{failure_report(outcome.failed).rstrip()}")
     return build_ensemble([p.out_dir for p in planned], scorers, out=out or default_ensemble_out(spec, members_root), fresh=fresh,
-                          data_dir=data_dir, composition=spec, log=log)
+                          data_dir=data_dir, composition=spec, rerankers=rerankers, rerank_k=spec.rerank_k, log=log)

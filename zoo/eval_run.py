@@ -91,8 +91,10 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
         learned = fusion.learned_member(model, g, dev, spec.train.eval_batch_size)
         members, weights = fusion.recorded_members(run_dir, previous, device, learned=learned)
         fused = {"fusion": previous["fusion"], "learned_scores": scores}
-        scores, counts = fusion.evaluate_fused(fusion.GalleryScores(members, data, log), pairs, list(galleries), weights,
-                                               log=log, label=split)
+        gallery = fusion.with_recorded_stage(fusion.GalleryScores(members, data, log), run_dir, previous)
+        if "rerank" in previous:
+            fused["rerank"] = previous["rerank"]
+        scores, counts = fusion.evaluate_fused(gallery, pairs, list(galleries), weights, log=log, label=split)
     if save_embeddings:
         _save_embeddings(Path(save_embeddings), split, embeddings, log)
     results = build_results(

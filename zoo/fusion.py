@@ -24,6 +24,7 @@ results; ``zoo eval`` and ``zoo search`` of such a folder use the fused scores w
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from zoo.featurize import clean_smiles
 from zoo.gallery import PreparedGallery, prepare_gallery
 from zoo.library import embed_smiles
 from zoo.registry import get_component
+from zoo.rerank import DEFAULT_K, RerankedScores, RerankerMember, Stage, fit_stage, load_stage, reranker_member, save_stage, stage_record
 from zoo.runs import eval_path, load_run, load_trained_run, results_path, training_data
 from zoo.search import Searcher, _result, check_query, run_gallery, top_k
 from zoo.taskdata import Dataset, Gallery, Pair
@@ -196,6 +198,13 @@ class GalleryScores:
         self.mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
         self._texts: dict[int, Any] = {}
         self._molecules: dict[int, Any] = {}
+        self.reranked: RerankedScores | None = None  # a second stage over the fused scores (with_stage)
+
+    def with_stage(self, stage: Stage) -> "GalleryScores":
+        """These members (prepared rows shared) with ``stage`` re-ranking their fused scores' top k."""
+        out = copy.copy(self)
+        out.reranked = RerankedScores(None, self.data, stage)
+        return out
 
     def _prepare(self, i: int, side: str) -> None:
         """Prepare member ``i``'s ``side`` (``texts`` or ``molecules``; both at once through ``prepare_gallery``)."""
@@ -246,7 +255,7 @@ class GalleryScores:
         for i, weight in enumerate(weights):
             if weight:
                 out += np.float32(weight) * self.member_scores(i, direction, query_rows, candidate_rows)
-        return out
+        return out if self.reranked is None else self.reranked.apply(direction, query_rows, candidate_rows, out)
 
     def ranks(self, direction: str, query_rows: Sequence[int], candidate_rows: Sequence[int] | None,
               true_index: Sequence[int], weights: Sequence[float], chunk: int = CHUNK) -> "Ranks":
@@ -353,14 +362,32 @@ def learned_member(model, prepared: "PreparedGallery", device, batch_size: int) 
 
 
 def fuse_composition(model, prepared: "PreparedGallery", scorers: Sequence[Member], data: "Dataset", spec, device,
-                     log: Callable[[str], None] = print) -> tuple[dict, dict, dict]:
-    """``zoo run`` of a spec with scorers: fit the weights of the learned similarity and ``scorers`` on the
-    held-out pairs, evaluate the fused scores on the test pairs. Returns ``(scores, gallery_counts, fusion record)``."""
+                     log: Callable[[str], None] = print, rerankers: Sequence[RerankerMember] = (),
+                     run_dir: str | Path | None = None) -> tuple[dict, dict, dict]:
+    """``zoo run`` of a spec with scorers or re-rankers: fit the weights of the learned similarity and ``scorers``
+    on the held-out pairs (then ``rerankers`` over their top ``spec.rerank_k``, states saved in ``run_dir``),
+    evaluate on the test pairs. Returns ``(scores, gallery_counts, extra results fields)``."""
     members = [learned_member(model, prepared, device, spec.train.eval_batch_size), *scorers]
     gallery = GalleryScores(members, data, log)
     fit = fit_weights(gallery, data.select, log=log)
-    scores, counts = evaluate_fused(gallery, data.test, spec.eval.galleries, fit.weights, log=log)
-    return scores, counts, fusion_record(members, fit)
+    scored, reranked = (gallery, {}) if not rerankers else \
+        rerank_fused(gallery, fit, data, rerankers, spec.rerank_k, spec.train.seed, run_dir, spec.eval.galleries, log)
+    scores, counts = evaluate_fused(scored, data.test, spec.eval.galleries, fit.weights, log=log)
+    return scores, counts, {"fusion": fusion_record(members, fit), **reranked}
+
+
+def rerank_fused(gallery: GalleryScores, fit: Fit, data: "Dataset", rerankers: Sequence[RerankerMember], k: int, seed: int,
+                 run_dir: str | Path | None, galleries: Sequence[str], log: Callable[[str], None]) -> tuple[GalleryScores, dict]:
+    """The second stage over fused scores: ``rerankers`` fitted on the training pairs over the fused top ``k``,
+    weighed on the held-out pairs (:func:`zoo.rerank.fit_stage`), saved in ``run_dir``. Returns the re-ranked
+    gallery and the results fields ``rerank`` (the stage) and ``first_stage_scores`` (the fused scores alone, test)."""
+    if run_dir is None:
+        raise RunError("re-rankers need the run folder to keep their fitted state")
+    stage, heldout = fit_stage(lambda d, q, c: gallery.fused(d, q, c, fit.weights), data, rerankers, k, seed=seed, log=log)
+    save_stage(stage, run_dir)
+    first_scores, _ = evaluate_fused(gallery, data.test, galleries, fit.weights, log=log, label="test, first stage")
+    return gallery.with_stage(stage), {"rerank": stage_record(stage, heldout, "fused scores (fusion)"),
+                                       "first_stage_scores": first_scores}
 
 
 def is_fused(results: dict) -> bool:
@@ -409,7 +436,15 @@ def load_fused(run_dir: str | Path, data_dir: str | None = None, device: str = "
         data = load_run_data(results, data_dir)  # the task's options and data folder the folder recorded
     check_same_data(*training_data(results), data, f"{run_dir}", "pass its data folder with --data-dir")
     members, weights = recorded_members(run_dir, results, device)
-    return FusedRun(run_dir, results, GalleryScores(members, data, log), weights, [m.label for m in members])
+    gallery = with_recorded_stage(GalleryScores(members, data, log), run_dir, results)
+    return FusedRun(run_dir, results, gallery, weights, [m.label for m in members])
+
+
+def with_recorded_stage(gallery: GalleryScores, run_dir: str | Path, results: dict) -> GalleryScores:
+    """``gallery`` re-ranked by the second stage ``results`` records (its re-rankers loaded from ``run_dir``), if any."""
+    if not isinstance(results.get("rerank"), dict):
+        return gallery
+    return gallery.with_stage(load_stage(run_dir, results["rerank"]))
 
 
 def fused_query_parts(fused: FusedRun, direction: str, prepare: Callable[[Any], Any]) -> dict[str, np.ndarray]:
@@ -427,9 +462,12 @@ def fused_query_parts(fused: FusedRun, direction: str, prepare: Callable[[Any], 
     return parts
 
 
-def fused_query(fused: FusedRun, direction: str, prepare: Callable[[Any], Any]) -> np.ndarray:
-    """One free query's fused scores over the whole gallery: ``prepare(scorer)`` gives the query's row."""
-    return sum(fused_query_parts(fused, direction, prepare).values())
+def fused_query(fused: FusedRun, direction: str, prepare: Callable[[Any], Any], query: str | None = None) -> np.ndarray:
+    """One free query's fused scores over the whole gallery: ``prepare(scorer)`` gives the query's row; a run
+    with re-rankers re-ranks its top k with ``query`` (the description, or the SMILES for molecule->text)."""
+    scores = sum(fused_query_parts(fused, direction, prepare).values())
+    reranked = fused.gallery.reranked
+    return scores if reranked is None or query is None else reranked.query(direction, query, scores)
 
 
 class FusedSearcher:
@@ -451,7 +489,7 @@ class FusedSearcher:
         """The ``k`` gallery molecules with the highest fused scores for a description."""
         check_query(query, "query")
         started, cpu = time.perf_counter(), time.process_time()
-        scores = fused_query(self.fused, "text_to_molecule", lambda scorer: scorer.prepare_texts([query]))
+        scores = fused_query(self.fused, "text_to_molecule", lambda scorer: scorer.prepare_texts([query]), query)
         encoded, gallery = time.perf_counter(), self.fused.gallery.data.gallery
         hits = [{"cid": gallery[i].cid, "smiles": clean_smiles(gallery[i].smiles), "score": float(scores[i])}
                 for i in top_k(scores, k)]
@@ -461,7 +499,7 @@ class FusedSearcher:
         """The ``k`` gallery descriptions with the highest fused scores for a molecule."""
         check_query(smiles, "--smiles")
         started, cpu = time.perf_counter(), time.process_time()
-        scores = fused_query(self.fused, "molecule_to_text", lambda scorer: scorer.prepare_molecules([smiles]))
+        scores = fused_query(self.fused, "molecule_to_text", lambda scorer: scorer.prepare_molecules([smiles]), smiles)
         encoded, texts = time.perf_counter(), self.fused.gallery.data.descriptions
         hits = [{"cid": texts[i].cid, "description": texts[i].description, "score": float(scores[i])} for i in top_k(scores, k)]
         return _result("smiles", "descriptions", self.searched, smiles, hits, started, encoded, cpu)
@@ -501,7 +539,8 @@ def _member_names(entries: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def ensemble_spec(run_dirs: Sequence[Path], member_results: Sequence[dict], scorers: Sequence[Member],
-                  composition: "EnsembleSpec | None" = None) -> dict[str, Any]:
+                  composition: "EnsembleSpec | None" = None, rerankers: Sequence[RerankerMember] = (),
+                  rerank_k: int = DEFAULT_K) -> dict[str, Any]:
     """The spec an ensemble is made from: member configurations (composition, seedless spec hash), scorers and
     task settings. Where every member has one seed it is the ensemble's ``train.seed`` (so ensembles of the same
     configurations over several seeds make one leaderboard row, mean ± std); else each member names its seed.
@@ -518,10 +557,12 @@ def ensemble_spec(run_dirs: Sequence[Path], member_results: Sequence[dict], scor
                if composition is not None else {}),
             "description": (f"{composition.description} — " if composition is not None and composition.description else "")
                            + "fused " + ", ".join(f"{e['composition']} ({e['run']})" for e in entries)
-                           + "".join(f" + scorer {m.label}" for m in scorers),
+                           + "".join(f" + scorer {m.label}" for m in scorers)
+                           + (f"; top {rerank_k} re-ranked by " + ", ".join(m.label for m in rerankers) if rerankers else ""),
             "members": [{"composition": e["composition"], "config_hash": e["config_hash"],
                          **({} if common is not None else {"seed": e["seed"]})} for e in entries],
             "scorers": [m.record() for m in scorers],
+            **({"rerankers": [m.record() for m in rerankers], "rerank_k": rerank_k} if rerankers else {}),
             "train": {**train, **({"seed": common} if common is not None else {})},
             "eval": {"task": first.get("eval", {}).get("task", "chebi20"),
                      "galleries": list(first.get("eval", {}).get("galleries", ["all", "test"]))},
@@ -596,7 +637,8 @@ def _finished(out_dir: Path, spec_hash: str, fresh: bool, log: Callable[[str], N
 
 def build_ensemble(run_dirs: Sequence[str | Path], scorers: Sequence[str | Member] = (), *, out: str | Path | None = None,
                    fresh: bool = False, data_dir: str | None = None, device: str = "auto",
-                   composition: "EnsembleSpec | None" = None, log: Callable[[str], None] = print) -> Path:
+                   composition: "EnsembleSpec | None" = None, rerankers: Sequence[str | RerankerMember] = (),
+                   rerank_k: int = DEFAULT_K, log: Callable[[str], None] = print) -> Path:
     """``zoo ensemble``: fuse finished runs (and ``scorers``: registered names, or members built by
     :func:`scorer_member`) with weights fitted on the held-out pairs; write ``OUT/results.json`` (a run's
     schema plus ``fusion`` and ``member_scores``; member runs recorded relative to ``OUT``). A finished
@@ -606,10 +648,12 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorers: Sequence[str | Membe
     dirs = [Path(d) for d in run_dirs]
     member_results = _member_runs(dirs, scorers)
     scorers = [s if isinstance(s, Member) else scorer_member(s) for s in scorers]  # unknown scorer: close matches
-    spec = ensemble_spec(dirs, member_results, scorers, composition)
+    rerankers = [r if isinstance(r, RerankerMember) else reranker_member(r) for r in rerankers]
+    spec = ensemble_spec(dirs, member_results, scorers, composition, rerankers, rerank_k)
     # the exact members (spec hash and seed of each) and scorers: an ensemble of other runs is another ensemble
     entries = [_member_entry(d, r) for d, r in zip(dirs, member_results)]
-    spec_hash = content_hash(ENSEMBLE_SPEC_FORMAT, [[e["spec_hash"], e["seed"]] for e in entries], spec["scorers"])[:12]
+    spec_hash = content_hash(ENSEMBLE_SPEC_FORMAT, [[e["spec_hash"], e["seed"]] for e in entries], spec["scorers"],
+                             *([spec["rerankers"], rerank_k] if rerankers else []))[:12]
     out_dir = Path(out) if out else default_ensemble_dir(spec_hash)
     path = results_path(out_dir)
     if _finished(out_dir, spec_hash, fresh, log):
@@ -629,7 +673,9 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorers: Sequence[str | Membe
     gallery = GalleryScores(members, data, log)
     fit = fit_weights(gallery, data.select, log=log)
     galleries = spec["eval"]["galleries"]
-    scores, counts = evaluate_fused(gallery, data.test, galleries, fit.weights, log=log)
+    scored, reranked = (gallery, {}) if not rerankers else \
+        rerank_fused(gallery, fit, data, rerankers, rerank_k, spec["train"].get("seed", 0), out_dir, galleries, log)
+    scores, counts = evaluate_fused(scored, data.test, galleries, fit.weights, log=log)
     member_scores = {}
     for i, member in enumerate(members):
         alone = [1.0 if j == i else 0.0 for j in range(len(members))]
@@ -645,7 +691,7 @@ def build_ensemble(run_dirs: Sequence[str | Path], scorers: Sequence[str | Membe
                "members": [e["seed"] for e in entries]},
         notes=[protocol_note(task, data.protocol), f"ensemble: {METHOD}; weights fitted on {FITTED_ON}"],
         extra={**({"requested_spec_hash": composition.hash()} if composition is not None else {}),  # the hash `zoo run` printed
-               "fusion": fusion_record(members, fit), "member_scores": member_scores,
+               "fusion": fusion_record(members, fit), **reranked, "member_scores": member_scores,
                "ensemble": {"runs": [{"run": _relative(d, out_dir), "spec_hash": e["spec_hash"], "seed": e["seed"]}
                                      for d, e in zip(dirs, entries)], "training_data_dir": trained_dir}},
     )
@@ -675,7 +721,8 @@ def evaluate_ensemble(run_dir: str | Path, results: dict, *, split: str = "test"
         task={**results["task"], "split": split, "galleries": counts}, scores=scores,
         timings={"total_s": time.time() - started}, seeds=results["seeds"],
         notes=[f"re-evaluation of ensemble {run_dir} with its recorded weights"],
-        extra={"evaluated_run": str(run_dir), "fusion": results["fusion"]})
+        extra={"evaluated_run": str(run_dir), "fusion": results["fusion"],
+               **({"rerank": results["rerank"]} if "rerank" in results else {})})
     path = Path(out) if out else eval_path(run_dir, split)
     write_results(path, results)
     log(f"results: {path}")

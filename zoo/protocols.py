@@ -125,3 +125,24 @@ class Scorer(Protocol):
     def prepare_molecules(self, smiles: Sequence[str]) -> Any: ...
 
     def score(self, texts: Any, molecules: Any) -> Any: ...
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """A second stage: scores (description, molecule) pairs among a first stage's top ``k`` candidates.
+
+    ``fit`` learns on the training pairs (``candidates[i]``: the first stage's top ``k`` SMILES for
+    ``descriptions[i]``, ``positives[i]``: the true one's index) and returns a JSON-able record;
+    ``score_pairs(descriptions, smiles)`` returns one float per pair, higher meaning a better match, any
+    scale (:mod:`zoo.rerank` z-scores each query's ``k`` scores); ``save``/``load`` keep the fitted state in
+    a folder of the run.
+    """
+
+    def fit(self, descriptions: Sequence[str], candidates: Sequence[Sequence[str]], positives: Sequence[int],
+            log: Any = print) -> dict: ...
+
+    def score_pairs(self, descriptions: Sequence[str], smiles: Sequence[str]) -> Any: ...
+
+    def save(self, folder: Any) -> None: ...
+
+    def load(self, folder: Any) -> None: ...

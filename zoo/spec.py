@@ -31,6 +31,11 @@ registered scorers (``zoo list scorer``) beside the learned cosine similarity: a
 ``zoo run`` fuses them (:mod:`zoo.fusion`, weights fitted on the held-out pairs only). A spec
 without scorers writes and hashes exactly as before.
 
+Optional ``[[rerankers]]`` tables (``name`` and options; ``zoo list reranker``) add a second stage: the
+top ``rerank_k`` (default 100) candidates of the (fused) first stage are re-scored by them
+(:mod:`zoo.rerank`: fitted on the training pairs, weighed on the held-out pairs). A spec without
+re-rankers writes and hashes exactly as before; ``rerank_k`` is written only beside re-rankers.
+
 :meth:`CompositionSpec.resolve` fills every component option with its registered default and
 validates names and keys, so two runs are comparable exactly when their resolved specs (and
 hashes) match.
@@ -100,6 +105,8 @@ class Range:
 MAX_WIDTH = 65536
 #: Deepest nesting of tables and arrays in a spec (a combined slot's part options need 5).
 MAX_NESTING = 10
+#: first-stage candidates re-ranked per query when a spec names re-rankers without ``rerank_k``
+DEFAULT_RERANK_K = 100
 
 #: Allowed values of numeric settings, by key: ``embed_dim``, ``train.*``/``eval.*`` settings and
 #: every component option of that name (built-in or from a plugin). Sizes have explicit upper
@@ -256,12 +263,13 @@ def _slot_from(slot: str, raw: Any, where: str) -> SlotSpec:
     return SlotSpec(name, options)
 
 
-def _scorers_from(raw: Any, where: str) -> tuple[SlotSpec, ...]:
-    """``scorers``: a list of scorer names or ``[[scorers]]`` tables (``name`` plus options)."""
+def _scorers_from(raw: Any, where: str, key: str = "scorers") -> tuple[SlotSpec, ...]:
+    """``scorers`` (or ``rerankers``): a list of component names or ``[[scorers]]`` tables (``name`` plus options)."""
+    kind, example = {"scorers": ("scorer", "structure_match"), "rerankers": ("reranker", "cross_encoder")}[key]
     if isinstance(raw, (str, Mapping)):
         raw = [raw]
     if not isinstance(raw, (list, tuple)):
-        raise SpecError(f"{where}: scorers must be a list of scorer names or [[scorers]] tables, got {_short(raw)}")
+        raise SpecError(f"{where}: {key} must be a list of {kind} names or [[{key}]] tables, got {_short(raw)}")
     out = []
     for i, item in enumerate(raw):
         if isinstance(item, SlotSpec):
@@ -270,10 +278,20 @@ def _scorers_from(raw: Any, where: str) -> tuple[SlotSpec, ...]:
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
-            raise SpecError(f"{where}: [[scorers]] {i} needs a scorer name, e.g. name = \"structure_match\" (see `zoo list scorer`)")
+            raise SpecError(f"{where}: [[{key}]] {i} needs a {kind} name, e.g. name = \"{example}\" (see `zoo list {kind}`)")
         options = dict(item)
         out.append(SlotSpec(options.pop("name"), options))
     return tuple(out)
+
+
+def _rerank_k_from(data: Mapping[str, Any], rerankers: tuple, where: str) -> int:
+    """``rerank_k``: how many first-stage candidates the re-rankers re-score (only beside ``[[rerankers]]``)."""
+    k = data.get("rerank_k", DEFAULT_RERANK_K)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise SpecError(f"{where}: rerank_k must be an integer >= 2, got {_short(k)}")
+    if "rerank_k" in data and not rerankers:
+        raise SpecError(f"{where}: rerank_k without [[rerankers]] (name a re-ranker, see `zoo list reranker`)")
+    return k
 
 
 def _task_from(raw: Any, where: str) -> dict[str, Any]:
@@ -346,13 +364,15 @@ class CompositionSpec:
     eval: EvalConfig = EvalConfig()
     scorers: tuple[SlotSpec, ...] = ()  # fused with the learned similarity after training (zoo.fusion)
     task: Mapping[str, Any] = field(default_factory=dict)  # options of eval.task (only those differing from its defaults)
+    rerankers: tuple[SlotSpec, ...] = ()  # a second stage over the top rerank_k (zoo.rerank)
+    rerank_k: int = DEFAULT_RERANK_K
 
     # -- reading ---------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "spec") -> "CompositionSpec":
         _check_nesting(data, source)
         data = dict(data)
-        allowed = {"name", "description", "embed_dim", "train", "eval", "scorers", "task", *SLOTS}
+        allowed = {"name", "description", "embed_dim", "train", "eval", "scorers", "task", "rerankers", "rerank_k", *SLOTS}
         unknown = [k for k in data if k not in allowed]
         if unknown:
             hints = "".join(did_you_mean(k, sorted(allowed)) for k in unknown)
@@ -375,6 +395,8 @@ class CompositionSpec:
             eval=_config_from(EvalConfig, data.get("eval", {}), "eval"),
             scorers=_scorers_from(data.get("scorers", ()), source),
             task=_task_from(data.get("task", {}), source),
+            rerankers=(rerankers := _scorers_from(data.get("rerankers", ()), source, "rerankers")),
+            rerank_k=_rerank_k_from(data, rerankers, source),
             **slots,
         )
 
@@ -393,6 +415,9 @@ class CompositionSpec:
             out["scorers"] = [scorer.to_dict() for scorer in self.scorers]
         if self.task:  # absent when every task option has its default: such specs keep their hashes
             out["task"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.task.items()}
+        if self.rerankers:  # absent when empty: specs without re-rankers keep their hashes
+            out["rerankers"] = [reranker.to_dict() for reranker in self.rerankers]
+            out["rerank_k"] = self.rerank_k
         return out
 
     def to_toml(self) -> str:
@@ -432,10 +457,11 @@ class CompositionSpec:
         train = _config_from(TrainConfig, dataclasses.asdict(self.train), "train")
         evaluation = _config_from(EvalConfig, dataclasses.asdict(self.eval), "eval")
         scorers = tuple(_resolve_slot(f"scorers.{i}", "scorer", scorer) for i, scorer in enumerate(self.scorers))
+        rerankers = tuple(_resolve_slot(f"rerankers.{i}", "reranker", r) for i, r in enumerate(self.rerankers))
         # an unknown task, gallery or task option is refused here (zoo show as zoo run), with close matches
         parse_galleries(get_task(evaluation.task), evaluation.galleries, "eval.galleries")
         task = resolve_task_options(evaluation.task, self.task, _coerce)
-        return dataclasses.replace(self, train=train, eval=evaluation, scorers=scorers, task=task, **slots)
+        return dataclasses.replace(self, train=train, eval=evaluation, scorers=scorers, rerankers=rerankers, task=task, **slots)
 
     def with_overrides(self, assignments: list[str]) -> "CompositionSpec":
         """Apply ``--set`` assignments: ``slot=name``, ``slot.option=value``, ``train.key=value``,
@@ -587,11 +613,13 @@ class EnsembleSpec:
     scorers: tuple[SlotSpec, ...] = ()
     description: str = ""
     seed: int = 0
+    rerankers: tuple[SlotSpec, ...] = ()
+    rerank_k: int = DEFAULT_RERANK_K
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "spec") -> "EnsembleSpec":
         _check_nesting(data, source)
-        allowed = {"name", "description", "members", "scorers", "train"}
+        allowed = {"name", "description", "members", "scorers", "train", "rerankers", "rerank_k"}
         unknown = [k for k in data if k not in allowed]
         if unknown:
             hints = "".join(did_you_mean(k, sorted(allowed)) for k in unknown)
@@ -604,7 +632,8 @@ class EnsembleSpec:
         if repeated:
             raise SpecError(f"{source}: member {', '.join(map(repr, repeated))} named more than once")
         scorers = _scorers_from(data.get("scorers", ()), source)
-        if len(members) + len(scorers) < 2:
+        rerankers = _scorers_from(data.get("rerankers", ()), source, "rerankers")
+        if len(members) + len(scorers) + len(rerankers) < 2:
             raise SpecError(f"{source}: an ensemble fuses at least two members or scorers (one member alone is its composition)")
         train = data.get("train", {})
         if not isinstance(train, Mapping):
@@ -615,12 +644,16 @@ class EnsembleSpec:
                             f"specs), got {', '.join(map(repr, extra))}")
         seed = _coerce(train.get("seed", 0), 0, "train.seed")
         return cls(name=str(data.get("name", "custom")), description=str(data.get("description", "")),
-                   members=tuple(members), scorers=scorers, seed=seed)
+                   members=tuple(members), scorers=scorers, seed=seed, rerankers=rerankers,
+                   rerank_k=_rerank_k_from(data, rerankers, source))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "description": self.description, "members": list(self.members)}
         if self.scorers:
             out["scorers"] = [scorer.to_dict() for scorer in self.scorers]
+        if self.rerankers:
+            out["rerankers"] = [reranker.to_dict() for reranker in self.rerankers]
+            out["rerank_k"] = self.rerank_k
         out["train"] = {"seed": self.seed}
         return out
 
@@ -643,15 +676,19 @@ class EnsembleSpec:
         """Members and scorers checked against the registry, scorer options filled with their defaults."""
         self.member_specs()
         scorers = tuple(_resolve_slot(f"scorers.{i}", "scorer", scorer) for i, scorer in enumerate(self.scorers))
-        return dataclasses.replace(self, scorers=scorers)
+        rerankers = tuple(_resolve_slot(f"rerankers.{i}", "reranker", r) for i, r in enumerate(self.rerankers))
+        return dataclasses.replace(self, scorers=scorers, rerankers=rerankers)
 
     def hash(self) -> str:
         """sha256 of the members' spec hashes (at this seed) and the resolved scorers (12 hex digits)."""
         return self._hash_of([spec.hash() for spec in self.member_specs()])
 
     def _hash_of(self, member_hashes: list[str]) -> str:
-        payload = {"members": member_hashes, "seed": self.seed,
-                   "scorers": [scorer.to_dict() for scorer in self.resolve().scorers]}
+        resolved = self.resolve()
+        payload = {"members": member_hashes, "seed": self.seed, "scorers": [scorer.to_dict() for scorer in resolved.scorers]}
+        if resolved.rerankers:  # absent without re-rankers: such ensembles keep their hashes
+            payload["rerankers"] = [reranker.to_dict() for reranker in resolved.rerankers]
+            payload["rerank_k"] = self.rerank_k
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def precision_spelling_hashes(self) -> set[str]:

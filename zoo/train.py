@@ -37,6 +37,7 @@ from zoo.loop import (
 from zoo.model import build_model
 from zoo.optim import build_optimizer
 from zoo.precision import describe_precision, precision_name
+from zoo.rerank import reranker_member
 from zoo.search import cache_evaluated_gallery
 from zoo.spec import CompositionSpec
 from zoo.tasks import get_task, holdout_seed, load_spec_data, parse_galleries, protocol_note, task_block
@@ -294,10 +295,11 @@ def _prepare(model, spec: CompositionSpec, opts: RunOptions, data, out_dir: Path
 
 def _evaluate(model, prepared, scorers: list, data, spec: CompositionSpec, opts: RunOptions, device: torch.device,
               timings: dict[str, float], log: Callable[[str], None],
-              run_dir: Path | None = None) -> tuple[dict, dict, dict[str, Any]]:
-    """The test scores per gallery of ``model`` (its best weights loaded), and the galleries; with ``scorers``,
-    the learned similarity fused with them, weights fitted on the held-out pairs (:mod:`zoo.fusion`), and the
-    results' extra fields (``fusion``, ``learned_scores``). Gallery ``all``'s embeddings seed ``run_dir``'s search
+              run_dir: Path | None = None, rerankers: list | None = None) -> tuple[dict, dict, dict[str, Any]]:
+    """The test scores per gallery of ``model`` (its best weights loaded), and the galleries; with ``scorers``
+    (or ``rerankers``), the learned similarity fused with them, weights fitted on the held-out pairs
+    (:mod:`zoo.fusion`; then the re-rankers' second stage, :mod:`zoo.rerank`), and the results' extra fields
+    (``fusion``, ``rerank``, ``learned_scores``). Gallery ``all``'s embeddings seed ``run_dir``'s search
     cache (:func:`zoo.search.cache_evaluated_gallery`)."""
     t0 = time.time()
     scores, galleries, embedded = evaluate_pairs(model, data.test, data, prepared.graphs, prepared.mol_index, prepared.text_items,
@@ -306,13 +308,13 @@ def _evaluate(model, prepared, scorers: list, data, spec: CompositionSpec, opts:
     timings["eval_s"] = time.time() - t0
     if run_dir is not None and "all" in embedded:
         cache_evaluated_gallery(run_dir, runs.best_checkpoint(run_dir), data, embedded["all"])
-    if not scorers:
+    if not scorers and not rerankers:
         return scores, galleries, {}
     t0 = time.time()
     learned = scores
-    scores, galleries, record = fuse_composition(model, prepared, scorers, data, spec, device, log)
+    scores, galleries, extra = fuse_composition(model, prepared, scorers, data, spec, device, log, rerankers or (), run_dir)
     timings["fusion_s"] = time.time() - t0
-    return scores, galleries, {"fusion": record, "learned_scores": learned}
+    return scores, galleries, {**extra, "learned_scores": learned}
 
 
 def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]) -> Path:
@@ -337,6 +339,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     out_dir = _open_run_folder(requested, opts, data, dctx.is_main, log, undo)
     # scorers fused after training (zoo.fusion): built now, so a bad one fails before anything is trained
     scorers = [scorer_member(s.name, dict(s.options)) for s in spec.scorers] if dctx.is_main else []
+    rerankers = [reranker_member(r.name, dict(r.options)) for r in spec.rerankers] if dctx.is_main else []
     fit_notes, prepared = _prepare(model, spec, opts, data, out_dir, dctx, device, timings, log)
 
     pretraining = None
@@ -370,7 +373,7 @@ def _run(spec: CompositionSpec, opts: RunOptions, undo: list[Callable[[], None]]
     # 5. evaluate the best weights on test (fused with the spec's scorers, if any)
     load_weights(model, loop.best_path, "rerun with --fresh to retrain")
     scores, galleries, fused = _evaluate(model, prepared, scorers, data, spec, opts, device, timings, log,
-                                         run_dir=out_dir)
+                                         run_dir=out_dir, rerankers=rerankers)
     timings["total_s"] = time.time() - started
 
     # 6. results
