@@ -13,7 +13,14 @@ import pytest
 import zoo.api
 from zoo.plugins.rerankers import class_check
 from zoo.plugins.rerankers.class_check import (
-    FEATURES, NEUTRAL, RULE_NAMES, ClassCheckReranker, class_phrases, molecule_flags, stated_parents, stated_rules,
+    FEATURES,
+    NEUTRAL,
+    RULE_NAMES,
+    ClassCheckReranker,
+    class_phrases,
+    molecule_flags,
+    stated_parents,
+    stated_rules,
 )
 
 PALMITIC_ACID = "CCCCCCCCCCCCCCCC(=O)O"

@@ -228,19 +228,17 @@ COOH = "[CX3](=O)[OX2H1,OX1-]"
 ESTER = "[#6][CX3](=O)[OX2][#6]"
 ALCOHOL_OH = "[CX4][OX2H1]"
 PHENOL_OH = "c[OX2H1]"
-CHAIN = "[CH2X4][CH2X4][CH2X4][CH2X4]"
 COA = "SCCNC(=O)CCNC(=O)C(O)C(C)(C)COP"
+#: cyclopenta[a]phenanthrene, any bond orders; atoms in the steroid numbering C1..C17 (C10 after C9)
 STEROID = ("[#6;R]1~[#6;R]~[#6;R]~[#6;R]~[#6;R]2~[#6;R]~[#6;R]~[#6;R]3~[#6;R](~[#6;R]~2~1)~[#6;R]~[#6;R]~[#6;R]1~[#6;R]~3"
            "~[#6;R]~[#6;R]~[#6;R]~1")
 
 
 def steroid_at(position: int, substituent: str) -> str:
-    """The steroid skeleton SMARTS with ``substituent`` on the atom at steroid ``position`` (3, 11, 17)."""
-    order = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8, 10: 9, 11: 10, 12: 11, 13: 12, 14: 13, 15: 14, 16: 15,
-             17: 16}
+    """The steroid skeleton SMARTS with ``substituent`` on the atom at steroid ``position`` (1-17: :data:`STEROID`
+    lists its atoms in the steroid numbering)."""
     atoms = re.findall(r"\[#6;R\][^\[]*", STEROID)
-    at = order[position]
-    atoms[at] = atoms[at].replace("[#6;R]", f"[#6;R]({substituent})", 1)
+    atoms[position - 1] = atoms[position - 1].replace("[#6;R]", f"[#6;R]({substituent})", 1)
     return "".join(atoms)
 
 
@@ -350,7 +348,8 @@ def _rules() -> list[Rule]:
         r("epoxide", r"epoxide|\bepoxy\b", has("C1OC1")),
         r("primary amino compound", r"primary amino compound|primary amine", has("[NX3;H2;!$(N[#6]=[O,S,N])][#6]")),
         r("secondary amino compound", r"secondary amino compound|secondary amine", has("[NX3;H1;!$(N[#6]=[O,S,N]);!$(N[S,P]=O)]([#6])[#6]")),
-        r("tertiary amino compound", r"tertiary amino compound|tertiary amine", has("[NX3;H0;!$(N[#6]=[O,S,N]);!$(N[S,P]=O);!$(N-a)]([#6])([#6])[#6]")),
+        r("tertiary amino compound", r"tertiary amino compound|tertiary amine",
+          has("[NX3;H0;!$(N[#6]=[O,S,N]);!$(N[S,P]=O);!$(N-a)]([#6])([#6])[#6]")),
         r("aromatic amine", r"aromatic amine|aminopyrimidine|aminopyridine|anilines?\b|aminobenzene", has("c[NX3;H2,H1;!$(NC=O)]")),
         r("quaternary ammonium", r"quaternary ammonium", has("[N+;H0;X4]([#6])([#6])([#6])[#6]")),
         r("carboxamide", r"carboxamide|\bamide\b|monoamide", has("[#6][CX3](=O)[NX3]")),
@@ -444,7 +443,8 @@ def _rules() -> list[Rule]:
         r("biflavonoid", r"biflavonoid", count(FLAVONOID, (2, 10))),
     ]
     steroids = [
-        r("steroid", r"steroid|sterol|\bsterols?\b|cholestan|ergostan|pregnan|androstan|estran|bile acid|cardenolide|bufadienolide|withanolide|cucurbitacin|stigmastan|spirostan|furostan|campestan|cholan|ecdyster|brassinost", has(STEROID)),
+        r("steroid", r"steroid|sterol|cholestan|ergostan|pregnan|androstan|estran|bile acid|cardenolide|bufadienolide|"
+                     r"withanolide|cucurbitacin|stigmastan|spirostan|furostan|campestan|cholan|ecdyster|brassinost", has(STEROID)),
         r("3-hydroxy steroid", r"3(?:alpha|beta)?-hydroxy steroid|3(?:alpha|beta)?-sterol|\bsterol", has(steroid_at(3, "[OX2H1]"))),
         r("3-oxo steroid", r"3-oxo(?:-delta\(\d+\)|-5(?:alpha|beta))? steroid", has(steroid_at(3, "=O"))),
         r("3-oxo-Delta(4) steroid", r"3-oxo-delta\(4\) steroid", has(steroid_at(3, "=O").replace("~[#6;R]~[#6;R]2", "~[#6;R]=[#6;R]2", 1))),
@@ -459,7 +459,8 @@ def _rules() -> list[Rule]:
         r("C28 steroid", r"ergostanoid|ergostan|campestan", both(has(STEROID), carbons(28, 28))),
         r("C21 steroid", r"pregnan|c21-steroid", both(has(STEROID), carbons(21, 21))),
         r("C19 steroid", r"androstan|androgen|c19-steroid", both(has(STEROID), carbons(19, 19))),
-        r("pentacyclic triterpenoid", r"pentacyclic triterpenoid|oleanane|ursane|lupane|hopanoid|friedelane", lambda f: _largest_carbocycle_system(f) >= 5),
+        r("pentacyclic triterpenoid", r"pentacyclic triterpenoid|oleanane|ursane|lupane|hopanoid|friedelane",
+          lambda f: _largest_carbocycle_system(f) >= 5),
         r("tetracyclic triterpenoid", r"tetracyclic triterpenoid|dammarane|lanostane|cucurbitane|cycloartane|tirucallane",
           lambda f: _largest_carbocycle_system(f) >= 4 and f.n_c >= 27),
         r("triterpenoid", r"triterpen", lambda f: _largest_carbocycle_system(f) >= 4 or f.n_c >= 30),
@@ -467,7 +468,8 @@ def _rules() -> list[Rule]:
           lambda f: f.has("[CH3][CX4,CX3][CH3]") or f.has("[CH3][#6;R]")),
     ]
     sugars = [
-        r("glycoside", r"glycoside|glucoside|galactoside|mannoside|rhamnoside|xyloside|arabinoside|glucuronide|glycosyl|saponin|glucosiduron|fucoside|riboside|ascaroside", lambda f: f.sugars > 0 and f.has(GLYCOSIDIC)),
+        r("glycoside", r"glycoside|glucoside|galactoside|mannoside|rhamnoside|xyloside|arabinoside|glucuronide|glycosyl|"
+                       r"saponin|glucosiduron|fucoside|riboside|ascaroside", lambda f: f.sugars > 0 and f.has(GLYCOSIDIC)),
         r("C-glycosyl compound", r"c-glycosyl", lambda f: f.sugars > 0 and f.has("[OX2;R][CX4;R]c")),
         r("glucosiduronic acid", r"glucosiduron|glucuronide|glucuronic|uronic acid", has("[OX2;R][CX4;R]([CX3](=O)[OX2H1,OX1-])")),
         r("saponin", r"saponin", lambda f: f.sugars > 0 and _largest_carbocycle_system(f) >= 4),
@@ -478,7 +480,8 @@ def _rules() -> list[Rule]:
         r("pentasaccharide", r"pentasaccharide", lambda f: f.sugars == 5),
         r("hexasaccharide", r"hexasaccharide", lambda f: f.sugars == 6),
         r("oligosaccharide", r"oligosaccharide|polysaccharide", lambda f: f.sugars >= 2),
-        r("amino sugar", r"amino (?:mono|di|tri|tetra|penta|hexa|oligo)?saccharide|glucosamine|galactosamine|amino sugar|hexosamine", lambda f: f.amino_sugars > 0),
+        r("amino sugar", r"amino (?:mono|di|tri|tetra|penta|hexa|oligo)?saccharide|glucosamine|galactosamine|amino sugar|hexosamine",
+          lambda f: f.amino_sugars > 0),
         r("carbohydrate", r"carbohydrate|glycan|\bsugar\b|nucleotide-sugar", lambda f: f.sugars > 0),
         r("O-acyl carbohydrate", r"o-acyl carbohydrate", lambda f: f.sugars > 0 and f.has("[#6]C(=O)O[CX4;R]")),
         r("nucleoside", r"nucleosid|nucleotide|ribonucleotide", has("[OX2;r5][CX4;r5][n]")),
@@ -764,7 +767,7 @@ class ClassCheckReranker:
     # scoring
     def score_pairs(self, descriptions: Sequence[str], smiles: Sequence[str]) -> np.ndarray:
         """float32 [N]: the logit that smiles[n] is what descriptions[n] describes (higher = better)."""
-        return (self.features(descriptions, smiles).astype(np.float64) @ self.weights + self.bias).astype(np.float32)
+        return self.features(descriptions, smiles) @ self.weights.astype(np.float32) + np.float32(self.bias)
 
     def fit(self, descriptions: Sequence[str], candidates: Sequence[Sequence[str]], positives: Sequence[int],
             log: Callable[[str], Any] = print) -> dict:
