@@ -115,19 +115,26 @@ class Facts:
     @property
     def frag_charge(self) -> int:
         """Net formal charge of the largest fragment."""
-        return self._get("frag_charge", lambda: sum(a.GetFormalCharge() for a in self.mol.GetAtoms()))
+        return sum(self._charges)
 
     @property
     def pos(self) -> int:
-        return self._get("pos", lambda: sum(a.GetFormalCharge() > 0 for a in self.mol.GetAtoms()))
+        return sum(c > 0 for c in self._charges)
 
     @property
     def neg(self) -> int:
-        return self._get("neg", lambda: sum(a.GetFormalCharge() < 0 for a in self.mol.GetAtoms()))
+        return sum(c < 0 for c in self._charges)
 
     @property
     def n_c(self) -> int:
-        return self._get("n_c", lambda: sum(a.GetAtomicNum() == 6 for a in self.mol.GetAtoms()))
+        return self._get("n_c", lambda: sum(self._atom(i).GetAtomicNum() == 6 for i in range(self.mol.GetNumAtoms())))
+
+    def _atom(self, i: int) -> Any:
+        return self.mol.GetAtomWithIdx(i)  # faster than iterating mol.GetAtoms()
+
+    @property
+    def _charges(self) -> list[int]:
+        return self._get("charges", lambda: [self._atom(i).GetFormalCharge() for i in range(self.mol.GetNumAtoms())])
 
     @property
     def rings(self) -> int:
@@ -587,63 +594,57 @@ def molecule_flags(smiles: str) -> np.ndarray | None:
 
 # -- parents -----------------------------------------------------------------------------------------------
 @dataclass
-class Structure:
-    """A molecule as the parent checks see it: Morgan bits, and query/target forms for substructures."""
+class Parent:
+    """A named parent as the checks see it: its Morgan bits and two substructure queries (both match a candidate
+    whatever its charges, hydrogens and stereo; ``skeleton`` also whatever its bond orders and aromaticity)."""
 
     fp: Any
-    neutral: Any  # charges removed (bond orders kept)
-    skeleton: Any  # charges, bond orders, aromaticity, hydrogens and stereo removed
+    exact: Any
+    skeleton: Any
 
 
-def structure_of(smiles: str, radius: int = 2) -> Structure | None:
-    """The :class:`Structure` of ``smiles`` (its largest fragment), or ``None`` where RDKit cannot parse it."""
-    facts = facts_of(smiles)
-    return None if facts is None else structure_from(facts, radius)
-
-
-def structure_from(facts: Facts, radius: int = 2) -> Structure:
-    """The :class:`Structure` of a molecule's largest fragment."""
-    from rdkit import Chem
+def fingerprint(mol: Any, radius: int = 2) -> Any:
+    """Morgan bits (2,048) of ``mol``."""
     from rdkit.Chem import rdFingerprintGenerator
 
-    mol = facts.mol
     generator = _GENERATORS.get(radius)
     if generator is None:
         generator = _GENERATORS[radius] = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=2048)
-    neutral = Chem.RWMol(mol)
-    skeleton = Chem.RWMol(mol)
-    for atom in neutral.GetAtoms():
-        atom.SetFormalCharge(0)
-    for atom in skeleton.GetAtoms():
-        atom.SetFormalCharge(0)
-        atom.SetIsAromatic(False)
-        atom.SetNumExplicitHs(0)
-        atom.SetNoImplicit(True)
-        atom.SetChiralTag(Chem.ChiralType.CHI_UNSPECIFIED)
-    for bond in skeleton.GetBonds():
-        bond.SetBondType(Chem.BondType.SINGLE)
-        bond.SetIsAromatic(False)
-        bond.SetStereo(Chem.BondStereo.STEREONONE)
-    for m in (neutral, skeleton):
-        m.UpdatePropertyCache(strict=False)
-    return Structure(generator.GetFingerprint(mol), neutral.GetMol(), skeleton.GetMol())
+    return generator.GetFingerprint(mol)
 
 
 _GENERATORS: dict[int, Any] = {}
 
 
-def parent_features(parents: Sequence[Structure], candidate: Structure | None) -> tuple[float, float, float]:
-    """(max Tanimoto, skeleton substructure, substructure) of ``candidate`` against the parsed ``parents``:
-    the two substructure features are +1 where some parent is one, -1 where none is, 0 without parents."""
+def parent_of(smiles: str, radius: int = 2) -> Parent | None:
+    """The :class:`Parent` of ``smiles`` (its largest fragment, charges removed), or ``None`` where RDKit cannot parse it."""
+    from rdkit import Chem
+
+    facts = facts_of(smiles)
+    if facts is None:
+        return None
+    neutral = Chem.RWMol(facts.mol)
+    for i in range(neutral.GetNumAtoms()):  # a neutral query atom matches a charged one, not the reverse
+        neutral.GetAtomWithIdx(i).SetFormalCharge(0)
+    neutral = neutral.GetMol()
+    generic = Chem.AdjustQueryParameters.NoAdjustments()
+    generic.makeBondsGeneric = True
+    return Parent(fingerprint(facts.mol, radius), neutral, Chem.AdjustQueryProperties(neutral, generic))
+
+
+def parent_features(parents: Sequence[Parent], mol: Any | None, fp: Any = None) -> tuple[float, float, float]:
+    """(max Tanimoto, skeleton substructure, substructure) of a candidate ``mol`` (Morgan bits ``fp``) against the
+    parsed ``parents``: the substructure features are +1 where some parent is one, -1 where none is (or the
+    candidate did not parse), 0 without parents."""
     if not parents:
         return 0.0, 0.0, 0.0
-    if candidate is None:
+    if mol is None:
         return 0.0, -1.0, -1.0
     from rdkit import DataStructs
 
-    tanimoto = max(DataStructs.TanimotoSimilarity(p.fp, candidate.fp) for p in parents)
-    skeleton = any(candidate.skeleton.HasSubstructMatch(p.skeleton) for p in parents)
-    exact = skeleton and any(candidate.neutral.HasSubstructMatch(p.neutral) for p in parents)
+    tanimoto = max(DataStructs.BulkTanimotoSimilarity(fp, [p.fp for p in parents]))
+    skeleton = any(mol.HasSubstructMatch(p.skeleton) for p in parents)
+    exact = skeleton and any(mol.HasSubstructMatch(p.exact) for p in parents)
     return tanimoto, 1.0 if skeleton else -1.0, 1.0 if exact else -1.0
 
 
@@ -681,25 +682,25 @@ class ClassCheckReranker:
         self._memo: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}  # SMILES -> (flags, evaluated)
 
     # features
-    def _descriptions(self, texts: Sequence[str]) -> tuple[np.ndarray, list[list[Structure]]]:
+    def _descriptions(self, texts: Sequence[str]) -> tuple[np.ndarray, list[list[Parent]]]:
         """Per unique text: its stated rules as a bool row, and its parsed parents' structures."""
         stated = np.zeros((len(texts), len(RULES) + 1), dtype=bool)
         for row, text in enumerate(texts):
             stated[row, list(stated_rules(text))] = True
-        parents: list[list[Structure]] = [[] for _ in texts]
+        parents: list[list[Parent]] = [[] for _ in texts]
         if self.parents:
             from zoo.api import parse_names
 
             names = [stated_parents(text) for text in texts]
             parsed = parse_names(name for per_text in names for name in per_text)
-            structures = {s: structure_of(s, self.radius) for s in set(parsed.values()) if s is not None}
+            structures = {s: parent_of(s, self.radius) for s in set(parsed.values()) if s is not None}
             for row, per_text in enumerate(names):
                 parents[row] = [structures[parsed[n]] for n in per_text
                                 if parsed.get(n) is not None and structures.get(parsed[n]) is not None]
         return stated, parents
 
     def _molecule_rows(self, smiles: str, needed: np.ndarray, pairs: np.ndarray, texts: np.ndarray,
-                       parents: list[list[Structure]], out: np.ndarray) -> np.ndarray | None:
+                       parents: list[list[Parent]], out: np.ndarray) -> np.ndarray | None:
         """One molecule: its flags for the ``needed`` rules (memoized across calls; ``None`` if unparsable), and
         the parent features of its ``pairs`` (rows of ``out``, whose descriptions are ``texts``) written in place."""
         entry = self._memo.get(smiles)
@@ -718,12 +719,12 @@ class ClassCheckReranker:
         check_rules(facts, np.flatnonzero(missing), entry[0])
         entry[1][missing] = True
         if with_parents:
-            structure, seen = structure_from(facts, self.radius), {}
+            fp, seen = fingerprint(facts.mol, self.radius), {}
             for row, t in zip(pairs, texts):
                 if parents[t]:
                     found = seen.get(t)
                     if found is None:
-                        found = seen[t] = parent_features(parents[t], structure)
+                        found = seen[t] = parent_features(parents[t], facts.mol, fp)
                     out[row, -3:] = found
         return entry[0]
 
