@@ -110,6 +110,7 @@ if TYPE_CHECKING:
         parse_smiles,
     )
     from zoo.layers import Dropout, mlp_blocks, with_single_state
+    from zoo.opsin import parse_names
 
 #: Loaded on first access (numpy + RDKit, torch): ``from zoo.api import parse_smiles`` works as usual.
 _FEATURIZE = ("ATOM_FEATURE_DIM", "BOND_FEATURE_DIM", "ATOM_STEREO_COLUMNS", "BOND_STEREO_COLUMNS",
@@ -119,6 +120,8 @@ _LAYERS = ("Dropout", "mlp_blocks", "with_single_state")
 _CHEMNAMES = ("candidate_bits", "description_structures", "morgan_count_matrix", "structure_match_scores")
 #: relations descriptions state to named molecules (see zoo.chemrelations)
 _CHEMRELATIONS = ("description_relations", "molecule_keys", "relation_match_scores")
+#: chemical names -> canonical SMILES by OPSIN, cached on disk (see zoo.opsin)
+_OPSIN = ("parse_names",)
 
 __all__ = [
     # registration (options stated once, in the factory's signature)
@@ -139,6 +142,7 @@ __all__ = [
     # chemical names parsed into structures (OPSIN)
     *_CHEMNAMES,
     *_CHEMRELATIONS,
+    *_OPSIN,
     # launchers (register_launchers): a run as a job, and running its command anywhere
     "RunJob", "Submission", "Launcher", "DoneSubmission", "run_job_command", "start_job_process", "stop_process",
     "available_cpus", "visible_gpus",
@@ -168,6 +172,8 @@ def __getattr__(name: str) -> Any:
         from zoo import chemnames as module  # numpy, RDKit
     elif name in _CHEMRELATIONS:
         from zoo import chemrelations as module  # numpy, RDKit
+    elif name in _OPSIN:
+        from zoo import opsin as module  # Java is started only for names not cached
     else:
         raise AttributeError(f"module 'zoo.api' has no attribute {name!r}")
     return getattr(module, name)
