@@ -285,10 +285,10 @@ def test_report_of_an_ensemble_uses_fused_scores(env, tmp_path):
     html = page.read_text()
     assert "ensemble(tfidf_fp+structure_match)" in html and "fused score" in html
     from zoo.plugins.tasks.chebi20 import load_chebi20
-    from zoo.report import retrieve_fused
+    from zoo.report import retrieve
 
     results = read_results(out / "results.json")
-    fused = retrieve_fused(out, "e", results, load_chebi20(data, holdout_fraction=0.15), [0], "all", "cpu")
+    fused = retrieve(out, "e", load_chebi20(data, holdout_fraction=0.15), [0], "all", "cpu", progress=False)
     assert fused.metrics()["mrr"] == pytest.approx(results["scores"]["all"]["text_to_molecule"]["mrr"])
 
 

@@ -29,7 +29,7 @@ from zoo.evaluate import embed_texts
 from zoo.featurize import clean_smiles
 from zoo.gallery import prepare_gallery
 from zoo.library import LibraryIndex, embed_smiles, load_index
-from zoo.runs import TrainedRun, gallery_cache_path, indexes_dir, load_trained_run, run_checkpoint, training_data
+from zoo.runs import TrainedRun, best_checkpoint, gallery_cache_path, indexes_dir, load_trained_run, run_checkpoint, training_data
 from zoo.tasks import load_run_data, run_data_checksums, task_title
 
 if TYPE_CHECKING:
@@ -140,6 +140,27 @@ def cache_evaluated_gallery(run_dir: str | Path, checkpoint: Path, data: "Datase
     return gallery.cache(gallery_cache_path(run_dir), gallery_key(sha256_file(checkpoint), data.checksums))
 
 
+def seed_search_cache(run_dir: str | Path, data: "Dataset", embedded: dict[str, "np.ndarray"]) -> bool:
+    """The step after a run's training (:attr:`zoo.train.RunOptions.after_test`): its test evaluation's gallery
+    ``all`` embeddings (best weights) seed ``RUN/search/gallery.npz`` (:func:`cache_evaluated_gallery`)."""
+    return cache_evaluated_gallery(run_dir, best_checkpoint(run_dir), data, embedded)
+
+
+def embed_text_queries(trained: "TrainedRun", texts: Sequence[str]) -> "np.ndarray":
+    """``[N, d]`` embeddings of free text queries with a run's model."""
+    model, dev = trained.model, trained.device
+    items = model.text_encoder.prepare(list(texts), progress=False, device=dev)
+    return embed_texts(model, items, TEXT_BATCH, dev).numpy()
+
+
+def embed_smiles_query(trained: "TrainedRun", smiles: str) -> "np.ndarray":
+    """``[1, d]``: one free SMILES query embedded with a run's model (an unreadable one: :class:`RunError`)."""
+    embedded = embed_smiles(trained.model, [smiles], 1, trained.device)
+    if embedded.failures:
+        raise RunError(f"--smiles {smiles!r}: cannot read this molecule ({embedded.failures[0][1]})")
+    return embedded.embeddings
+
+
 def top_k(scores: "np.ndarray", k: int) -> "np.ndarray":
     """Indices of the ``k`` highest scores, best first."""
     import numpy as np
@@ -190,15 +211,10 @@ class Searcher:
                 f"{len(g.text_cids):,} descriptions)")  # type: ignore[union-attr]
 
     def embed_texts(self, texts: Sequence[str]) -> "np.ndarray":
-        model, dev = self.trained.model, self.trained.device
-        items = model.text_encoder.prepare(list(texts), progress=False, device=dev)
-        return embed_texts(model, items, TEXT_BATCH, dev).numpy()
+        return embed_text_queries(self.trained, texts)
 
     def embed_molecule(self, smiles: str) -> "np.ndarray":
-        embedded = embed_smiles(self.trained.model, [smiles], 1, self.trained.device)
-        if embedded.failures:
-            raise RunError(f"--smiles {smiles!r}: cannot read this molecule ({embedded.failures[0][1]})")
-        return embedded.embeddings
+        return embed_smiles_query(self.trained, smiles)
 
     def text(self, query: str, k: int) -> dict:
         """The ``k`` molecules closest to a description."""
