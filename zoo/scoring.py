@@ -28,7 +28,7 @@ from zoo.protocols import DIRECTIONS, ScoreSource
 from zoo.runs import TrainedRun, existing_best_checkpoint, load_run, load_trained_run, run_checkpoint, training_data
 from zoo.search import (
     Gallery,
-    Searcher,
+    LibrarySearcher,
     _result,
     check_query,
     embed_smiles_query,
@@ -179,7 +179,7 @@ def open_scoring(run_dir: str | Path, *, data: Dataset | None = None, data_dir: 
 # -- zoo search over a source ----------------------------------------------------------------------
 class SourceSearcher:
     """``zoo search`` of a results folder's gallery: a query's scores from its :class:`ScoreSource` (the
-    same interface as :class:`zoo.search.Searcher`)."""
+    same interface as :class:`zoo.search.LibrarySearcher`: ``searched``, ``text(query, k)``, ``smiles(smiles, k)``)."""
 
     def __init__(self, source: ScoreSource, searched: str) -> None:
         self.source, self.searched = source, searched
@@ -215,12 +215,12 @@ def searched_gallery(run_dir: str | Path, results: dict, source: ScoreSource) ->
 def open_searcher(run_dir: str | Path, *, index: str | Path | None = None, data_dir: str | None = None, device: str = "auto",
                   nprobe: int | None = None, progress: bool = True, log: Callable[[str], None] = print):
     """``zoo search``'s searcher: a :class:`SourceSearcher` over the folder's gallery, or with ``index`` a
-    run's library index (:class:`zoo.search.Searcher`: FAISS over the run's molecule embeddings)."""
+    run's library index (:class:`zoo.search.LibrarySearcher`: FAISS over the run's molecule embeddings)."""
     results = load_run(run_dir)  # a missing or unfinished run fails here with one line
     if index is not None:
         if is_fused(results):
             raise RunError(f"--index: {run_dir} fuses several scorers; a library index holds one run's embeddings "
                            "(search a member run's index instead)")
-        return Searcher(run_dir, index=index, data_dir=data_dir, device=device, nprobe=nprobe, progress=progress, log=log)
+        return LibrarySearcher(run_dir, index, device=device, nprobe=nprobe)
     source = open_scoring(run_dir, data_dir=data_dir, device=device, progress=progress, log=log)
     return SourceSearcher(source, searched_gallery(run_dir, results, source))
