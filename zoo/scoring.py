@@ -21,7 +21,7 @@ import numpy as np
 from zoo.cache import sha256_file
 from zoo.data import check_same_data
 from zoo.errors import RunError
-from zoo.evals.results import is_ensemble
+from zoo.evals.results import ENSEMBLE_SPEC_FORMAT
 from zoo.featurize import clean_smiles
 from zoo.fusion import LEARNED, FusedScores, GalleryScores, Member, ModelScorer, scorer_member, take
 from zoo.protocols import DIRECTIONS, ScoreSource
@@ -45,6 +45,12 @@ __all__ = ["DIRECTIONS", "ScoreSource", "LearnedScores", "FusedScores", "RunScor
 
 
 # -- what a results folder holds -------------------------------------------------------------------
+def is_ensemble(results: Any) -> bool:
+    """Whether ``results`` were written by ``zoo ensemble`` (fused member runs, no checkpoint of its own)."""
+    spec = results.get("spec") if isinstance(results, dict) else None
+    return isinstance(spec, dict) and spec.get("format") == ENSEMBLE_SPEC_FORMAT
+
+
 def is_fused(results: dict) -> bool:
     """Whether a results file records fusion (its scores are fused scores: scorers, or an ensemble)."""
     return isinstance(results.get("fusion"), dict)
