@@ -35,7 +35,7 @@ from typing import Any
 from zoo.cache import atomic_write_bytes, data_fingerprint
 from zoo.errors import LeaderboardError
 from zoo.evals.ranking import TIE_POLICY
-from zoo.evals.results import RESULTS_FILE, is_ensemble, read_results
+from zoo.evals.results import ENSEMBLE_SPEC_FORMAT, RESULTS_FILE, read_results
 from zoo.registry.catalog import did_you_mean
 
 __all__ = [
@@ -292,7 +292,7 @@ class RunRecord:
         seed = seeds.get("seed", train.get("seed"))
         behaviour = run_behaviour(results)
         training = results.get("training") if isinstance(results.get("training"), Mapping) else {}
-        ensemble = is_ensemble(results)
+        ensemble = spec.get("format") == ENSEMBLE_SPEC_FORMAT  # an ensemble's spec: compared on its own keys
         flat = _ensemble_keys(spec) if ensemble else \
             {**flatten_spec(_seedless(spec)), **{f"ran.{k}": v for k, v in behaviour.items()}}
         return cls(

@@ -29,7 +29,6 @@ __all__ = [
     "RESULTS_FILE",
     "RESULTS_SCHEMA_VERSION",
     "ENSEMBLE_SPEC_FORMAT",
-    "is_ensemble",
     "REQUIRED_KEYS",
     "git_revision",
     "environment_info",
@@ -44,12 +43,6 @@ RESULTS_FILE = "results.json"
 RESULTS_SCHEMA_VERSION = "1"
 #: ``spec.format`` of a results file written by ``zoo ensemble`` (its spec lists member runs and scorers)
 ENSEMBLE_SPEC_FORMAT = "molzoo.ensemble/1"
-
-
-def is_ensemble(results: Any) -> bool:
-    """Whether ``results`` were written by ``zoo ensemble`` (fused member runs, no checkpoint of its own)."""
-    spec = results.get("spec") if isinstance(results, dict) else None
-    return isinstance(spec, dict) and spec.get("format") == ENSEMBLE_SPEC_FORMAT
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "schema_version",

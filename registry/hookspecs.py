@@ -240,11 +240,13 @@ def register_scorers(register: Register) -> None:
     - ``prepare_texts(texts) -> rows`` and ``prepare_molecules(smiles) -> rows``: one row per input
       (numpy array, tensor or list), computed once per gallery;
     - ``score(text_rows, molecule_rows) -> np.ndarray [T, M]``: higher is a better match, any scale
-      (fusion z-scores each query's scores over the gallery, :mod:`zoo.fusion`).
+      (fusion z-scores each query's scores over the gallery, :mod:`zoo.fusion`);
+    - optionally ``prepare_gallery(data) -> (text_rows, molecule_rows)``: a task's whole gallery at once.
 
     Fusion weights are fitted on the held-out pairs only. Built-ins: ``structure_match`` (chemical
-    names in the description parsed by OPSIN, max Tanimoto to the candidate) and ``run`` (another
-    finished run's learned cosine similarity). Cache keys: none required (rows are prepared once per
+    names in the description parsed by OPSIN, max Tanimoto to the candidate), ``relation_match``
+    (a stated relation to a named molecule) and ``run`` (another finished run's learned cosine
+    similarity; registered by core itself, :mod:`zoo.core_components`, as it loads a run). Cache keys: none required (rows are prepared once per
     gallery in memory; a scorer that caches on disk keys by :func:`zoo.api.content_hash` of its options
     and inputs). Example::
 

@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "zoo.plugins.compositions",
     "zoo.plugins.tasks",
     "zoo.plugins.scorers",
+    "zoo.core_components",  # what core registers itself (the ``run`` scorer loads a finished run)
     "zoo.plugins.launchers",
     "zoo.plugins.rerankers",
 )

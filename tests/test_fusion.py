@@ -285,10 +285,10 @@ def test_report_of_an_ensemble_uses_fused_scores(env, tmp_path):
     html = page.read_text()
     assert "ensemble(tfidf_fp+structure_match)" in html and "fused score" in html
     from zoo.plugins.tasks.chebi20 import load_chebi20
-    from zoo.report import retrieve_fused
+    from zoo.report import retrieve
 
     results = read_results(out / "results.json")
-    fused = retrieve_fused(out, "e", results, load_chebi20(data, holdout_fraction=0.15), [0], "all", "cpu")
+    fused = retrieve(out, "e", load_chebi20(data, holdout_fraction=0.15), [0], "all", "cpu", progress=False)
     assert fused.metrics()["mrr"] == pytest.approx(results["scores"]["all"]["text_to_molecule"]["mrr"])
 
 
@@ -388,3 +388,44 @@ def test_ensemble_composition_bad_input_is_one_line(env, tmp_path, capsys, monke
         assert err.count("\n") == 1 and "Traceback" not in err, err
         assert all(part in err for part in expected), err
     assert not (tmp_path / "runs").exists()
+
+
+def test_rerankers_in_a_composition_and_an_ensemble_work_in_eval_search_and_leaderboard(env, tmp_path, capsys):
+    """A second stage (issue 22): recorded with its first stage, k and each re-ranker's weight and contribution;
+    zoo eval reproduces its scores with the saved re-rankers, zoo search re-ranks a free query."""
+    root, data = env
+    out = tmp_path / "reranked"
+    results = _run(data, out, 'scorers=["relation_match"]', 'rerankers=["class_check","cross_encoder"]', "rerank_k=8")
+    assert [r["name"] for r in results["spec"]["rerankers"]] == ["class_check", "cross_encoder"] and results["spec"]["rerank_k"] == 8
+    rerank = results["rerank"]
+    assert rerank["k"] == 8 and rerank["first_stage"] == "fused" and "training pairs" in rerank["fitted_on"]
+    assert [r["label"] for r in rerank["rerankers"]] == ["class_check", "cross_encoder"]
+    for entry in rerank["rerankers"]:
+        assert entry["weight"] in rerank["grid"] and (out / entry["state"]).is_dir()
+        assert {"heldout_mrr_alone", "heldout_mrr_without", "contribution", "fit"} <= set(entry)
+    assert rerank["heldout_mrr"] >= rerank["heldout_mrr_first_stage"]
+    assert set(results["first_stage_scores"]) == {"all", "test"}
+
+    assert main(["eval", str(out), "--data-dir", str(data), "--no-progress"]) == 0
+    again = json.loads((out / "eval-test.json").read_text())
+    for gallery in ("all", "test"):
+        for direction in ("text_to_molecule", "molecule_to_text"):
+            assert again["scores"][gallery][direction]["mrr"] == pytest.approx(results["scores"][gallery][direction]["mrr"], abs=1e-6)
+    assert again["rerank"] == rerank
+
+    capsys.readouterr()
+    assert main(["search", str(out), QUERY, "-k", "3", "--json", "--data-dir", str(data), "--no-progress"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 3
+
+    ens = tmp_path / "ens-reranked"
+    assert main(["ensemble", str(root / "a"), str(root / "b"), "--reranker", "class_check", "--rerank-k", "5",
+                 "--data-dir", str(data), "--out", str(ens)]) == 0
+    fused = read_results(ens / "results.json")
+    assert fused["rerank"]["k"] == 5 and fused["spec"]["rerankers"][0]["reranker"] == "class_check"
+    plain = ["ensemble", str(root / "a"), str(root / "b"), "--data-dir", str(data), "--out", str(tmp_path / "ens-plain")]
+    assert main(plain) == 0
+    assert read_results(tmp_path / "ens-plain" / "results.json")["spec_hash"] != fused["spec_hash"]
+    assert main(["leaderboard", str(ens), str(out), "--gallery", "all"]) == 0
+    capsys.readouterr()
+    assert main(["ensemble", str(root / "a"), "--reranker", "class_chek", "--data-dir", str(data), "--out", str(tmp_path / "bad")]) == 2
+    assert "class_check" in capsys.readouterr().err and not (tmp_path / "bad").exists()  # close matches, nothing written

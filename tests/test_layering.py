@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 #: The layers that use finished runs: none of them may reach the training loop (zoo.train, zoo.loop sit above them).
-USES_FINISHED_RUNS = ["eval_run : report : external", "fusion", "search", "library", "runs | plugins"]
+USES_FINISHED_RUNS = ["eval_run : report : external : fuse_runs", "scoring", "search", "fusion", "library", "runs | plugins"]
 
 
 def _contracts() -> list[dict]:

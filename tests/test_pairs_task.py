@@ -179,7 +179,7 @@ def test_zoo_run_on_a_users_csv_then_eval_from_elsewhere(tmp_path, monkeypatch, 
 
 def test_holdout_seed_is_recorded_and_runs_of_other_task_options_are_not_fused(tmp_path):
     from zoo.errors import RunError
-    from zoo.fusion import _check_same_task_and_data
+    from zoo.fuse_runs import _check_same_task_and_data
     from zoo.tasks import holdout_seed
 
     assert holdout_seed("chebi20", {}) == 0 and holdout_seed("chebi20", {"holdout_seed": 3}) == 3

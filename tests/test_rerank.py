@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from zoo.errors import SpecError, UnknownComponentError
-from zoo.fusion import GalleryScores, Member, evaluate_fused, fit_weights
-from zoo.rerank import RerankerMember, Stage, fit_stage, load_stage, rerank_rows, save_stage, stage_record, top_candidates
+from zoo.evaluate import evaluate_source
+from zoo.fusion import FusedScores, GalleryScores, Member, fit_weights
+from zoo.rerank import RerankedScores, RerankerMember, Stage, fit_stage, load_stage, rerank_rows, save_stage, stage_record, top_candidates
 from zoo.spec import CompositionSpec, EnsembleSpec, load_composition
 
 
@@ -116,7 +117,8 @@ def test_rerankers_fit_on_training_pairs_weights_on_heldout_and_a_test_oracle_ge
     oracle = ToyReranker(lambda d, s: (10.0 if d == s else 0.0) if d in test_cids else 1.0)
     helpful = ToyReranker(noisy(1, 3.0))
     members = [RerankerMember("oracle", "toy", {}, oracle), RerankerMember("helpful", "toy", {}, helpful)]
-    stage, heldout = fit_stage(lambda d, q, c: gallery.fused(d, q, c, fit.weights), data, members, k=10, log=lambda _m: None)
+    first = FusedScores(gallery, fit.weights)
+    stage, heldout = fit_stage(first, data, members, k=10, log=lambda _m: None)
 
     assert oracle.fitted == {p.cid for p in data.train}  # fitted on the training pairs only
     assert not (oracle.scored | helpful.scored) & test_cids  # no test description scored while fitting or weighing
@@ -128,12 +130,18 @@ def test_rerankers_fit_on_training_pairs_weights_on_heldout_and_a_test_oracle_ge
 
     # on test: the stage helps, and the oracle at weight 0 changes nothing
     quiet = lambda _m: None  # noqa: E731
-    first, _ = evaluate_fused(gallery, data.test, ["all", "test"], fit.weights, log=quiet)
-    second, _ = evaluate_fused(gallery.with_stage(stage), data.test, ["all", "test"], fit.weights, log=quiet)
-    assert second["all"]["text_to_molecule"]["mrr"] > first["all"]["text_to_molecule"]["mrr"]
+    alone, _ = evaluate_source(first, data.test, ["all", "test"], log=quiet)
+    reranked = RerankedScores(first, stage)
+    second, _ = evaluate_source(reranked, data.test, ["all", "test"], log=quiet)
+    assert second["all"]["text_to_molecule"]["mrr"] > alone["all"]["text_to_molecule"]["mrr"]
+    assert second["all"]["molecule_to_text"]["mrr"] >= alone["all"]["molecule_to_text"]["mrr"]  # both directions re-rank
     without_oracle = Stage(stage.members, [0.0, stage.weights[1]], stage.k)
-    same, _ = evaluate_fused(gallery.with_stage(without_oracle), data.test, ["all", "test"], fit.weights, log=quiet)
+    same, _ = evaluate_source(RerankedScores(first, without_oracle), data.test, ["all", "test"], log=quiet)
     assert same == second
+    # one free query re-ranks like its row in the matrix
+    row = reranked.scores("text_to_molecule", [data.descriptions.index(data.test[0])], None)[0]
+    np.testing.assert_allclose(reranked.query_scores("text_to_molecule", data.test[0].description), row, rtol=1e-5, atol=1e-5)
+    assert reranked.record()["kind"] == "reranked" and reranked.record()["first_stage"]["kind"] == "fused"
 
 
 def test_a_stage_saves_and_loads_with_its_weights(tmp_path, monkeypatch):

@@ -90,7 +90,7 @@ from zoo.errors import (
     ZooWarning,
 )
 from zoo.jobs import DoneSubmission, Launcher, RunJob, Submission, available_cpus, run_job_command, start_job_process, stop_process, visible_gpus
-from zoo.protocols import Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, Reranker, RetrievalLoss, Scorer, TextEncoder
+from zoo.protocols import DIRECTIONS, Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, Reranker, RetrievalLoss, Scorer, ScoreSource, TextEncoder
 from zoo.registry.catalog import options_of, passes_options_to
 from zoo.registry.hookspecs import Register, hookimpl
 from zoo.taskdata import Dataset, Gallery, Molecule, Pair, TaskBase, TaskData, warn_skipped
@@ -128,6 +128,8 @@ __all__ = [
     "hookimpl", "Register", "options_of", "passes_options_to",
     # component contracts
     "Encoded", "Aligned", "TextEncoder", "MoleculeEncoder", "Aligner", "RetrievalLoss", "Fittable", "Scorer", "Reranker",
+    # query x gallery scores (a run, a fusion; a re-ranking stage wraps one and is one), in both DIRECTIONS
+    "ScoreSource", "DIRECTIONS",
     # tasks: the data a task returns and its galleries (see zoo.taskdata)
     "Pair", "Molecule", "Dataset", "TaskData", "TaskBase", "Gallery", "warn_skipped",
     # scoring a model that lives outside the zoo (its embeddings) on a task

@@ -38,6 +38,7 @@ LAZY = {
     # zoo run
     "RunOptions": "zoo.train:RunOptions",  # torch
     "run": "zoo.train:run",  # torch
+    "seed_search_cache": "zoo.search:seed_search_cache",  # torch, FAISS (the step after training)
     "run_ensemble_composition": "zoo.ensembles:run_ensemble_composition",  # torch (member runs train)
     # zoo eval
     "evaluate_run": "zoo.eval_run:evaluate_run",  # torch
@@ -63,12 +64,12 @@ LAZY = {
     "launch_runs": "zoo.launch:launch_runs",  # torch
     "failure_report": "zoo.launch:failure_report",  # torch
     # zoo search, zoo ensemble
-    "open_searcher": "zoo.fusion:open_searcher",  # torch, FAISS
+    "open_searcher": "zoo.scoring:open_searcher",  # torch, FAISS
     "check_query": "zoo.search:check_query",  # torch
     "read_queries": "zoo.search:read_queries",  # torch
     "format_result": "zoo.search:format_result",  # torch
     "latency_summary": "zoo.search:latency_summary",  # torch
-    "build_ensemble": "zoo.fusion:build_ensemble",  # torch
+    "build_ensemble": "zoo.fuse_runs:build_ensemble",  # torch
     # zoo index
     "build_index": "zoo.library:build_index",  # torch, FAISS
     # zoo serve
@@ -373,7 +374,7 @@ def cmd_run(args) -> int:
             raise RunError(f"--workers must be at least 1 (got {args.workers})")
         os.environ[WORKERS_ENV] = str(args.workers)  # read by zoo.cache.default_workers, inherited by member runs
     spec = _load(args.name, args.overrides)
-    RunOptions, run = _lazy("RunOptions", "run")
+    RunOptions, run, seed_search_cache = _lazy("RunOptions", "run", "seed_search_cache")
 
     if isinstance(spec, EnsembleSpec):
         run_ensemble_composition = _lazy("run_ensemble_composition")
@@ -392,7 +393,7 @@ def cmd_run(args) -> int:
                         f"`zoo sweep {args.name} --seeds N --launcher ...`")
     opts = RunOptions(data_dir=args.data_dir, out_dir=args.out, strict=args.strict, fresh=args.fresh,
                       progress=not args.no_progress, download=args.download,
-                      log=lambda m: print(m, flush=True))
+                      log=lambda m: print(m, flush=True), after_test=seed_search_cache)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone prints
         print(f"zoo run {spec.name} (spec hash {spec.hash()})", flush=True)
     run(spec, opts)

@@ -3,7 +3,7 @@
 An ensemble composition (:class:`zoo.spec.EnsembleSpec`) names member compositions and scorers.
 Each member trains at the ensemble's seed into its usual run folder, ``MEMBERS_ROOT/NAME-HASH-sSEED``
 (the folders of ``zoo run``, ``zoo sweep`` and ``zoo ablate``, so a member finished by any of them
-is reused, never retrained), then :func:`zoo.fusion.build_ensemble` fuses the members' similarities
+is reused, never retrained), then :func:`zoo.fuse_runs.build_ensemble` fuses the members' similarities
 and the scorers with weights fitted on the held-out pairs only, into ``--out`` (default
 ``MEMBERS_ROOT/NAME-HASH-sSEED``, beside its members). The results file is an ensemble's, named after
 the composition (``requested_spec_hash``: the composition's hash, the folder's HASH); its seeds make one
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from zoo.ablate import AblationConfig, PlannedRun
 from zoo.errors import RunError
-from zoo.fusion import build_ensemble, scorer_member
+from zoo.fuse_runs import build_ensemble
+from zoo.fusion import scorer_member
 from zoo.launch import LauncherChoice, failure_report, launch_runs
 from zoo.rerank import reranker_member
 from zoo.runs import default_out_dir, run_folder_name

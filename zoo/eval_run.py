@@ -7,12 +7,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from zoo import fusion, runs
+from zoo import runs, scoring
 from zoo.cache import atomic_write_bytes
 from zoo.data import check_same_data, data_fingerprint
 from zoo.errors import RunError
 from zoo.evals.results import build_results, write_results
-from zoo.evaluate import evaluate_pairs
+from zoo.evaluate import evaluate_pairs, evaluate_source
+from zoo.fusion import learned_member
 from zoo.gallery import prepare_gallery
 from zoo.precision import PRECISIONS, precision_name, resolve_cpu_bf16
 from zoo.tasks import get_task, load_run_data, parse_galleries, task_block
@@ -46,6 +47,11 @@ def _save_embeddings(folder: Path, split: str, embeddings: dict, log: Callable[[
     log(f"embeddings: {folder}/{split}-*.npz (query/candidate embeddings with CIDs)")
 
 
+def _stage(results: dict) -> dict:
+    """The second stage a results file records (re-evaluated with it), for the evaluation's results."""
+    return {"rerank": results["rerank"]} if "rerank" in results else {}
+
+
 def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequence[str] = ("all", "test"),
                  data_dir: str | None = None, device: str = "auto", save_embeddings: str | Path | None = None,
                  out: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print,
@@ -69,32 +75,37 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
     galleries = [str(g) for g in parse_galleries(task, galleries, "--gallery")]
 
     recorded = runs.load_run(run_dir)
-    if fusion.is_ensemble(recorded):  # no model of its own: its members, fused with the recorded weights
+    trained = scoring.own_model(run_dir, recorded, device)  # None: an ensemble (its members fused, no model of its own)
+    if trained is None:
         if save_embeddings:
             raise RunError(f"--save-embeddings: {run_dir} is an ensemble (fused scores, no embeddings of its own); "
                            "evaluate its member runs for their embeddings")
-        return fusion.evaluate_ensemble(run_dir, recorded, split=split, galleries=galleries, data_dir=data_dir, device=device,
-                                        out=out, log=log)
-    trained = runs.load_trained_run(run_dir, device)
+        source = scoring.open_scoring(run_dir, data_dir=data_dir, device=device, log=log)
+        scores, counts = evaluate_source(source, _pairs(source.data, split), list(galleries), log=log, label=split)
+        results = build_results(
+            spec=recorded["spec"], spec_hash=recorded["spec_hash"], components=recorded["components"],
+            task={**recorded["task"], "split": split, "galleries": counts}, scores=scores,
+            timings={"total_s": time.time() - started}, seeds=recorded["seeds"],
+            notes=[f"re-evaluation of ensemble {run_dir} with its recorded weights"],
+            extra={"evaluated_run": str(run_dir), "fusion": recorded["fusion"], **_stage(recorded)})
+        return _write(results, run_dir, split, out, log)
+
     previous, spec, model, dev = trained.results, trained.spec, trained.model, trained.device
     data = load_run_data(previous, data_dir)  # the task's options and data folder the run recorded
     trained_on, trained_dir = runs.training_data(previous)
     notes = [f"re-evaluation of {run_dir} (best checkpoint) on {dev}", *_data_notes(run_dir, previous, data, allow_other_data, log)]
     checkpoint = trained.checkpoint
     g = prepare_gallery(model, data, dev, progress=progress)
-    pairs = data.test if split == "test" else data.select
+    pairs = _pairs(data, split)
     scores, counts, embeddings = evaluate_pairs(model, pairs, data, g.graphs, g.mol_index, g.text_items, g.text_index, list(galleries),
                                                 spec.train.eval_batch_size, spec.eval.chunk_size, dev, progress=progress,
                                                 log=log, label=split, cpu_bf16=cpu_bf16)
     fused: dict = {}
-    if fusion.is_fused(previous):  # a composition with scorers: fused with the weights its run fitted
-        learned = fusion.learned_member(model, g, dev, spec.train.eval_batch_size)
-        members, weights = fusion.recorded_members(run_dir, previous, device, learned=learned)
-        fused = {"fusion": previous["fusion"], "learned_scores": scores}
-        gallery = fusion.with_recorded_stage(fusion.GalleryScores(members, data, log), run_dir, previous)
-        if "rerank" in previous:
-            fused["rerank"] = previous["rerank"]
-        scores, counts = fusion.evaluate_fused(gallery, pairs, list(galleries), weights, log=log, label=split)
+    # a composition with scorers: its similarity fused with them, with the weights its run fitted
+    source = scoring.fused_scores(run_dir, previous, data, device, log, learned=learned_member(model, g, dev, spec.train.eval_batch_size))
+    if source is not None:
+        fused = {"fusion": previous["fusion"], **_stage(previous), "learned_scores": scores}
+        scores, counts = evaluate_source(source, pairs, list(galleries), log=log, label=split)
     if save_embeddings:
         _save_embeddings(Path(save_embeddings), split, embeddings, log)
     results = build_results(
@@ -109,6 +120,15 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", galleries: Sequenc
         extra={"evaluated_run": str(run_dir), "checkpoint": str(checkpoint),
                "molecule_precision": precision_name(dev, cpu_bf16), **fused},
     )
+    return _write(results, run_dir, split, out, log)
+
+
+def _pairs(data, split: str):
+    """The pairs ``split`` names: ``test``, or ``heldout`` (the select pairs)."""
+    return data.test if split == "test" else data.select
+
+
+def _write(results: dict, run_dir: Path, split: str, out: str | Path | None, log: Callable[[str], None]) -> Path:
     path = Path(out) if out else runs.eval_path(run_dir, split)
     write_results(path, results)
     log(f"results: {path}")

@@ -7,8 +7,12 @@ from typing import Any
 
 import torch
 
-from zoo.evals.ranking import Ranks, rank_of_true, retrieval_metrics
-from zoo.taskdata import Gallery
+from zoo.evals.ranking import Ranks, count_above_and_tied, rank_of_true, retrieval_metrics
+from zoo.protocols import ScoreSource
+from zoo.taskdata import Gallery, Pair
+
+#: queries a :class:`~zoo.protocols.ScoreSource` scores per block (bounds memory: block x candidates floats)
+CHUNK = 512
 
 
 @torch.no_grad()
@@ -114,3 +118,57 @@ def evaluate_pairs(model, pairs, data, graphs, mol_index: dict[str, int], text_i
             f"mean rank={t2m['mean_rank']:.1f} ties={int(t2m['queries_with_ties'])} | molecule->text MRR={m2t['mrr']:.4f} "
             f"H@1={m2t['hits@1']:.3f} (expected over random tie-breaks)")
     return scores, counts, embeddings
+
+
+# -- any score source ------------------------------------------------------------------------------
+def ranks_of(scores: Any, true_index: Sequence[int]) -> Ranks:
+    """Where each row's true candidate ranks in ``scores`` (candidates above it and tied with it)."""
+    import numpy as np
+
+    s = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    true = torch.as_tensor(np.asarray(true_index, dtype=np.int64))[:, None]
+    greater, tied = count_above_and_tied(s, s.gather(1, true))
+    return Ranks(greater, tied)
+
+
+def source_ranks(source: ScoreSource, direction: str, query_rows: Sequence[int], candidate_rows: Sequence[int] | None,
+                 true_index: Sequence[int], chunk: int = CHUNK) -> Ranks:
+    """Expected-rank bookkeeping of ``source``'s scores, ``chunk`` queries at a time."""
+    parts = [ranks_of(source.scores(direction, query_rows[s:s + chunk], candidate_rows), true_index[s:s + chunk])
+             for s in range(0, len(query_rows), chunk)]
+    return Ranks.cat(parts)
+
+
+def evaluate_source(source: ScoreSource, pairs: Sequence[Pair], galleries: Sequence[str], log=print, label: str = "test",
+                    what: str = "fused") -> tuple[dict, dict]:
+    """``source``'s metrics of ``pairs`` per gallery and direction, like :func:`evaluate_pairs`: ``all``
+    (every gallery molecule / every description), ``test`` (the pairs themselves) and ``inbatch:N``.
+    Returns ``(scores, gallery_counts)``; ``what`` names the scores in the log lines."""
+    text_index = {p.cid: i for i, p in enumerate(source.descriptions)}
+    mol_index = {m.cid: i for i, m in enumerate(source.molecules)}
+    texts = [text_index[p.cid] for p in pairs]
+    mols = [mol_index[p.cid] for p in pairs]
+    scores, counts = {}, {}
+    for parsed in map(Gallery.parse, galleries):  # a bad name: GalleryError (the callers check them first)
+        name = str(parsed)
+        if parsed.name == Gallery.ALL:
+            t2m = source_ranks(source, "text_to_molecule", texts, None, mols)
+            m2t = source_ranks(source, "molecule_to_text", mols, None, texts)
+            counts[name] = {"text_to_molecule_candidates": len(source.molecules),
+                            "molecule_to_text_candidates": len(source.descriptions), "queries": len(pairs)}
+        else:  # test, inbatch:N
+            size = parsed.block or len(pairs)
+            parts_t2m, parts_m2t = [], []
+            for s in range(0, len(pairs), size):
+                block_t, block_m = texts[s:s + size], mols[s:s + size]
+                diagonal = torch.arange(len(block_t)).tolist()
+                parts_t2m.append(source_ranks(source, "text_to_molecule", block_t, block_m, diagonal))
+                parts_m2t.append(source_ranks(source, "molecule_to_text", block_m, block_t, diagonal))
+            t2m, m2t = Ranks.cat(parts_t2m), Ranks.cat(parts_m2t)
+            counts[name] = ({"block_size": size, "queries": len(pairs)} if parsed.is_inbatch else
+                            {"text_to_molecule_candidates": len(pairs), "molecule_to_text_candidates": len(pairs), "queries": len(pairs)})
+        scores[name] = {"text_to_molecule": retrieval_metrics(t2m), "molecule_to_text": retrieval_metrics(m2t)}
+        a, b = scores[name]["text_to_molecule"], scores[name]["molecule_to_text"]
+        log(f"{label} gallery={name} ({what}): text->molecule MRR={a['mrr']:.4f} H@1={a['hits@1']:.3f} H@10={a['hits@10']:.3f} "
+            f"ties={int(a['queries_with_ties'])} | molecule->text MRR={b['mrr']:.4f} H@1={b['hits@1']:.3f} (expected over random tie-breaks)")
+    return scores, counts

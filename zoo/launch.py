@@ -32,6 +32,7 @@ from zoo.cache import atomic_write_text
 from zoo.errors import ComponentError, RunError, SpecError, ZooError
 from zoo.jobs import DoneSubmission, Launcher, RunJob, Submission
 from zoo.registry import get_component
+from zoo.search import seed_search_cache
 from zoo.spec import _coerce, _parse_value, parse_toml
 
 __all__ = ["DEFAULT_LAUNCHER", "LauncherChoice", "LaunchOutcome", "Failure", "resolve_launcher", "launch_runs",
@@ -142,7 +143,8 @@ def _in_process(item: PlannedRun, data_dir: str | None, strict: bool, progress: 
     def train_here() -> int:
         train_here.error = ""  # type: ignore[attr-defined]
         try:
-            train.run(item.spec, train.RunOptions(data_dir=data_dir, out_dir=str(item.out_dir), strict=strict, progress=progress, log=log))
+            train.run(item.spec, train.RunOptions(data_dir=data_dir, out_dir=str(item.out_dir), strict=strict, progress=progress,
+                                                  log=log, after_test=seed_search_cache))
         except (ZooError, RuntimeError, ValueError, OSError) as exc:
             train_here.error = f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"  # type: ignore[attr-defined]
             log(train_here.error)  # type: ignore[attr-defined]

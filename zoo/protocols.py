@@ -146,3 +146,35 @@ class Reranker(Protocol):
     def save(self, folder: Any) -> None: ...
 
     def load(self, folder: Any) -> None: ...
+
+
+#: The two retrieval directions: a description's scores over molecules, a molecule's over descriptions.
+DIRECTIONS: tuple[str, str] = ("text_to_molecule", "molecule_to_text")
+
+
+@runtime_checkable
+class ScoreSource(Protocol):
+    """Query x gallery scores of a task: a run's learned similarity, a fusion of scorers and runs, or a
+    stage on top of another source (a re-ranker). :func:`zoo.scoring.open_scoring` opens the one a
+    results folder records; evaluation, ``zoo search``, ``zoo report`` and ``zoo serve`` consume it.
+
+    Rows: ``molecules`` are the gallery molecules (the columns of ``text_to_molecule`` scores, the
+    queries of ``molecule_to_text``), ``descriptions`` the task's descriptions (the other way round);
+    each item has a ``cid`` (molecules a ``smiles``, descriptions a ``description``).
+
+    * ``scores(direction, query_rows, candidate_rows)``: ``[len(query_rows), C]`` float32 scores of
+      those query rows against ``candidate_rows`` (``None``: every row of the other side); callers pass
+      a bounded block of query rows at a time;
+    * ``query_scores(direction, query)``: one free query (a description for ``text_to_molecule``, a
+      SMILES for ``molecule_to_text``) scored against every row of the other side, ``[C]``;
+    * ``record()``: what it is, as JSON (``kind``, ``label`` and, for a fusion, its ``members``).
+    """
+
+    molecules: Sequence[Any]
+    descriptions: Sequence[Any]
+
+    def scores(self, direction: str, query_rows: Sequence[int], candidate_rows: Sequence[int] | None = None) -> Any: ...
+
+    def query_scores(self, direction: str, query: str) -> Any: ...
+
+    def record(self) -> dict[str, Any]: ...

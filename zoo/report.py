@@ -25,10 +25,10 @@ from zoo.devices import resolve_device
 from zoo.errors import RunError
 from zoo.evals.leaderboard import METRICS, SLOTS, RunRecord, build_leaderboard
 from zoo.evals.ranking import Ranks, count_above_and_tied, retrieval_metrics
-from zoo.fusion import CHUNK, is_ensemble, is_fused, load_fused
-from zoo.gallery import prepare_gallery
+from zoo.evaluate import CHUNK
 from zoo.report_figures import molecule_svg, score_histogram, training_curves
-from zoo.runs import RESULTS_FILE
+from zoo.runs import RESULTS_FILE, load_run
+from zoo.scoring import kind, open_scoring, require_weights
 from zoo.tasks import galleries_of, get_task, load_run_data
 
 if TYPE_CHECKING:
@@ -99,22 +99,12 @@ def check_same_data(label: str, results: dict, data: "Dataset") -> None:
     check(*runs.training_data(results), data, f"run {label}", "pass the run's data folder with --data-dir")
 
 
-def score_queries(queries: "torch.Tensor", candidates: "torch.Tensor", true_index: "torch.Tensor", k: int,
-                  chunk_size: int, device: "torch.device"):
-    """Chunked cosine scoring: per query the true score, the best wrong score, where the true candidate
-    ranks (:class:`~zoo.evals.ranking.Ranks`: candidates above it and tied with it) and the top-``k``
-    candidates. Returns numpy arrays and the ranks."""
-    import torch
-
-    cand = candidates.to(device=device, dtype=torch.float32)
-    return score_rows(lambda start, stop: queries[start:stop].to(device=device, dtype=torch.float32) @ cand.T,
-                      len(queries), true_index, k, chunk_size, device)
-
-
 def score_rows(score_chunk: Callable[[int, int], "torch.Tensor"], n_queries: int, true_index: "torch.Tensor", k: int,
                chunk_size: int, device: "torch.device"):
-    """:func:`score_queries` for any scores: ``score_chunk(start, stop)`` gives queries ``start:stop``'s scores
-    against every candidate (cosine similarities, or a fused run's fused scores)."""
+    """Chunked ranking of any scores: ``score_chunk(start, stop)`` gives queries ``start:stop``'s scores against
+    every candidate (a :class:`~zoo.protocols.ScoreSource`'s). Per query: the true score, the best wrong score,
+    where the true candidate ranks (:class:`~zoo.evals.ranking.Ranks`: candidates above it and tied with it)
+    and the top-``k`` candidates. Returns numpy arrays and the ranks."""
     import torch
 
     true_scores, best_other, greater, tied, top_scores, top_index = [], [], [], [], [], []
@@ -135,27 +125,6 @@ def score_rows(score_chunk: Callable[[int, int], "torch.Tensor"], n_queries: int
     return (*arrays[:2], ranks, *arrays[2:])
 
 
-def retrieve_fused(run_dir: Path, label: str, results: dict, data: "Dataset", samples: Sequence[int], gallery: str,
-                   device: str) -> "RunRetrieval":
-    """:func:`retrieve` for a fused folder (scorers or an ensemble): its fused scores with the recorded weights."""
-    import torch
-
-    fused = load_fused(run_dir, device=device, log=lambda _m: None, data=data)
-    g = fused.gallery
-    candidates = list(range(len(data.gallery))) if gallery == "all" else [g.mol_index[p.cid] for p in data.test]
-    if len(candidates) < 2:
-        raise RunError(f"gallery {gallery!r} holds {len(candidates)} molecule(s): a report needs at least 2")
-    rows = [g.text_index[p.cid] for p in data.test]
-    position = {data.gallery[i].cid: j for j, i in enumerate(candidates)}
-    true_index = torch.tensor([position[p.cid] for p in data.test])
-    chosen = None if gallery == "all" else candidates
-    true_scores, best_other, ranks, top_scores, top_index = score_rows(
-        lambda start, stop: torch.from_numpy(g.fused("text_to_molecule", rows[start:stop], chosen, fused.weights)),
-        len(rows), true_index, min(TOP_K, len(candidates)), CHUNK, torch.device("cpu"))
-    return _retrieval(label, run_dir, results, data, candidates, samples, true_index, true_scores, best_other, ranks,
-                      top_scores, top_index)
-
-
 def _retrieval(label, run_dir, results, data, candidates, samples, true_index, true_scores, best_other, ranks, top_scores,
                top_index) -> "RunRetrieval":
     sampled = []
@@ -168,26 +137,25 @@ def _retrieval(label, run_dir, results, data, candidates, samples, true_index, t
 
 def retrieve(run_dir: Path, label: str, data: "Dataset", samples: Sequence[int], gallery: str, device: str,
              progress: bool) -> RunRetrieval:
-    """Embed the test descriptions and the gallery with ``run_dir``'s best weights and rank them."""
+    """Rank every test description against the gallery with ``run_dir``'s scores (:func:`zoo.scoring.open_scoring`:
+    its learned similarity, or its fused scores with the recorded weights)."""
     import torch
 
-    trained = runs.load_trained_run(run_dir, device)
-    model, spec, dev = trained.model, trained.spec, trained.device
-    batch_size = spec.train.eval_batch_size
-    n_candidates = len(data.gallery) if gallery == "all" else len(data.test)
-    if n_candidates < 2:
-        raise RunError(f"gallery {gallery!r} holds {n_candidates} molecule(s): a report needs at least 2")
-    # every description, as `zoo run`/`zoo eval` prepare them, so that frozen text states come from the cache
-    prepared = prepare_gallery(model, data, dev, progress=progress)
-    candidates = list(range(len(data.gallery))) if gallery == "all" else prepared.molecules_of(data.test)
-    queries = prepared.embed_texts(model, data.test, batch_size, dev)
-    mol_emb = prepared.embed_molecules(model, candidates, batch_size, dev, progress=progress, desc=f"embedding gallery ({gallery})")
-    position = {data.gallery[i].cid: j for j, i in enumerate(candidates)}
+    source = open_scoring(run_dir, data=data, device=device, progress=progress, log=lambda _m: None)
+    mol_index = {m.cid: i for i, m in enumerate(source.molecules)}
+    text_index = {p.cid: i for i, p in enumerate(source.descriptions)}
+    candidates = list(range(len(source.molecules))) if gallery == "all" else [mol_index[p.cid] for p in data.test]
+    if len(candidates) < 2:
+        raise RunError(f"gallery {gallery!r} holds {len(candidates)} molecule(s): a report needs at least 2")
+    rows = [text_index[p.cid] for p in data.test]
+    position = {source.molecules[i].cid: j for j, i in enumerate(candidates)}
     true_index = torch.tensor([position[p.cid] for p in data.test])
-    true_scores, best_other, ranks, top_scores, top_index = score_queries(
-        queries, mol_emb, true_index, min(TOP_K, len(candidates)), spec.eval.chunk_size, dev)
-    return _retrieval(label, run_dir, trained.results, data, candidates, samples, true_index, true_scores, best_other, ranks,
-                      top_scores, top_index)
+    chosen = None if gallery == "all" else candidates
+    true_scores, best_other, ranks, top_scores, top_index = score_rows(
+        lambda start, stop: torch.from_numpy(source.scores("text_to_molecule", rows[start:stop], chosen)),
+        len(rows), true_index, min(TOP_K, len(candidates)), CHUNK, torch.device("cpu"))
+    return _retrieval(label, run_dir, load_run(run_dir), data, candidates, samples, true_index, true_scores, best_other,
+                      ranks, top_scores, top_index)
 
 
 def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html", *, samples: int = 8,
@@ -220,8 +188,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     results = [runs.load_run(d) for d in dirs]  # clear error for a missing or unfinished run, before any work
 
     for d, result in zip(dirs, results):
-        if not is_ensemble(result):  # an ensemble has no weights of its own: its members' are loaded
-            runs.existing_best_checkpoint(d, "the report needs the run's best weights")
+        require_weights(d, result, "the report needs the run's best weights")
     labels = run_labels(dirs)
     other = [str(d) for d in dirs if runs.recorded_task(d) != task_name]
     if other:
@@ -233,9 +200,8 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html"
     retrievals = []
     for d, label, result in zip(dirs, labels, results):
         log(f"report: ranking {len(data.test)} test descriptions against gallery {gallery} with {label}"
-            + (" (fused scores)" if is_fused(result) else ""))
-        retrievals.append(retrieve_fused(d, label, result, data, chosen, gallery, device) if is_fused(result)
-                          else retrieve(d, label, data, chosen, gallery, device, progress))
+            + ("" if kind(result) == "run" else " (fused scores)"))
+        retrievals.append(retrieve(d, label, data, chosen, gallery, device, progress))
     page = render_report(retrievals, [data.test[i] for i in chosen], data, gallery, seed)
     atomic_write_text(out, page)
     log(f"report: {out} ({len(page) / 1e6:.1f} MB, {len(retrievals)} run(s), {len(chosen)} sampled descriptions)")

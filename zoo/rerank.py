@@ -40,6 +40,7 @@ from zoo.registry import get_component
 from zoo.spec import DEFAULT_RERANK_K as DEFAULT_K
 
 if TYPE_CHECKING:
+    from zoo.protocols import ScoreSource
     from zoo.taskdata import Dataset
 
 __all__ = ["DEFAULT_K", "GRID", "FITTED_ON", "RerankerMember", "reranker_member", "Stage", "top_candidates",
@@ -55,7 +56,6 @@ STAGE_FOLDER = "rerankers"
 #: (description, smiles) pairs scored per call to a re-ranker
 PAIR_CHUNK = 20_000
 
-ScoreFn = Callable[[str, Sequence[int], "Sequence[int] | None"], np.ndarray]
 
 
 @dataclass
@@ -129,13 +129,15 @@ class Stage:
 
 
 class RerankedScores:
-    """A first stage's scores (``first(direction, query_rows, candidate_rows) -> [Q, C]``) re-ranked by a
-    :class:`Stage` over a task's data: a score source itself (same call, same shapes)."""
+    """A first stage (any :class:`~zoo.protocols.ScoreSource`) re-ranked by a :class:`Stage`: a score source
+    itself, so evaluation, search, reports and the service consume it like any other."""
 
-    def __init__(self, first: ScoreFn | None, data: "Dataset", stage: Stage) -> None:
-        self.first, self.data, self.stage = first, data, stage
-        self.texts = [p.description for p in data.descriptions]
-        self.smiles = [m.smiles for m in data.gallery]
+    def __init__(self, first: "ScoreSource", stage: Stage, label: str = "reranked") -> None:
+        self.first, self.stage, self.label = first, stage, label
+        self.molecules, self.descriptions = first.molecules, first.descriptions
+        self.data = getattr(first, "data", None)  # the task's data, where the first stage has it
+        self.texts = [p.description for p in first.descriptions]
+        self.smiles = [m.smiles for m in first.molecules]
         self._prepared = False
 
     def _prepare(self) -> None:
@@ -144,11 +146,8 @@ class RerankedScores:
             prepare_rerankers([m for m, w in zip(self.stage.members, self.stage.weights) if w], self.texts, self.smiles)
             self._prepared = True
 
-    def __call__(self, direction: str, query_rows: Sequence[int], candidate_rows: Sequence[int] | None) -> np.ndarray:
-        return self.apply(direction, query_rows, candidate_rows, self.first(direction, query_rows, candidate_rows))
-
-    def apply(self, direction: str, query_rows: Sequence[int], candidate_rows: Sequence[int] | None, first: np.ndarray) -> np.ndarray:
-        """``first`` (the first stage's ``[Q, C]`` scores of those rows) re-ranked."""
+    def scores(self, direction: str, query_rows: Sequence[int], candidate_rows: Sequence[int] | None = None) -> np.ndarray:
+        first = np.asarray(self.first.scores(direction, query_rows, candidate_rows), dtype=np.float32)
         if not self.stage.active:
             return first
         self._prepare()
@@ -159,15 +158,9 @@ class RerankedScores:
         parts = self.parts([self.texts[i] for i in text_rows.ravel()], [self.smiles[j] for j in mol_rows.ravel()], top.shape)
         return rerank_rows(first, top, parts, self.stage.weights)
 
-    def parts(self, texts: Sequence[str], smiles: Sequence[str], shape: tuple[int, int]) -> list[np.ndarray]:
-        """Each re-ranker's z-scored scores of the pairs (``shape`` rows of ``k``; zeros for weight 0)."""
-        return [_zscore(_pair_scores(m.reranker, texts, smiles).reshape(shape)) if w else np.zeros(shape, np.float32)
-                for m, w in zip(self.stage.members, self.stage.weights)]
-
-    def query(self, direction: str, query: str, first_row: np.ndarray) -> np.ndarray:
-        """One free query's re-ranked row over the whole gallery (``query``: a description for
-        text->molecule, a SMILES for molecule->text; ``first_row``: its first-stage scores)."""
-        first = np.asarray(first_row, dtype=np.float32)[None, :]
+    def query_scores(self, direction: str, query: str) -> np.ndarray:
+        """One free query (a description for text->molecule, a SMILES for molecule->text) re-ranked over the whole gallery."""
+        first = np.asarray(self.first.query_scores(direction, query), dtype=np.float32)[None, :]
         if not self.stage.active:
             return first[0]
         self._prepare()
@@ -177,6 +170,20 @@ class RerankedScores:
         else:
             texts, smiles = [self.texts[j] for j in top[0]], [query] * top.shape[1]
         return rerank_rows(first, top, self.parts(texts, smiles, top.shape), self.stage.weights)[0]
+
+    def parts(self, texts: Sequence[str], smiles: Sequence[str], shape: tuple[int, int]) -> list[np.ndarray]:
+        """Each re-ranker's z-scored scores of the pairs (``shape`` rows of ``k``; zeros for weight 0)."""
+        return [_zscore(_pair_scores(m.reranker, texts, smiles).reshape(shape)) if w else np.zeros(shape, np.float32)
+                for m, w in zip(self.stage.members, self.stage.weights)]
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": "reranked", "label": self.label, "k": self.stage.k, "first_stage": self.first.record(),
+                "rerankers": [{**m.record(), "weight": w} for m, w in zip(self.stage.members, self.stage.weights)]}
+
+    def molecule_embeddings(self):
+        """The first stage's gallery embeddings, where it has them (molecule neighbours in reports)."""
+        embeddings = getattr(self.first, "molecule_embeddings", None)
+        return embeddings() if embeddings is not None else None
 
 
 def prepare_rerankers(members: Sequence[RerankerMember], texts: Sequence[str], smiles: Sequence[str]) -> None:
@@ -193,11 +200,11 @@ def _pair_scores(reranker: Any, texts: Sequence[str], smiles: Sequence[str]) -> 
 
 
 # -- fitting -------------------------------------------------------------------------------------
-def _top_of(first: ScoreFn, query_rows: Sequence[int], k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _top_of(first: "ScoreSource", query_rows: Sequence[int], k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """``(top [Q, k], first-stage scores of those [Q, k])`` of text->molecule queries against every molecule."""
     tops, scores = [], []
     for s in range(0, len(query_rows), chunk):
-        rows = first("text_to_molecule", list(query_rows[s:s + chunk]), None)
+        rows = np.asarray(first.scores("text_to_molecule", list(query_rows[s:s + chunk]), None), dtype=np.float32)
         top = top_candidates(rows, k)
         tops.append(top)
         scores.append(np.take_along_axis(rows, top, axis=1))
@@ -220,7 +227,7 @@ def _training_groups(top: np.ndarray, true: Sequence[int], seed: int) -> tuple[n
     return groups, positives
 
 
-def fit_stage(first: ScoreFn, data: "Dataset", members: Sequence[RerankerMember], k: int = DEFAULT_K, *,
+def fit_stage(first: "ScoreSource", data: "Dataset", members: Sequence[RerankerMember], k: int = DEFAULT_K, *,
               grid: Sequence[float] = GRID, rounds: int = ROUNDS, seed: int = 0,
               log: Callable[[str], None] = print) -> tuple[Stage, dict]:
     """Fit each re-ranker on the training pairs (the first stage's top ``k`` as hard negatives), then the
@@ -257,7 +264,8 @@ def fit_stage(first: ScoreFn, data: "Dataset", members: Sequence[RerankerMember]
     select_rows = [text_index[p.cid] for p in data.select]
     true = np.array([mol_index[p.cid] for p in data.select])
     t2 = time.time()
-    full = np.concatenate([first("text_to_molecule", select_rows[s:s + 256], None) for s in range(0, len(select_rows), 256)])
+    full = np.concatenate([np.asarray(first.scores("text_to_molecule", select_rows[s:s + 256], None), dtype=np.float32)
+                           for s in range(0, len(select_rows), 256)])
     top = top_candidates(full, k)
     pair_texts = [texts[i] for i in np.repeat(select_rows, top.shape[1])]
     pair_smiles = [smiles[j] for j in top.ravel()]

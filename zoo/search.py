@@ -26,11 +26,10 @@ from zoo.cache import content_hash, data_fingerprint, load_sealed_npz, save_seal
 from zoo.data import check_same_data
 from zoo.errors import DataError, IntegrityError, RunError, UnverifiedFileWarning
 from zoo.evaluate import embed_texts
-from zoo.featurize import clean_smiles
 from zoo.gallery import prepare_gallery
 from zoo.library import LibraryIndex, embed_smiles, load_index
-from zoo.runs import TrainedRun, gallery_cache_path, indexes_dir, load_trained_run, run_checkpoint, training_data
-from zoo.tasks import load_run_data, run_data_checksums, task_title
+from zoo.runs import TrainedRun, best_checkpoint, gallery_cache_path, indexes_dir, load_trained_run, run_checkpoint, training_data
+from zoo.tasks import load_run_data, run_data_checksums
 
 if TYPE_CHECKING:
     import numpy as np
@@ -140,6 +139,27 @@ def cache_evaluated_gallery(run_dir: str | Path, checkpoint: Path, data: "Datase
     return gallery.cache(gallery_cache_path(run_dir), gallery_key(sha256_file(checkpoint), data.checksums))
 
 
+def seed_search_cache(run_dir: str | Path, data: "Dataset", embedded: dict[str, "np.ndarray"]) -> bool:
+    """The step after a run's training (:attr:`zoo.train.RunOptions.after_test`): its test evaluation's gallery
+    ``all`` embeddings (best weights) seed ``RUN/search/gallery.npz`` (:func:`cache_evaluated_gallery`)."""
+    return cache_evaluated_gallery(run_dir, best_checkpoint(run_dir), data, embedded)
+
+
+def embed_text_queries(trained: "TrainedRun", texts: Sequence[str]) -> "np.ndarray":
+    """``[N, d]`` embeddings of free text queries with a run's model."""
+    model, dev = trained.model, trained.device
+    items = model.text_encoder.prepare(list(texts), progress=False, device=dev)
+    return embed_texts(model, items, TEXT_BATCH, dev).numpy()
+
+
+def embed_smiles_query(trained: "TrainedRun", smiles: str) -> "np.ndarray":
+    """``[1, d]``: one free SMILES query embedded with a run's model (an unreadable one: :class:`RunError`)."""
+    embedded = embed_smiles(trained.model, [smiles], 1, trained.device)
+    if embedded.failures:
+        raise RunError(f"--smiles {smiles!r}: cannot read this molecule ({embedded.failures[0][1]})")
+    return embedded.embeddings
+
+
 def top_k(scores: "np.ndarray", k: int) -> "np.ndarray":
     """Indices of the ``k`` highest scores, best first."""
     import numpy as np
@@ -162,77 +182,44 @@ def resolve_index(run_dir: str | Path, index: str | Path) -> Path:
     raise RunError(f"--index {index}: no such folder, and no index of that name in {indexes_dir(run_dir)}{listing}")
 
 
-class Searcher:
-    """A run loaded for queries, against its gallery or a library index."""
+class LibrarySearcher:
+    """A run's library index (``zoo index``) loaded for queries: a query embedded with the run's model, its
+    nearest library molecules by FAISS (a search of the run's own gallery goes through its
+    :class:`~zoo.protocols.ScoreSource`, :func:`zoo.scoring.open_searcher`)."""
 
-    def __init__(self, run_dir: str | Path, *, index: str | Path | None = None, data_dir: str | None = None,
-                 device: str = "auto", nprobe: int | None = None, progress: bool = True,
-                 log: Callable[[str], None] = print) -> None:
+    def __init__(self, run_dir: str | Path, index: str | Path, *, device: str = "auto", nprobe: int | None = None) -> None:
         run_dir = Path(run_dir)
         key = sha256_file(run_checkpoint(run_dir))  # an unknown/unfinished run fails here, before loading a model
-        self.library: LibraryIndex | None = None
-        self.gallery: Gallery | None = None
-        folder = resolve_index(run_dir, index) if index is not None else None
+        folder = resolve_index(run_dir, index)
         self.trained = load_trained_run(run_dir, device)  # a corrupt checkpoint is named before an index is compared with it
-        if folder is not None:
-            self.library = load_index(folder, checkpoint_sha256=key)
-            self.library.set_search_params(nprobe=nprobe, efSearch=nprobe)
-        else:
-            self.gallery = run_gallery(self.trained, key, data_dir, progress=progress, log=log)
+        self.library: LibraryIndex = load_index(folder, checkpoint_sha256=key)
+        self.library.set_search_params(nprobe=nprobe, efSearch=nprobe)
 
     @property
     def searched(self) -> str:
         """What the queries run against, in words."""
-        if self.library is not None:
-            return f"library index {self.library.folder} ({len(self.library):,} molecules)"
-        g = self.gallery
-        return (f"{task_title(self.trained.spec.eval.task)} gallery of {self.trained.run_dir} ({len(g.molecule_cids):,} molecules, "  # type: ignore[union-attr]
-                f"{len(g.text_cids):,} descriptions)")  # type: ignore[union-attr]
-
-    def embed_texts(self, texts: Sequence[str]) -> "np.ndarray":
-        model, dev = self.trained.model, self.trained.device
-        items = model.text_encoder.prepare(list(texts), progress=False, device=dev)
-        return embed_texts(model, items, TEXT_BATCH, dev).numpy()
-
-    def embed_molecule(self, smiles: str) -> "np.ndarray":
-        embedded = embed_smiles(self.trained.model, [smiles], 1, self.trained.device)
-        if embedded.failures:
-            raise RunError(f"--smiles {smiles!r}: cannot read this molecule ({embedded.failures[0][1]})")
-        return embedded.embeddings
+        return f"library index {self.library.folder} ({len(self.library):,} molecules)"
 
     def text(self, query: str, k: int) -> dict:
-        """The ``k`` molecules closest to a description."""
+        """The ``k`` library molecules closest to a description."""
         check_query(query, "query")
         started, cpu = time.perf_counter(), time.process_time()
-        vector = self.embed_texts([query])
+        vector = embed_text_queries(self.trained, [query])
         encoded = time.perf_counter()
-        if self.library is not None:
-            hits = self._library_hits(vector, k)
-        else:
-            g = self.gallery
-            scores = g.molecule_embeddings @ vector[0]
-            hits = [{"cid": str(g.molecule_cids[i]), "smiles": clean_smiles(str(g.molecule_smiles[i])), "score": float(scores[i])}
-                    for i in top_k(scores, k)]
-        return _result("text", "molecules", self.searched, query, hits, started, encoded, cpu)
+        return _result("text", "molecules", self.searched, query, self._library_hits(vector, k), started, encoded, cpu)
 
     def smiles(self, smiles: str, k: int) -> dict:
-        """The ``k`` descriptions closest to a molecule (library molecules with a library index)."""
+        """The ``k`` library molecules closest to a molecule (molecule similarity in the shared embedding space)."""
         check_query(smiles, "--smiles")
         started, cpu = time.perf_counter(), time.process_time()
-        vector = self.embed_molecule(smiles)
+        vector = embed_smiles_query(self.trained, smiles)
         encoded = time.perf_counter()
-        if self.library is not None:
-            return _result("smiles", "molecules", self.searched, smiles, self._library_hits(vector, k), started, encoded, cpu)
-        g = self.gallery
-        scores = g.text_embeddings @ vector[0]
-        hits = [{"cid": str(g.text_cids[i]), "description": str(g.descriptions[i]), "score": float(scores[i])}
-                for i in top_k(scores, k)]
-        return _result("smiles", "descriptions", self.searched, smiles, hits, started, encoded, cpu)
+        return _result("smiles", "molecules", self.searched, smiles, self._library_hits(vector, k), started, encoded, cpu)
 
     def _library_hits(self, vector: "np.ndarray", k: int) -> list[dict]:
-        scores, rows = self.library.search(vector, k)  # type: ignore[union-attr]
+        scores, rows = self.library.search(vector, k)
         found = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
-        molecules = self.library.molecules([r for _, r in found])  # type: ignore[union-attr]
+        molecules = self.library.molecules([r for _, r in found])
         return [{"cid": m["id"], "smiles": m["smiles"], "score": s, "source_row": m["row"]} for (s, _), m in zip(found, molecules)]
 
 

@@ -1,7 +1,7 @@
 """``zoo serve``'s models: finished runs loaded once for many concurrent queries.
 
 A :class:`Service` holds the served models (a run against its ChEBI-20 gallery or a library index
-through :class:`zoo.search.Searcher`; a fused run or ensemble through :class:`zoo.fusion.FusedSearcher`),
+through :func:`zoo.scoring.open_searcher`: the folder's :class:`~zoo.protocols.ScoreSource`, or a run's library index),
 each loaded, integrity-checked and warmed up once at start (its gallery embedded or read from the
 search cache, a fused run's members prepared on the gallery). A query only reads them: no per-request
 state is kept on a shared object, models run under ``torch.inference_mode``, and nothing is written
@@ -25,10 +25,10 @@ from zoo import __version__
 from zoo.chemnames import candidate_spans
 from zoo.errors import OpsinError, RunError, ServeError, SmilesError
 from zoo.featurize import clean_smiles, parse_smiles
-from zoo.fusion import fused_query_parts, open_searcher
 from zoo.opsin import long_lived, parse_names, take_timed_out
 from zoo.report_figures import molecule_svg
 from zoo.runs import load_run
+from zoo.scoring import open_searcher
 from zoo.search import _result, top_k
 
 #: longest description or SMILES a query may hold (characters); longer ones are refused with 413
@@ -133,8 +133,14 @@ class ServedModel:
     compute: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
-    def fused(self) -> bool:
-        return hasattr(self.searcher, "fused")
+    def source(self) -> Any:
+        """The served :class:`~zoo.protocols.ScoreSource` (``None`` for a library index)."""
+        return getattr(self.searcher, "source", None)
+
+    @property
+    def members(self) -> list[dict[str, Any]] | None:
+        """A fusion's members (label, weight), ``None`` for one run's own similarity."""
+        return None if self.source is None else self.source.record().get("members")
 
     def info(self) -> dict[str, Any]:
         r = self.results
@@ -144,10 +150,10 @@ class ServedModel:
                              for direction, m in by_direction.items() if isinstance(m, dict)}
                    for gallery, by_direction in scores.items() if isinstance(by_direction, dict)}
         info = {"name": self.name, "run": self.run_dir.name, "composition": spec.get("name"), "spec_hash": r.get("spec_hash"),
-                "kind": "ensemble" if self.fused else "run", "searched": self.searcher.searched,
+                "kind": "ensemble" if self.members else "run", "searched": self.searcher.searched,
                 "index": self.index, "uses_names": self.uses_names, "test_metrics": metrics}
-        if self.fused:
-            info["members"] = [{"label": label, "weight": w} for label, w in zip(self.searcher.fused.labels, self.searcher.fused.weights)]
+        if self.members:
+            info["members"] = [{"label": m["label"], "weight": m["weight"]} for m in self.members]
         return info
 
     def describe(self, cid: str) -> str | None:
@@ -166,13 +172,8 @@ def load_model(run_dir: str | Path, name: str, *, index: str | None = None, data
     results = load_run(run_dir)  # a missing, unfinished or damaged run: one line
     searcher = open_searcher(run_dir, index=index, data_dir=data_dir, device=device, progress=False, log=log)
     model = ServedModel(name, run_dir, searcher, results, index, _uses_names(results.get("spec", {})))
-    if model.fused:
-        data = searcher.fused.gallery.data
-        model._descriptions = {p.cid: p.description for p in data.descriptions}
-    elif searcher.gallery is not None:
-        g = searcher.gallery
-        g.molecule_smiles = g.molecule_smiles.astype(object)  # fixed-width text held 200 MiB for ChEBI-20's SMILES
-        model._descriptions = dict(zip(map(str, g.text_cids), map(str, g.descriptions)))
+    if model.source is not None:
+        model._descriptions = {p.cid: p.description for p in model.source.descriptions}
     return model
 
 
@@ -263,30 +264,31 @@ class Service:
         return result
 
     def _text(self, served: ServedModel, query: str, k: int) -> dict:
-        if not served.fused:
+        if not hasattr(served.source, "query_parts"):
             return served.searcher.text(query, k)
-        return self._fused(served, "text_to_molecule", query, k, lambda scorer: scorer.prepare_texts([query]))
+        return self._parts(served, "text_to_molecule", query, k)
 
     def _smiles(self, served: ServedModel, smiles: str, k: int) -> dict:
-        if not served.fused:
+        if not hasattr(served.source, "query_parts"):
             return served.searcher.smiles(smiles, k)
-        return self._fused(served, "molecule_to_text", smiles, k, lambda scorer: scorer.prepare_molecules([smiles]))
+        return self._parts(served, "molecule_to_text", smiles, k)
 
     @staticmethod
-    def _fused(served: ServedModel, direction: str, query: str, k: int, prepare: Callable[[Any], Any]) -> dict:
-        """A fused run's top ``k`` with each member's (weighted, z-scored) contribution per hit."""
+    def _parts(served: ServedModel, direction: str, query: str, k: int) -> dict:
+        """The top ``k`` of a source made of parts (a fusion) with each part's (weighted, z-scored) contribution per hit."""
         started, cpu = time.perf_counter(), time.process_time()
-        parts = fused_query_parts(served.searcher.fused, direction, prepare)
+        source = served.source
+        parts = source.query_parts(direction, query)
         scores = sum(parts.values())
-        encoded, data = time.perf_counter(), served.searcher.fused.gallery.data
+        encoded = time.perf_counter()
         hits = []
         for i in top_k(scores, k):
             contributions = {label: float(row[i]) for label, row in parts.items()}
             if direction == "text_to_molecule":
-                m = data.gallery[i]
+                m = source.molecules[i]
                 hits.append({"cid": m.cid, "smiles": clean_smiles(m.smiles), "score": float(scores[i]), "contributions": contributions})
             else:
-                p = data.descriptions[i]
+                p = source.descriptions[i]
                 hits.append({"cid": p.cid, "description": p.description, "score": float(scores[i]), "contributions": contributions})
         kind, target = ("text", "molecules") if direction == "text_to_molecule" else ("smiles", "descriptions")
         return _result(kind, target, served.searcher.searched, query, hits, started, encoded, cpu)
@@ -300,18 +302,12 @@ class Service:
         served, k = self.model(model), check_k(k)
         check_text(cid, "cid")
         embeddings = cids = smiles_of = None
-        if served.fused:
-            data = served.searcher.fused.gallery.data
-            cids = [m.cid for m in data.gallery]
-            smiles_of = [m.smiles for m in data.gallery]
-            g = served.searcher.fused.gallery
-            weights = served.searcher.fused.weights  # a weighted learned member: its gallery was prepared at start
-            learned = next((i for i, (m, w) in enumerate(zip(g.members, weights)) if w and hasattr(m.scorer, "prepare_gallery")), None)
-            if learned is not None:
-                embeddings = np.asarray(g.molecules(learned))
-        elif served.searcher.gallery is not None:
-            g = served.searcher.gallery
-            cids, smiles_of, embeddings = list(map(str, g.molecule_cids)), list(map(str, g.molecule_smiles)), g.molecule_embeddings
+        source = served.source
+        if source is not None:
+            cids, smiles_of = [m.cid for m in source.molecules], [m.smiles for m in source.molecules]
+            # a learned similarity's molecule embeddings (a fusion's weighted learned member: prepared at start)
+            embeddings = source.molecule_embeddings() if hasattr(source, "molecule_embeddings") else None
+            embeddings = None if embeddings is None else np.asarray(embeddings)
         if cids is None:
             raise ServeError(404, f"model {served.name!r} searches a library index: molecule views need a run's gallery")
         try:

@@ -479,7 +479,7 @@ class CompositionSpec:
                 raise SpecError(f"--set {_short(assignment)}: expected KEY=VALUE, e.g. loss.margin=0.3 or text_encoder=minilm")
             value = _parse_value(raw.strip(), f"--set {_short(assignment)}")
             head, _, tail = key.partition(".")
-            top = {"name", "description", "embed_dim", "train", "eval", "scorers", "task", *SLOTS}
+            top = {"name", "description", "embed_dim", "train", "eval", "scorers", "rerankers", "rerank_k", "task", *SLOTS}
             if head not in top:
                 raise SpecError(f"--set {_short(assignment)}: unknown key {head!r}.{did_you_mean(head, sorted(top))} Keys: {', '.join(sorted(top))}")
             if head in SLOTS and not tail:
@@ -518,6 +518,17 @@ class CompositionSpec:
                 for name in value:
                     get_component("scorer", name)
                 data["scorers"] = [{"name": name} for name in value]
+            elif head == "rerankers":
+                if tail or not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise SpecError(f"--set {_short(assignment)}: rerankers takes a list of re-ranker names, e.g. "
+                                    "rerankers=[\"class_check\"] (options: a [[rerankers]] table in a spec file)")
+                for name in value:
+                    get_component("reranker", name)
+                data["rerankers"] = [{"name": name} for name in value]
+            elif head == "rerank_k":
+                if tail:
+                    raise SpecError(f"--set {_short(assignment)}: rerank_k takes a number, e.g. rerank_k=50")
+                data["rerank_k"] = value
             elif head in {"train", "eval"}:
                 if not tail:
                     raise SpecError(f"--set {_short(assignment)}: name a key, e.g. {head}.epochs=5")

@@ -38,7 +38,6 @@ from zoo.model import build_model
 from zoo.optim import build_optimizer
 from zoo.precision import describe_precision, precision_name
 from zoo.rerank import reranker_member
-from zoo.search import cache_evaluated_gallery
 from zoo.spec import CompositionSpec
 from zoo.tasks import get_task, holdout_seed, load_spec_data, parse_galleries, protocol_note, task_block
 
@@ -52,6 +51,10 @@ class RunOptions:
     progress: bool = True
     download: bool = False
     log: Callable[[str], None] = print
+    #: a step after the test evaluation, owned by the command that runs training (``zoo run`` seeds the run's search
+    #: cache, :func:`zoo.search.seed_search_cache`): called with the run folder, the data and gallery ``all``'s
+    #: embeddings of the best weights (:func:`zoo.evaluate.evaluate_pairs`' entry), on the main process
+    after_test: Callable[[Path, Any, dict[str, Any]], Any] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -299,15 +302,14 @@ def _evaluate(model, prepared, scorers: list, data, spec: CompositionSpec, opts:
     """The test scores per gallery of ``model`` (its best weights loaded), and the galleries; with ``scorers``
     (or ``rerankers``), the learned similarity fused with them, weights fitted on the held-out pairs
     (:mod:`zoo.fusion`; then the re-rankers' second stage, :mod:`zoo.rerank`), and the results' extra fields
-    (``fusion``, ``rerank``, ``learned_scores``). Gallery ``all``'s embeddings seed ``run_dir``'s search
-    cache (:func:`zoo.search.cache_evaluated_gallery`)."""
+    (``fusion``, ``rerank``, ``learned_scores``). Gallery ``all``'s embeddings go to ``opts.after_test``."""
     t0 = time.time()
     scores, galleries, embedded = evaluate_pairs(model, data.test, data, prepared.graphs, prepared.mol_index, prepared.text_items,
                                           prepared.text_index, spec.eval.galleries, spec.train.eval_batch_size,
                                           spec.eval.chunk_size, device, progress=opts.progress, log=log)
     timings["eval_s"] = time.time() - t0
-    if run_dir is not None and "all" in embedded:
-        cache_evaluated_gallery(run_dir, runs.best_checkpoint(run_dir), data, embedded["all"])
+    if run_dir is not None and "all" in embedded and opts.after_test is not None:
+        opts.after_test(run_dir, data, embedded["all"])
     if not scorers and not rerankers:
         return scores, galleries, {}
     t0 = time.time()

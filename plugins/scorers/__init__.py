@@ -1,5 +1,6 @@
 """Built-in scorers (``zoo.plugins.scorers``): scores beside the learned cosine similarity, fused by
-:mod:`zoo.fusion` (``[[scorers]]`` in a composition, ``zoo ensemble --scorer NAME``)."""
+:mod:`zoo.fusion` (``[[scorers]]`` in a composition, ``zoo ensemble --scorer NAME``). The ``run`` scorer (a
+finished run's similarity) needs core internals: core registers it (:mod:`zoo.core_components`)."""
 
 from zoo.registry import hookimpl
 
@@ -15,9 +16,4 @@ def register_scorers(register):
         "relation_match",
         "zoo.plugins.scorers.relation_match:RelationMatchScorer",
         description="'conjugate base/acid, enantiomer, tautomer of NAME' (OPSIN) -> 1 where the candidate is that molecule",
-    )
-    register(
-        "run",
-        "zoo.fusion:RunScorer",  # core code (loads a finished run); imported only when used
-        description="another finished run's learned cosine similarity (option run = RUN folder)",
     )
