@@ -659,7 +659,8 @@ def map_in_processes(function: Callable[[Any], Any], items: Sequence[Any], worke
                     progress(len(out))
         except BrokenProcessPool as exc:  # a worker died (killed, out of memory) or a result could not be read
             codes = sorted({p.exitcode for p in processes.values()} - {None, 0})
-            cause = f"; {str(exc.__cause__).strip().splitlines()[-1]}" if exc.__cause__ else ""
+            lines = [line for line in str(exc.__cause__ or "").splitlines() if line.strip() not in ("", "'''")]
+            cause = f"; {lines[-1].strip()}" if lines else ""  # e.g. OSError: [Errno 24] Too many open files
             warnings.warn(f"preprocessing worker processes failed ({exc}{cause}; exit codes {codes or 'none'}); "
                           f"finishing the remaining {len(chunks) - done} of {len(chunks)} chunks in this process")
             for chunk in chunks[done:]:
