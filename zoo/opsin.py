@@ -186,7 +186,7 @@ class ParseCache:
 
 #: fewer names than this per JVM: not worth another JVM's start-up. Measured on a shared 2-core machine
 #: (docs/cluster.md): 5,759 names took 2.2 s in one JVM and 3.5 s in two, so a second JVM costs ~2.5 s, the
-#: work of ~6,500 names; it pays from ~13,000 names (the default, every core, then splits only large batches)
+#: work of ~6,500 names; it pays from ~13,000 names
 MIN_NAMES_PER_JVM = 10000
 
 
