@@ -112,7 +112,11 @@ def register_molecule_encoders(register: Register) -> None:
     - ``forward(batch) -> Encoded``: ``batch`` is a ``torch_geometric.data.Batch`` of ``featurize``
       outputs, every attribute the featurizer set available as ``batch.<attr>`` (``*_index``
       attributes offset per graph; ``batch.batch``, ``batch.ptr``, ``batch.num_graphs`` as in PyG);
-      ``embedding [B, embed_dim]``, plus ``states``/``mask`` per atom when ``return_states`` is set.
+      ``embedding [B, embed_dim]``, plus ``states``/``mask`` per atom when ``return_states`` is set;
+    - optional ``featurize_arrays``: a picklable function ``smiles -> {attr: numpy array}`` giving
+      ``featurize``'s attributes without importing torch or PyG (the built-in graphs:
+      :func:`zoo.api.graph_arrays`): the gallery's featurization worker processes then start in
+      well under a second instead of importing torch each.
 
     Factory arguments: ``embed_dim`` and the options of its signature. Cache key: ``featurizer``
     (with the SMILES) keys the featurized molecules on disk under :func:`zoo.api.cache_root`.

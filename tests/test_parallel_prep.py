@@ -5,6 +5,7 @@ corrupt an entry (speed: tests/benchmarks/test_prep_workers.py)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 
 import numpy as np
@@ -21,8 +22,11 @@ SMILES = [f"{ring}C{'C' * n}{group}" for ring in RINGS for group in GROUPS for n
 
 @pytest.fixture
 def small_pools(monkeypatch):
-    """Let the tests' short lists use a process pool (it is skipped below PARALLEL_MIN_ITEMS items)."""
+    """Let the tests' short, cheap lists use a process pool (it is skipped below PARALLEL_MIN_ITEMS items, and
+    when the timed first PROBE_ITEMS items show that the rest takes under PARALLEL_MIN_SECONDS here)."""
     monkeypatch.setattr(zoo.cache, "PARALLEL_MIN_ITEMS", 1)
+    monkeypatch.setattr(zoo.cache, "PARALLEL_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(zoo.cache, "PROBE_ITEMS", 2)
 
 
 def _square(x: int) -> int:
@@ -35,11 +39,68 @@ def _fail_on_7(x: int) -> int:
     return x
 
 
+def _pid(x: int) -> int:
+    import os
+
+    return os.getpid()
+
+
 def test_map_in_processes_keeps_order_and_names_the_failing_item(small_pools):
     items = list(range(300))
     assert map_in_processes(_square, items, workers=2) == [x * x for x in items]
-    with pytest.raises(RuntimeError, match=r"item 7 \(7\): seven"):
+    with pytest.raises(RuntimeError, match=r"item 7 \(7\): seven"):  # in a worker
         map_in_processes(_fail_on_7, list(range(20)), workers=2)
+    zoo.cache.PROBE_ITEMS = 10
+    with pytest.raises(RuntimeError, match=r"item 7 \(7\): seven"):  # in the timed probe, here
+        map_in_processes(_fail_on_7, list(range(20)), workers=2)
+
+
+def test_a_cheap_map_stays_in_this_process(monkeypatch):
+    """The timed probe: 2,000 trivial items would take far less than PARALLEL_MIN_SECONDS here, so no pool starts;
+    made to look expensive (the threshold at 0), the same items go to worker processes."""
+    import os
+
+    items = list(range(2000))
+    assert set(map_in_processes(_pid, items, workers=2)) == {os.getpid()}
+    monkeypatch.setattr(zoo.cache, "PARALLEL_MIN_SECONDS", 0.0)
+    pids = map_in_processes(_pid, items, workers=2)
+    assert pids[:zoo.cache.PROBE_ITEMS] == [os.getpid()] * zoo.cache.PROBE_ITEMS and os.getpid() not in pids[zoo.cache.PROBE_ITEMS:]
+
+
+def _graph_arrays_without_torch(smiles: str):
+    import sys
+
+    from zoo.featurize import graph_arrays
+
+    return graph_arrays(smiles), "torch" in sys.modules
+
+
+def test_array_featurizers_pack_like_featurize_and_keep_workers_torch_free(tmp_path, small_pools):
+    """A molecule encoder's featurize_arrays gives the tensors of its featurize (the built-in graph and fingerprint
+    featurizers), featurize_molecules over 2 workers with it writes the cache file of featurize in one process, and
+    the workers computing it never import torch."""
+    from zoo.cache import PackedGraphs
+    from zoo.featurize import FEATURIZER_NAME, FEATURIZER_VERSION, featurize, graph_arrays
+    from zoo.plugins.molecule.fingerprint_mlp import FingerprintMLP
+
+    fingerprints = FingerprintMLP(embed_dim=8, hidden_dim=8, extra=["maccs", "feature_morgan"])
+    for as_data, as_arrays in ((featurize, graph_arrays), (fingerprints.featurize, fingerprints.featurize_arrays)):
+        one, two = PackedGraphs.pack([as_data(s) for s in SMILES]), PackedGraphs.pack([as_arrays(s) for s in SMILES])
+        assert one.keys == two.keys and one.scalar == two.scalar
+        for key in one.keys:
+            assert one.data[key].dtype == two.data[key].dtype and torch_equal(one.data[key], two.data[key])
+            assert torch_equal(one.ptr[key], two.ptr[key])
+    for name, as_data, as_arrays, key in (("graphs", featurize, graph_arrays, f"{FEATURIZER_NAME}/{FEATURIZER_VERSION}"),
+                                          ("fp", fingerprints.featurize, fingerprints.featurize_arrays, fingerprints.featurizer)):
+        featurize_molecules(SMILES, as_data, key, root=tmp_path / f"{name}-data", progress=False, workers=1)
+        featurize_molecules(SMILES, as_data, key, root=tmp_path / f"{name}-arrays", progress=False, workers=2, arrays=as_arrays)
+        assert _same_safetensors(*(graphs_cache_path(SMILES, key, tmp_path / f"{name}-{how}") for how in ("data", "arrays")))
+    found = map_in_processes(_graph_arrays_without_torch, SMILES, workers=2)
+    assert not any(torch_loaded for _, torch_loaded in found[zoo.cache.PROBE_ITEMS:])
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and a.numpy().tobytes() == b.numpy().tobytes()
 
 
 def test_featurization_over_processes_is_byte_identical(tmp_path, small_pools):
@@ -54,6 +115,29 @@ def test_featurization_over_processes_is_byte_identical(tmp_path, small_pools):
     with pytest.raises(FeaturizeError, match=r"molecule 5 \(SMILES 'not a smiles'\)"):
         bad = SMILES[:5] + ["not a smiles"] + SMILES[5:]
         featurize_molecules(bad, featurize, key, root=tmp_path / "bad", progress=False, workers=2)
+
+
+def test_worker_results_hold_no_file_descriptors(tmp_path, small_pools):
+    """A tensor sent back by a worker holds one open file descriptor in this process while it lives (torch's
+    file_descriptor sharing): a gallery's Data objects (2-3 tensors per molecule) ran past the open-files limit, and
+    the pool broke as if a worker had died. Workers send numpy arrays: under a limit of 200 more files, 180 molecules
+    (540 tensors) featurize over 2 workers without a broken pool."""
+    import resource
+    import warnings
+
+    from zoo.featurize import FEATURIZER_NAME, FEATURIZER_VERSION, featurize
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 200, hard))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            packed = featurize_molecules(SMILES, featurize, f"{FEATURIZER_NAME}/{FEATURIZER_VERSION}", root=tmp_path,
+                                         progress=False, workers=2)  # no arrays: each worker's Data comes back as numpy
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(packed) == len(SMILES)
+    assert not [w for w in caught if "worker" in str(w.message)], [str(w.message) for w in caught]
 
 
 def _same_safetensors(a, b) -> bool:
@@ -166,7 +250,7 @@ def test_default_workers_follows_the_environment(monkeypatch):
     monkeypatch.setenv("ZOO_WORKERS", "3")
     assert default_workers() == 3
     monkeypatch.delenv("ZOO_WORKERS")
-    assert default_workers() == 1  # one process unless asked: more were slower on the 2-core machines measured
+    assert default_workers() == 1  # one process unless asked (docs/cluster.md: the measurements)
     monkeypatch.setenv("ZOO_WORKERS", "two")
     with pytest.raises(Exception, match="ZOO_WORKERS='two': expected a whole number"):
         default_workers()

@@ -37,6 +37,11 @@ The featurized-batch contract (molecule encoders)
       of the featurized molecules (``cache_root()/graphs/``) and is stored with checkpoints:
       change it whenever ``featurize``'s output changes, or stale cached features are reused and
       old checkpoints load against new features. Encoders sharing one featurization share one key.
+    * ``featurize_arrays`` (optional attribute): a picklable function ``smiles -> {attr: numpy array}``
+      giving ``featurize``'s attributes (same names, dtypes and shapes; a 0-dim array for a 0-dim
+      tensor) from a module that imports neither torch nor PyG (e.g. :func:`graph_arrays`). The
+      gallery is then featurized with it, in worker processes that start without torch (seconds
+      each); without it, the workers import what ``featurize`` needs.
 
 Tasks (``register_tasks``) return a :class:`TaskBase`-like object whose ``load(data_dir, *, download,
 **options)`` returns a :class:`Dataset` (e.g. :class:`TaskData` of :class:`Pair` and :class:`Molecule`);
@@ -107,6 +112,7 @@ if TYPE_CHECKING:
         FEATURIZER_VERSION,
         clean_smiles,
         featurize,
+        graph_arrays,
         parse_smiles,
     )
     from zoo.layers import Dropout, mlp_blocks, with_single_state
@@ -114,7 +120,7 @@ if TYPE_CHECKING:
 
 #: Loaded on first access (numpy + RDKit, torch): ``from zoo.api import parse_smiles`` works as usual.
 _FEATURIZE = ("ATOM_FEATURE_DIM", "BOND_FEATURE_DIM", "ATOM_STEREO_COLUMNS", "BOND_STEREO_COLUMNS",
-              "FEATURIZER_NAME", "FEATURIZER_VERSION", "clean_smiles", "featurize", "parse_smiles")
+              "FEATURIZER_NAME", "FEATURIZER_VERSION", "clean_smiles", "featurize", "graph_arrays", "parse_smiles")
 _LAYERS = ("Dropout", "mlp_blocks", "with_single_state")
 #: chemical names in descriptions, parsed by OPSIN (see zoo.chemnames)
 _CHEMNAMES = ("candidate_bits", "description_structures", "morgan_count_matrix", "structure_match_scores")

@@ -400,9 +400,14 @@ class PackedGraphs:
         self._n = lengths.pop() if lengths else 0
 
     @classmethod
-    def pack(cls, graphs: Sequence["Data"]) -> "PackedGraphs":
-        """Pack graphs that all have the same tensor attributes."""
+    def pack(cls, graphs: Sequence["Data | Mapping[str, Any]"]) -> "PackedGraphs":
+        """Pack graphs that all have the same tensor attributes: ``Data`` or mappings of attribute to tensor or
+        numpy array (:func:`featurize_molecules`'s ``arrays``); the same graphs give the same tensors either way."""
+        import numpy as np
         import torch
+
+        graphs = [{k: torch.from_numpy(v if v.flags.c_contiguous else v.copy()) if isinstance(v, np.ndarray) else v for k, v in g.items()}
+                  if isinstance(g, Mapping) else g for g in graphs]
 
         if not graphs:
             return cls({}, {})
@@ -538,10 +543,11 @@ def graphs_cache_path(smiles: Sequence[str], featurizer_key: str, root: Path | N
 
 def default_workers() -> int:
     """Processes for one run's CPU-bound preprocessing (RDKit featurization, OPSIN-name and relation keys):
-    ``$ZOO_WORKERS`` (``zoo run --workers``; the ``local`` launcher sets it to each run's share), else 1.
-    One by default: on the 2-core machines measured, two workers were slower for graph featurization,
-    structure bits and OPSIN parsing (each worker imports torch and RDKit first) and faster only for the
-    relation keys (docs/cluster.md); give ``--workers`` on machines with more cores."""
+    ``$ZOO_WORKERS`` (``zoo run --workers``; the launchers set it to each run's share of the cores), else 1.
+    One by default: on the shared 2-core machine measured (docs/cluster.md), two workers gained 1.28x for
+    graph featurization of 8,000 molecules and nothing or less elsewhere, at a load average of 13-15 where
+    no core was free; give ``--workers`` where cores are idle. :func:`map_in_processes` stays in one
+    process where a pool would not pay for itself."""
     given = os.environ.get(WORKERS_ENV, "").strip()
     if not given:
         return 1
@@ -553,6 +559,10 @@ def default_workers() -> int:
 
 #: below this many items a process pool costs more than it saves
 PARALLEL_MIN_ITEMS = 512
+#: the first :data:`PROBE_ITEMS` items run here, timed; when the rest would take less than this many
+#: seconds in one process it stays here (starting a worker that imports RDKit costs ~0.3-1 s on a busy machine)
+PARALLEL_MIN_SECONDS = 3.0
+PROBE_ITEMS = 64
 _POOL_FUNCTION: list[Callable[[Any], Any]] = []
 
 
@@ -575,6 +585,14 @@ def _pool_chunk(chunk: tuple[int, Sequence[Any]]) -> list[Any]:
     return out
 
 
+def _here(function: Callable[[Any], Any], chunk: tuple[int, Sequence[Any]]) -> list[Any]:
+    _POOL_FUNCTION[:] = [function]
+    try:
+        return _pool_chunk(chunk)
+    finally:
+        _POOL_FUNCTION.clear()
+
+
 def _pool_worker(function: Callable[[Any], Any]) -> None:
     """A pool worker: one thread (the pool is the parallelism), ``function`` for every chunk."""
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -585,63 +603,101 @@ def _pool_worker(function: Callable[[Any], Any]) -> None:
     _POOL_FUNCTION[:] = [function]
 
 
+def _failed(out: list[Any]) -> bool:
+    return bool(out) and isinstance(out[0], _ChunkError)
+
+
 def map_in_processes(function: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None,
                      on_error: Callable[[int, Any, str], Exception] | None = None,
                      progress: Callable[[int], None] | None = None) -> list[Any]:
     """``[function(x) for x in items]`` over ``workers`` processes (default :func:`default_workers`), in
-    order, so the result is the one of a single process. With one worker or fewer than
-    :data:`PARALLEL_MIN_ITEMS` items it runs here. The workers come from a fork server (a fresh process,
-    not a fork of this one: a fork of a process whose threads hold locks — torch's OpenMP pool, tqdm —
-    can hang), so ``function`` (a module-level function, a bound method of a picklable object) and the
-    items and results must pickle; ``function`` is sent once per worker. The first failing item raises
-    ``on_error(index, item, message)`` (default: a ``RuntimeError``); ``progress(n)`` is called with the
-    number of items finished after each chunk."""
+    order, so the result is the one of a single process. It runs here with one worker, fewer than
+    :data:`PARALLEL_MIN_ITEMS` items, or when the first :data:`PROBE_ITEMS` items, timed here, show that
+    the rest would take less than :data:`PARALLEL_MIN_SECONDS` in this process. The workers come from a
+    fork server (a fresh process, not a fork of this one: a fork of a process whose threads hold locks —
+    torch's OpenMP pool, tqdm — can hang), so ``function`` (a module-level function, a bound method of a
+    picklable object) and the items and results must pickle; ``function`` is sent once per worker, and
+    whatever unpickling it imports (torch: seconds) each worker imports: give a function from a module
+    with light imports, returning numpy arrays rather than tensors (a tensor travels through a shared-memory
+    file descriptor each). The first failing item raises ``on_error(index, item, message)`` (default: a
+    ``RuntimeError``); ``progress(n)`` is called with the number of items finished after each chunk."""
     import multiprocessing
+    import time
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     workers = default_workers() if workers is None else max(1, workers)
-    methods = multiprocessing.get_all_start_methods()
+    chunks_out: list[list[Any]] = []
     if workers == 1 or len(items) < PARALLEL_MIN_ITEMS:
-        _POOL_FUNCTION[:] = [function]
-        try:
-            chunks_out = [_pool_chunk((0, items))]
-        finally:
-            _POOL_FUNCTION.clear()
-    else:
-        size = max(64, -(-len(items) // (workers * 8)))  # ~8 chunks per worker: balanced, little overhead
-        chunks = [(start, items[start:start + size]) for start in range(0, len(items), size)]
+        chunks_out.append(_here(function, (0, items)))
+        rest: Sequence[Any] = ()
+    else:  # the probe: the first items here, timed (after the first, which pays for lazy imports and set-up)
+        chunks_out.append(_here(function, (0, items[:1])))
+        started = time.perf_counter()
+        if not _failed(chunks_out[0]):
+            chunks_out.append(_here(function, (1, items[1:PROBE_ITEMS])))
+        per_item = (time.perf_counter() - started) / max(1, min(PROBE_ITEMS, len(items)) - 1)
+        if progress:
+            progress(sum(map(len, chunks_out)))
+        rest = () if any(map(_failed, chunks_out)) else items[PROBE_ITEMS:]
+        if per_item * len(rest) < PARALLEL_MIN_SECONDS:
+            chunks_out.append(_here(function, (PROBE_ITEMS, rest)))
+            rest = ()
+    if rest:
+        offset = len(items) - len(rest)
+        size = max(64, -(-len(rest) // (workers * 8)))  # ~8 chunks per worker: balanced, little overhead
+        chunks = [(offset + start, rest[start:start + size]) for start in range(0, len(rest), size)]
+        methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        chunks_out = []
+        done = 0
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker, initargs=(function,))
         processes: dict = {}
         try:
             for out in pool.map(_pool_chunk, chunks):
                 processes.update(getattr(pool, "_processes", None) or {})  # to name a dead worker's exit code
                 chunks_out.append(out)
+                done += 1
                 if progress:
                     progress(len(out))
-        except BrokenProcessPool:  # a worker died (killed, out of memory): finish here, one process
+        except BrokenProcessPool as exc:  # a worker died (killed, out of memory) or a result could not be read
             codes = sorted({p.exitcode for p in processes.values()} - {None, 0})
-            warnings.warn(f"a preprocessing worker process died (exit codes {codes or 'unknown'}); "
-                          f"finishing the remaining {len(chunks) - len(chunks_out)} of {len(chunks)} chunks in this process")
-            _POOL_FUNCTION[:] = [function]
-            try:
-                for chunk in chunks[len(chunks_out):]:
-                    chunks_out.append(_pool_chunk(chunk))
-                    if progress:
-                        progress(len(chunks_out[-1]))
-            finally:
-                _POOL_FUNCTION.clear()
+            lines = [line for line in str(exc.__cause__ or "").splitlines() if line.strip() not in ("", "'''")]
+            cause = f"; {lines[-1].strip()}" if lines else ""  # e.g. OSError: [Errno 24] Too many open files
+            warnings.warn(f"preprocessing worker processes failed ({exc}{cause}; exit codes {codes or 'none'}); "
+                          f"finishing the remaining {len(chunks) - done} of {len(chunks)} chunks in this process")
+            for chunk in chunks[done:]:
+                chunks_out.append(_here(function, chunk))
+                if progress:
+                    progress(len(chunks_out[-1]))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     results: list[Any] = []
     for out in chunks_out:
-        if out and isinstance(out[0], _ChunkError):
+        if _failed(out):
             error = out[0]
             raise (on_error or (lambda i, item, m: RuntimeError(f"item {i} ({item!r}): {m}")))(error.index, error.item, error.message)
         results.extend(out)
     return results
+
+
+@dataclass(frozen=True)
+class _DataAsArrays:
+    """``featurize(smiles)``'s ``Data`` as ``{attribute: numpy array}`` (cheaper to pack, and to send back from
+    a worker process than tensors, which torch moves through one shared-memory file descriptor each)."""
+
+    featurize: Callable[[str], "Data"]
+
+    def __call__(self, smiles: str) -> dict[str, Any]:
+        graph = self.featurize(smiles)
+        return {key: _as_numpy(graph[key]) for key in graph.keys()}
+
+
+def _as_numpy(value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor) and value.dtype != torch.bfloat16:  # numpy has no bfloat16: sent as a tensor
+        return value.numpy()
+    return value
 
 
 def featurize_molecules(
@@ -652,6 +708,7 @@ def featurize_molecules(
     progress: bool = True,
     desc: str = "featurizing",
     workers: int | None = None,
+    arrays: Callable[[str], Mapping[str, "np.ndarray"]] | None = None,
 ) -> PackedGraphs:
     """Featurize ``smiles`` into a :class:`PackedGraphs`, cached on disk.
 
@@ -659,7 +716,10 @@ def featurize_molecules(
     SMILES list; a hit is loaded without calling ``featurize``. An unreadable cache file is
     recomputed (with a warning). A failing molecule raises :class:`FeaturizeError`. A miss is
     featurized over ``workers`` processes (default :func:`default_workers`), byte-identical
-    to one process. Processes asking at once wait for the one computing it (a lock on the file).
+    to one process. ``arrays`` (a molecule encoder's optional ``featurize_arrays``) computes the same
+    attributes as numpy arrays without torch: it is used instead of ``featurize`` when given (workers
+    that import neither torch nor PyG; without it, each worker's ``Data`` comes back as numpy arrays).
+    Processes asking at once wait for the one computing it (a lock on the file).
     """
     from tqdm.auto import tqdm
 
@@ -675,7 +735,7 @@ def featurize_molecules(
                 warnings.warn(f"graph cache {path} is unreadable ({e}); recomputing")
         with tqdm(total=len(smiles), desc=desc, disable=not progress, unit="mol") as bar:
             graphs = map_in_processes(
-                featurize, smiles, workers, progress=bar.update,
+                arrays or _DataAsArrays(featurize), smiles, workers, progress=bar.update,
                 on_error=lambda i, s, m: FeaturizeError(f"cannot featurize molecule {i} (SMILES {s!r}): {m}"))
             bar.update(len(smiles) - bar.n)
         packed = PackedGraphs.pack(graphs)

@@ -132,6 +132,13 @@ def featurize_arrays(smiles: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, edge_index, edge_attr
 
 
+def graph_arrays(smiles: str) -> dict[str, np.ndarray]:
+    """:func:`featurize`'s attributes as numpy arrays (``x``, ``edge_index``, ``edge_attr``), without torch:
+    what featurization worker processes compute (``featurize_arrays`` of the graph encoders)."""
+    x, edge_index, edge_attr = featurize_arrays(smiles)
+    return {"x": x, "edge_index": edge_index, "edge_attr": edge_attr}
+
+
 def featurize(smiles: str):
     """One molecule as a ``torch_geometric.data.Data`` graph."""
     import torch

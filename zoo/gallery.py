@@ -59,7 +59,7 @@ def prepare_gallery(model, data: "Dataset", device: "torch.device | str", progre
     t0 = time.time()
     encoder = model.molecule_encoder
     graphs = featurize_molecules([m.smiles for m in data.gallery], encoder.featurize, encoder.featurizer,
-                                 progress=progress, desc=desc)
+                                 progress=progress, desc=desc, arrays=getattr(encoder, "featurize_arrays", None))
     mol_index = {m.cid: i for i, m in enumerate(data.gallery)}
     t1 = time.time()
     text_items = model.text_encoder.prepare([p.description for p in data.descriptions], progress=progress, device=device)

@@ -184,8 +184,10 @@ class ParseCache:
                 atomic_write_text(self._path(shard), sealed_json(stored, sort_keys=True, ensure_ascii=False))
 
 
-#: fewer names than this per JVM: not worth another JVM's start-up (~1 s)
-MIN_NAMES_PER_JVM = 2000
+#: fewer names than this per JVM: not worth another JVM's start-up. Measured on a shared 2-core machine
+#: (docs/cluster.md): 5,759 names took 2.2 s in one JVM and 3.5 s in two, so a second JVM costs ~2.5 s, the
+#: work of ~6,500 names; it pays from ~13,000 names
+MIN_NAMES_PER_JVM = 10000
 
 
 def run_opsin_parallel(names: Sequence[str], workers: int | None = None, min_per_jvm: int | None = None) -> list[str]:

@@ -35,69 +35,26 @@ run does not pretrain again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from functools import cache
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from zoo.api import Encoded, check_dropout, check_ints, mlp_blocks, parse_smiles, with_single_state
+from zoo.api import Encoded, check_dropout, check_ints, mlp_blocks, with_single_state
+from zoo.plugins.molecule.fingerprints import (  # noqa: F401 - morgan_counts, fingerprint_vector: this module's API too
+    EXTRA_FINGERPRINTS,
+    fingerprint_arrays,
+    fingerprint_vector,
+    fingerprint_width,
+    morgan_counts,
+)
 
 FEATURIZER_VERSION = "2"  # bump when the fingerprint changes: it keys the on-disk cache (2: chirality)
 PRETRAIN_BATCH = 256  #: molecules per pretraining step
 PRETRAIN_LR = 1e-3  #: AdamW learning rate of the pretraining (weight decay 0.01)
 PRETRAIN_TEMPERATURE = 0.1  #: InfoNCE temperature between the two views
-
-
-@cache
-def _generator(radius: int, n_bits: int):
-    from rdkit.Chem import rdFingerprintGenerator
-
-    return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits, includeChirality=True)
-
-
-@cache
-def _extra_generator(kind: str, radius: int, n_bits: int):
-    from rdkit.Chem import rdFingerprintGenerator as gen
-
-    if kind == "atompair":
-        return gen.GetAtomPairGenerator(fpSize=n_bits, includeChirality=True)
-    if kind == "torsion":
-        return gen.GetTopologicalTorsionGenerator(fpSize=n_bits, includeChirality=True)
-    if kind == "feature_morgan":
-        return gen.GetMorganGenerator(radius=radius, fpSize=n_bits, includeChirality=True,
-                                      atomInvariantsGenerator=gen.GetMorganFeatureAtomInvGen())
-    raise ValueError(kind)
-
-
-#: Fingerprints that ``extra`` may append to the Morgan counts.
-EXTRA_FINGERPRINTS = ("maccs", "atompair", "torsion", "feature_morgan")
-
-
-def morgan_counts(smiles: str, radius: int = 2, n_bits: int = 2048) -> np.ndarray:
-    """The folded Morgan count fingerprint (with chirality) of one SMILES as a ``float32`` array ``[n_bits]``."""
-    mol = parse_smiles(smiles)  # handles ChEBI-20's doubled backslashes; SmilesError if unparsable
-    return _generator(radius, n_bits).GetCountFingerprintAsNumPy(mol).astype(np.float32)
-
-
-def fingerprint_vector(smiles: str, radius: int = 2, n_bits: int = 2048, extra: Sequence[str] = ()) -> np.ndarray:
-    """Morgan counts followed by each ``extra`` fingerprint, as one ``float32`` vector."""
-    mol = parse_smiles(smiles)
-    parts = [_generator(radius, n_bits).GetCountFingerprintAsNumPy(mol).astype(np.float32)]
-    for kind in extra:
-        if kind == "maccs":
-            from rdkit.Chem import MACCSkeys
-
-            parts.append(np.array(list(MACCSkeys.GenMACCSKeys(mol)), dtype=np.float32))
-        else:
-            parts.append(_extra_generator(kind, radius, n_bits).GetCountFingerprintAsNumPy(mol).astype(np.float32))
-    return np.concatenate(parts)
-
-
-def fingerprint_width(n_bits: int, extra: Sequence[str]) -> int:
-    return n_bits + sum(167 if kind == "maccs" else n_bits for kind in extra)
 
 
 class FingerprintMLP(nn.Module):
@@ -134,6 +91,8 @@ class FingerprintMLP(nn.Module):
         self.radius, self.n_bits, self.extra = radius, n_bits, tuple(extra)
         self.width = fingerprint_width(n_bits, self.extra)
         self.featurizer = f"morgan_count/r{radius}/{n_bits}/{FEATURIZER_VERSION}" + "".join(f"+{k}" for k in self.extra)
+        #: torch-free, for featurization worker processes (zoo.api: the featurized-batch contract)
+        self.featurize_arrays = functools.partial(fingerprint_arrays, radius=radius, n_bits=n_bits, extra=self.extra)
         self.return_states = False
         self.pretrain_epochs, self.pretrain_mask = pretrain_epochs, float(pretrain_mask)
 

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
-from zoo.api import FEATURIZER_NAME, FEATURIZER_VERSION, Encoded, check_dropout, check_ints
+from zoo.api import FEATURIZER_NAME, FEATURIZER_VERSION, Encoded, check_dropout, check_ints, graph_arrays
 from zoo.api import featurize as _featurize
 
 
@@ -25,6 +25,7 @@ class GraphEncoderBase(nn.Module):
         self.dim = embed_dim
         self.state_dim = hidden_dim
         self.featurizer = f"{FEATURIZER_NAME}/{FEATURIZER_VERSION}"  # one graph cache for all graph encoders
+        self.featurize_arrays = graph_arrays  # torch-free, for featurization worker processes
         self.return_states = False
 
     def featurize(self, smiles: str) -> Any:
