@@ -326,7 +326,10 @@ def register_rerankers(register: Register) -> None:
     - ``score_pairs(descriptions, smiles) -> np.ndarray [N]``: higher is a better match of
       ``smiles[n]`` to ``descriptions[n]``, any scale (the stage z-scores each query's ``k`` scores).
       Called with up to ~20,000 pairs at once; cache per description and per molecule.
-    - ``save(folder)`` / ``load(folder)``: the fitted state, in ``RUN/rerankers/LABEL/``.
+    - ``save(folder)`` / ``load(folder)``: the fitted state, in ``RUN/rerankers/LABEL/``;
+    - ``prepare(descriptions, smiles)`` (optional): called once with the task's every description and
+      gallery molecule before ``fit`` and before scoring, to compute per-text and per-molecule features
+      in one batch (and find on-disk caches other runs of the task wrote).
 
     The stage's weights (the first stage's is 1) are fitted on the held-out pairs only, so a
     re-ranker that does not help gets weight 0 (:mod:`zoo.rerank`). Built-ins: ``cross_encoder``

@@ -135,7 +135,8 @@ class Reranker(Protocol):
     ``descriptions[i]``, ``positives[i]``: the true one's index) and returns a JSON-able record;
     ``score_pairs(descriptions, smiles)`` returns one float per pair, higher meaning a better match, any
     scale (:mod:`zoo.rerank` z-scores each query's ``k`` scores); ``save``/``load`` keep the fitted state in
-    a folder of the run.
+    a folder of the run. An optional ``prepare(descriptions, smiles)`` receives the task's whole gallery once,
+    before fitting and scoring.
     """
 
     def fit(self, descriptions: Sequence[str], candidates: Sequence[Sequence[str]], positives: Sequence[int],
