@@ -1,7 +1,8 @@
 """The `best` and ablation tables of docs/results.md and the screen tables of results/README.md (the lab
-notebook), from the committed results files.
+notebook), from the committed results files: every table shows the selection metric (held-out MRR) beside test.
 
-    python results/tables.py results
+    python results/tables.py results                                  # print them
+    python results/tables.py results docs/results.md results/README.md   # fill the marked blocks in place
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def t2m(results: dict, metric: str = "mrr", direction: str = "text_to_molecule")
     return results["scores"]["all"][direction][metric]
 
 
+def heldout(results: dict) -> float:
+    """The selection metric of a run: its best held-out MRR (picks the epoch; text→molecule among the held-out
+    pairs' molecules), or an ensemble's held-out MRR with its fitted weights (fits the weights: in-sample)."""
+    training = results.get("training") or {}
+    if "best_heldout_mrr" in training:
+        return training["best_heldout_mrr"]
+    return results["fusion"]["heldout_mrr"]
+
+
 def cell(values: list[float], fmt: str = ".3f") -> str:
     s = summarize(values)
     return f"{s.mean:{fmt}}" if s.std is None else f"{s.mean:{fmt}} ± {s.std:{fmt}}"
@@ -86,14 +96,17 @@ def best_table(best: dict[int, dict]) -> list[str]:
 
 
 def ablation_table(name: str, best: dict[int, dict], root: Path) -> list[str]:
-    rows = [f"| variant | seeds | test MRR | Δ vs `{name}` |", "|---|---|---:|---:|",
-            f"| `{name}` (all) | {', '.join(map(str, best))} | {cell([t2m(r) for r in best.values()])} | – |"]
+    rows = [f"| variant | seeds | held-out MRR (selects) | Δ held-out | test MRR | Δ test vs `{name}` |", "|---|---|---:|---:|---:|---:|",
+            f"| `{name}` (all) | {', '.join(map(str, best))} | {cell([heldout(r) for r in best.values()])} | – "
+            f"| {cell([t2m(r) for r in best.values()])} | – |"]
     for label, pattern in ABLATIONS[name][1]:
         found = runs_at(root, pattern, name, best)
         if not found:
             continue
         deltas = [t2m(found[s]) - t2m(best[s]) for s in found]
-        rows.append(f"| {label} | {', '.join(map(str, found))} | {cell([t2m(r) for r in found.values()])} "
+        held_deltas = [heldout(found[s]) - heldout(best[s]) for s in found]
+        rows.append(f"| {label} | {', '.join(map(str, found))} | {cell([heldout(r) for r in found.values()])} "
+                    f"| {cell(held_deltas).replace('-', '−')} | {cell([t2m(r) for r in found.values()])} "
                     f"| {cell(deltas).replace('-', '−')} |")
     return rows
 
@@ -109,14 +122,16 @@ AMAN_SCREENS = (
 
 
 def screens_table(screens: tuple[tuple[str, str], ...], name: str, root: Path) -> list[str]:
-    """One row per screen (its runs at seeds 0–2 that exist), test text→molecule, gallery `all`."""
-    rows = ["| variant | seeds | test MRR | Hits@1 | Hits@10 | molecule→text MRR |", "|---|---|---:|---:|---:|---:|"]
+    """One row per screen (its runs at seeds 0–2 that exist): the selection metric (held-out MRR, what decides),
+    then test text→molecule, gallery `all` (shown beside it, never used to choose)."""
+    rows = ["| variant | seeds | held-out MRR (selects) | test MRR | Hits@1 | Hits@10 | molecule→text MRR |",
+            "|---|---|---:|---:|---:|---:|---:|"]
     for label, pattern in screens:
         found = runs_at(root, pattern, name)
         if not found:
             continue
         runs = list(found.values())
-        rows.append(f"| {label} | {', '.join(map(str, found))} | {cell([t2m(r) for r in runs])} "
+        rows.append(f"| {label} | {', '.join(map(str, found))} | {cell([heldout(r) for r in runs])} | {cell([t2m(r) for r in runs])} "
                     f"| {cell([100 * t2m(r, 'hits@1') for r in runs], '.1f')} % | {cell([100 * t2m(r, 'hits@10') for r in runs], '.1f')} % "
                     f"| {cell([t2m(r, direction='molecule_to_text') for r in runs])} |")
     return rows
@@ -136,14 +151,77 @@ FP_SCREENS = (
 )
 
 
-def main(root: Path) -> None:
-    print("## aman screens\n", *screens_table(AMAN_SCREENS, "aman", root), "", sep="\n")
-    print("## fingerprint screens\n", *screens_table(FP_SCREENS, "tfidf_fp", root), "", sep="\n")
+#: 5-fold cross-validation screens over the training pairs (``zoo ablate ... --folds 5``): label, folder under ROOT
+#: and the candidates (label, value of ``molecule_encoder.extra``), the first the reference
+CV_SCREENS = (
+    ("`tfidf_fp`: `molecule_encoder.extra`", "fp-cv",
+     (("MACCS + feature-Morgan", ["maccs", "feature_morgan"]), ("MACCS only", ["maccs"]))),
+)
+
+
+def cv_table(root: Path) -> list[str]:
+    """Held-out MRR of each candidate over the folds (and seeds) of a cross-validation screen, Δ paired by (seed,
+    fold) against the first candidate (:func:`zoo.ablate.compare_paired`); the fold runs' test scores are not read."""
+    from zoo.ablate import compare_paired
+
+    rows = ["| screen | candidate | runs (folds × seeds) | held-out MRR (5-fold CV) | Δ paired | 2·SE | beyond noise |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for title, folder, candidates in CV_SCREENS:
+        by_candidate: dict[str, dict[tuple[int, int], float]] = {label: {} for label, _ in candidates}
+        for path in sorted((root / folder).glob("*/results.json")):
+            r = read_results(path)
+            extra = list(r["spec"]["molecule_encoder"].get("extra") or [])
+            label = next((lab for lab, value in candidates if value == extra), None)
+            if label is not None:
+                by_candidate[label][r["spec"]["train"]["seed"], r["task"]["options"]["fold"]] = heldout(r)
+        reference = by_candidate[candidates[0][0]]
+        for i, (label, _) in enumerate(candidates):
+            values = by_candidate[label]
+            if not values:
+                continue
+            c = compare_paired(reference, values, True) if i else None
+            beyond = "–" if c is None or c.significant is None else ("yes" if c.significant else "no")
+            rows.append(f"| {title if i == 0 else ''} | {label} | {len(values)} | {cell(list(values.values()))} "
+                        f"| {'–' if c is None else format(c.delta, '+.4f')} | {'–' if c is None or c.se is None else format(2 * c.se, '.4f')} "
+                        f"| {beyond} |")
+    return rows
+
+
+def sections(root: Path) -> dict[str, list[str]]:
+    """Every generated table, by the name its ``<!-- tables: ... (NAME) -->`` marker gives it."""
+    out = {"aman screens": screens_table(AMAN_SCREENS, "aman", root),
+           "fingerprint screens": screens_table(FP_SCREENS, "tfidf_fp", root),
+           "cross-validation screens": cv_table(root)}
     for name, (reference, _) in ABLATIONS.items():
         runs = runs_at(root, reference, name)
         if runs:
-            print(f"## {name}\n", *best_table(runs), "", *ablation_table(name, runs, root), "", sep="\n")
+            out[name] = [*best_table(runs), "", *ablation_table(name, runs, root)]
+    return out
+
+
+MARKER = re.compile(r"(<!-- tables: python results/tables.py results \((?P<name>[^)]+)\) -->\n)(.*?)(<!-- /tables -->)", re.S)
+
+
+def fill(path: Path, tables: dict[str, list[str]]) -> None:
+    """Replace every marked block of ``path`` with its table (an unknown name is an error)."""
+    def table(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in tables:
+            raise SystemExit(f"{path}: no table named {name!r} (tables: {', '.join(tables)})")
+        return match.group(1) + "\n".join(tables[name]) + "\n" + match.group(4)
+
+    path.write_text(MARKER.sub(table, path.read_text(encoding="utf-8")), encoding="utf-8")
+
+
+def main(root: Path, fill_paths: list[Path]) -> None:
+    tables = sections(root)
+    if fill_paths:
+        for path in fill_paths:
+            fill(path, tables)
+        return
+    for name, lines in tables.items():
+        print(f"## {name}\n", *lines, "", sep="\n")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]])

@@ -240,7 +240,7 @@ def _add_grid_commands(sub) -> None:
 def _add_folds_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=0, metavar="K",
                    help="K-fold cross-validation over the training pairs (task.folds=K, task.fold=0..K-1 per seed): the table "
-                        "compares the held-out MRR, mean ± std over folds and seeds, never test (docs/selection.md)")
+                        "compares the held-out MRR, mean ± std over folds and seeds, never test (docs/leaderboard.md)")
 
 
 def _add_launcher_options(p: argparse.ArgumentParser) -> None:
