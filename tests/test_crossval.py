@@ -146,3 +146,19 @@ def test_tiny_sweep_with_folds_trains_each_fold_and_prints_the_heldout_table(tin
     assert "held-out MRR" in out and "| tfidf_fp | 1 | 2 |" in out
     values = [r["training"]["best_heldout_mrr"] for r in results]
     assert f"{sum(values) / 2:.2f}" in out
+
+
+def test_ablation_table_without_folds_shows_heldout_beside_test(tmp_path):
+    from test_ablate import _fake_results
+
+    configs = build_grid("aman", ["loss=triplet,infonce"])
+    planned = plan_runs(configs, 2, tmp_path)
+    for p in planned:
+        p.out_dir.mkdir(parents=True)
+        results = {**_fake_results(0.2 + 0.1 * p.seed, p.seed, p.spec.hash()), "training": {"best_heldout_mrr": 0.7 + 0.02 * p.seed}}
+        p.results_path.write_text(json.dumps(results))
+    table = ablation_table(planned)
+    assert table.rows[0].heldout.mean == pytest.approx(0.71)
+    text = render_ablation(table)
+    assert "| config | seeds | held-out MRR (%, selects) | MRR (%) |" in text and "| 2 | 71.00 ± 1.41 | 25.00 ± 7.07 |" in text
+    assert json.loads(render_ablation(table, "json"))["rows"][0]["heldout_mrr"]["n"] == 2

@@ -368,6 +368,8 @@ class AblationRow:
     seeds: tuple[int, ...]
     summaries: dict[str, dict[str, MetricSummary]]  # direction -> metric -> summary
     comparisons: dict[str, dict[str, Comparison]]  # direction -> metric -> vs reference (empty for the reference)
+    #: the selection metric beside test (a table without folds): held-out MRR over the seeds, where the runs record it
+    heldout: MetricSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -395,6 +397,7 @@ class AblationTable:
             "rows": [{
                 "label": r.config.label, "reference": r.config.is_reference, "settings": dict(r.config.settings),
                 "assignments": list(r.config.assignments), "spec_hash": r.config.hash, "seeds": list(r.seeds),
+                **({"heldout_mrr": r.heldout.to_dict()} if r.heldout else {}),
                 "metrics": {d: {m: {**s.to_dict(), **({
                     "delta": c.delta, "se": c.se, "exceeds_noise": c.significant, "p_value": c.p_value,
                 } if (c := r.comparisons.get(d, {}).get(m)) else {})} for m, s in ms.items()}
@@ -468,7 +471,9 @@ def ablation_table(planned: Sequence[PlannedRun], *, metrics: Sequence[str] = ("
                 d: {m: compare(ref_summaries[d][m], s, METRICS[m][1]) for m, s in ms.items() if m in ref_summaries.get(d, {})}
                 for d, ms in summaries.items()
             }
-        rows.append(AblationRow(config, tuple(sorted({r.seed for r in runs if r.seed is not None})), summaries, comparisons))
+        held = [v for r in runs if (v := (r.results.get("training") or {}).get("best_heldout_mrr")) is not None]
+        rows.append(AblationRow(config, tuple(sorted({r.seed for r in runs if r.seed is not None})), summaries, comparisons,
+                                summarize(held) if held and not folds else None))
     rows.sort(key=lambda r: configs.index(r.config))
     return AblationTable(composition=configs[0].spec.name, key=next(iter(keys)), directions=directions,
                          metrics=metrics, rows=rows, missing=missing, folds=folds)
@@ -509,7 +514,8 @@ def render_ablation(table: AblationTable, fmt: str = "markdown") -> str:
     if fmt not in ("md", "markdown"):
         raise LeaderboardError(f"unknown format {fmt!r}; formats: markdown, csv, json")
     both = len(table.directions) > 1
-    header = ["config", "seeds", "folds"] if table.folds else ["config", "seeds"]
+    heldout = not table.folds and any(r.heldout for r in table.rows)  # the selection metric beside test
+    header = ["config", "seeds", "folds"] if table.folds else ["config", "seeds"] + (["held-out MRR (%, selects)"] if heldout else [])
     for d in table.directions:
         for m in table.metrics:
             label, _, percent = _metric(m)
@@ -523,6 +529,9 @@ def render_ablation(table: AblationTable, fmt: str = "markdown") -> str:
                  + (f"**{r.config.label}**" if r.config.label == "reference" else r.config.label), str(len(r.seeds))]
         if table.folds:
             cells.append(str(table.folds))
+        elif heldout:
+            cells.append("–" if r.heldout is None else _fmt(r.heldout.mean, True)
+                         + ("" if r.heldout.std is None else f" ± {_fmt(r.heldout.std, True)}"))
         for d in table.directions:
             for m in table.metrics:
                 percent = _metric(m)[2]
