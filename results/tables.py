@@ -19,19 +19,28 @@ BEST = "chem_ensemble"
 #: the runs of the spec a composition had before its latest change (results/README.md, "Previous specs"), spec hash by seed
 PREVIOUS = {
     "aman": ("ad2414de1ad9", "12567097d8b3", "052f609cb6ab"),  # SciBERT alone in the text slot
-    "tfidf_fp": ("3761d7b7863a", "4f19c894ebdd", "745e93867d0d"),  # Morgan counts only
-    "tfidf_chem": ("5e9185cb1f9a", "135f88e923fa", "f8453257b7d8"),
-    "names_ensemble": ("6a4aadd3dba9", "6334bcbc2945", "5b575e52348a"),  # the previous members
+    # MACCS + feature-Morgan beside the Morgan counts (chosen on test; re-decided on held-out data: MACCS only)
+    "tfidf_fp": ("b4ec3513b2e0", "a15eba7299b4", "ac4dbd654ba2"),
+    "tfidf_chem": ("ac7ee270b1d0", "6d330c327db2", "4389703a7461"),
+    "tfidf_names": ("8fd2cd284e2f", "e4097cf3e75b", "5e16e97c3c18"),
+    "names_ensemble": ("8f2195413afc", "b4a6cc061176", "98738e0912a0"),  # those members
+    "chem_ensemble": ("3dd647c62203", "1b8773787906", "ec2fb0717a8b"),
+}
+#: named older runs (composition, spec hash by seed), for ``{runs:KEY}`` in a folder pattern
+RUNS = {
+    "tfidf_fp_morgan": ("tfidf_fp", ("3761d7b7863a", "4f19c894ebdd", "745e93867d0d")),  # Morgan counts only
+    "tfidf_chem_morgan": ("tfidf_chem", ("5e9185cb1f9a", "135f88e923fa", "f8453257b7d8")),
+    "names_ensemble_morgan": ("names_ensemble", ("6a4aadd3dba9", "6334bcbc2945", "5b575e52348a")),  # members of that time
 }
 #: per ablated ensemble: the reference runs' folder pattern under ROOT (see :func:`folder`), then each row's
 #: label and per-seed folder pattern
 ABLATIONS = {
-    BEST: ("board/{shipped}",
+    BEST: ("board/{previous}",
            (("− `aman`", "chem-ablation/no_aman-s{s}"),
-            ("− the `relation_match` scorer (= `names_ensemble`)", "board/{shipped:names_ensemble}"),
+            ("− the `relation_match` scorer (= `names_ensemble`)", "board/{previous:names_ensemble}"),
             ("− the `structure_match` scorer", "chem-ablation/no_sm-s{s}"), ("− `tfidf_chem`", "chem-ablation/no_chem-s{s}"),
             ("− `tfidf_fp`", "chem-ablation/no_fp-s{s}"))),
-    "names_ensemble": ("board/{previous}",
+    "names_ensemble": ("board/{runs:names_ensemble_morgan}",
                        (("− `aman`", "best-ablation/no_aman-s{s}"), ("− the `structure_match` scorer", "best-ablation/no_sm-s{s}"),
                         ("− `tfidf_chem`", "best-ablation/no_chem-s{s}"), ("− `tfidf_fp`", "best-ablation/no_fp-s{s}"))),
 }
@@ -40,15 +49,20 @@ ABLATIONS = {
 def folders(pattern: str, name: str, seed: int) -> list[str]:
     """``pattern`` at ``seed``: ``{s}`` the seed, ``{shipped}``/``{previous}`` the run folder of ``name`` as shipped /
     of its :data:`PREVIOUS` spec, ``{shipped:OTHER}``/``{previous:OTHER}`` those of composition OTHER (as shipped:
-    one folder per spelling of its request, see :func:`zoo.spec.shipped_spec_hashes`)."""
+    one folder per spelling of its request, see :func:`zoo.spec.shipped_spec_hashes`), ``{runs:KEY}`` the runs
+    :data:`RUNS` names."""
     from zoo.runs import run_folder_name
     from zoo.spec import shipped_spec_hashes
 
-    parts = re.split(r"\{(shipped|previous)(?::(\w+))?\}", pattern)
+    parts = re.split(r"\{(shipped|previous|runs)(?::(\w+))?\}", pattern)
     choices: list[list[str]] = [[parts[0]]]
     for i in range(1, len(parts), 3):
         kind, composition = parts[i], parts[i + 1] or name
-        hashes = sorted(shipped_spec_hashes(composition, seed)) if kind == "shipped" else [PREVIOUS[composition][seed]]
+        if kind == "runs":
+            composition, by_seed = RUNS[parts[i + 1]]
+            hashes = [by_seed[seed]]
+        else:
+            hashes = sorted(shipped_spec_hashes(composition, seed)) if kind == "shipped" else [PREVIOUS[composition][seed]]
         choices += [[run_folder_name(composition, h, seed) for h in hashes], [parts[i + 2]]]
     return ["".join(combo).replace("{s}", str(seed)) for combo in itertools.product(*choices)]
 
@@ -74,6 +88,14 @@ def heldout(results: dict) -> float:
     if "best_heldout_mrr" in training:
         return training["best_heldout_mrr"]
     return results["fusion"]["heldout_mrr"]
+
+
+def as_shipped(results: dict) -> bool:
+    """Whether a run's requested spec is its composition's as installed (:func:`zoo.spec.shipped_spec_hashes`)."""
+    from zoo.spec import shipped_spec_hashes
+
+    seed = results["spec"]["train"]["seed"]
+    return results.get("requested_spec_hash") in shipped_spec_hashes(results["spec"]["name"], seed)
 
 
 def cell(values: list[float], fmt: str = ".3f") -> str:
@@ -117,7 +139,7 @@ AMAN_SCREENS = (
     ("text slot + a char 3–5-gram TF-IDF part", "aman-screens/aman_tfidf-s{s}"),
     ("the same, `aligner.weight=0.01`", "aman-screens/aman_tfidf_w001-s{s}"),
     ("text slot + TF-IDF + `chem_names` parts", "aman-screens/aman_tfidf_names-s{s}"),
-    ("**`aman` as shipped** (the same spec, named `aman`)", "board/{shipped}"),
+    ("the same spec, named `aman`", "board/{shipped}"),
 )
 
 
@@ -131,23 +153,25 @@ def screens_table(screens: tuple[tuple[str, str], ...], name: str, root: Path) -
         if not found:
             continue
         runs = list(found.values())
+        if all(as_shipped(r) for r in runs):
+            label += f" = **`{runs[0]['spec']['name']}` as shipped**"
         rows.append(f"| {label} | {', '.join(map(str, found))} | {cell([heldout(r) for r in runs])} | {cell([t2m(r) for r in runs])} "
                     f"| {cell([100 * t2m(r, 'hits@1') for r in runs], '.1f')} % | {cell([100 * t2m(r, 'hits@10') for r in runs], '.1f')} % "
                     f"| {cell([t2m(r, direction='molecule_to_text') for r in runs])} |")
     return rows
 
 
-#: screens of fingerprint_mlp's extra fingerprints in tfidf_fp and tfidf_chem (results/README.md)
+#: screens of fingerprint_mlp's extra fingerprints in tfidf_fp and tfidf_chem (results/README.md); a row whose runs are
+#: a composition as shipped says so (:func:`screens_table`)
 FP_SCREENS = (
-    ("`tfidf_fp` before: Morgan counts only", "board/{previous:tfidf_fp}"),
+    ("`tfidf_fp` before: Morgan counts only", "board/{runs:tfidf_fp_morgan}"),
     ("+ MACCS keys", "fp-screens/maccs-s{s}"),
     ("+ atom-pair counts", "fp-screens/atompair-s{s}"),
     ("+ MACCS + atom-pair", "fp-screens/maccs_atompair-s{s}"),
-    ("**+ MACCS + feature-Morgan = `tfidf_fp` as shipped**", "board/{shipped:tfidf_fp}"),
-    ("`tfidf_chem` before: Morgan counts only", "board/{previous:tfidf_chem}"),
+    ("+ MACCS + feature-Morgan (shipped until the held-out re-decision)", "board/{previous:tfidf_fp}"),
+    ("`tfidf_chem` before: Morgan counts only", "board/{runs:tfidf_chem_morgan}"),
     ("+ MACCS keys", "fp-screens/chem_maccs-s{s}"),
-    ("+ MACCS + feature-Morgan", "fp-screens/chem_maccs_featmorgan-s{s}"),
-    ("**`tfidf_chem` as shipped** (the same spec)", "board/{shipped:tfidf_chem}"),
+    ("+ MACCS + feature-Morgan (shipped until the held-out re-decision)", "board/{previous:tfidf_chem}"),
 )
 
 
