@@ -14,6 +14,11 @@ option (``molecule_encoder.heads=4``) applies only to configurations whose compo
 accepts the option (swapping ``molecule_encoder=gcn`` then keeps working); it is an error only when
 no configuration accepts it. ``--dry-run`` lists exactly what each configuration gets.
 
+Cross-validation (``--folds K``, :func:`plan_runs`): every (configuration, seed) is trained K times, fold ``i``
+selecting on the i-th of K seeded folds of the training pairs (``task.folds``/``task.fold``); the table then
+compares the held-out MRR only (never test), paired by (seed, fold) (:func:`compare_paired`). Without folds the
+table shows each configuration's held-out MRR beside its test metrics.
+
 Noise rule: with per-configuration means ``m`` and sample standard deviations ``s`` over ``n``
 seeds, a difference ``Δ = m_var - m_ref`` *exceeds seed noise* when both have ``n >= 2`` and
 ``|Δ| > 2·SE`` with ``SE = sqrt(s_ref²/n_ref + s_var²/n_var)`` (about a 95 % interval for
@@ -52,6 +57,7 @@ __all__ = [
     "Axis", "AblationConfig", "PlannedRun", "Comparison", "AblationTable",
     "parse_vary", "build_grid", "plan_runs", "describe_plan", "compare", "ablation_table",
     "render_ablation", "read_json", "slot_option_accepted", "applicable_sets",
+    "check_folds_option", "compare_paired", "heldout_mrr", "HELDOUT",
 ]
 
 
