@@ -1,7 +1,8 @@
 """The `best` and ablation tables of docs/results.md and the screen tables of results/README.md (the lab
-notebook), from the committed results files.
+notebook), from the committed results files: every table shows the selection metric (held-out MRR) beside test.
 
-    python results/tables.py results
+    python results/tables.py results                                  # print them
+    python results/tables.py results docs/results.md results/README.md   # fill the marked blocks in place
 """
 
 from __future__ import annotations
@@ -18,19 +19,28 @@ BEST = "chem_ensemble"
 #: the runs of the spec a composition had before its latest change (results/README.md, "Previous specs"), spec hash by seed
 PREVIOUS = {
     "aman": ("ad2414de1ad9", "12567097d8b3", "052f609cb6ab"),  # SciBERT alone in the text slot
-    "tfidf_fp": ("3761d7b7863a", "4f19c894ebdd", "745e93867d0d"),  # Morgan counts only
-    "tfidf_chem": ("5e9185cb1f9a", "135f88e923fa", "f8453257b7d8"),
-    "names_ensemble": ("6a4aadd3dba9", "6334bcbc2945", "5b575e52348a"),  # the previous members
+    # MACCS + feature-Morgan beside the Morgan counts (chosen on test; re-decided on held-out data: MACCS only)
+    "tfidf_fp": ("b4ec3513b2e0", "a15eba7299b4", "ac4dbd654ba2"),
+    "tfidf_chem": ("ac7ee270b1d0", "6d330c327db2", "4389703a7461"),
+    "tfidf_names": ("8fd2cd284e2f", "e4097cf3e75b", "5e16e97c3c18"),
+    "names_ensemble": ("8f2195413afc", "b4a6cc061176", "98738e0912a0"),  # those members
+    "chem_ensemble": ("3dd647c62203", "1b8773787906", "ec2fb0717a8b"),
+}
+#: named older runs (composition, spec hash by seed), for ``{runs:KEY}`` in a folder pattern
+RUNS = {
+    "tfidf_fp_morgan": ("tfidf_fp", ("3761d7b7863a", "4f19c894ebdd", "745e93867d0d")),  # Morgan counts only
+    "tfidf_chem_morgan": ("tfidf_chem", ("5e9185cb1f9a", "135f88e923fa", "f8453257b7d8")),
+    "names_ensemble_morgan": ("names_ensemble", ("6a4aadd3dba9", "6334bcbc2945", "5b575e52348a")),  # members of that time
 }
 #: per ablated ensemble: the reference runs' folder pattern under ROOT (see :func:`folder`), then each row's
 #: label and per-seed folder pattern
 ABLATIONS = {
-    BEST: ("board/{shipped}",
+    BEST: ("board/{previous}",
            (("− `aman`", "chem-ablation/no_aman-s{s}"),
-            ("− the `relation_match` scorer (= `names_ensemble`)", "board/{shipped:names_ensemble}"),
+            ("− the `relation_match` scorer (= `names_ensemble`)", "board/{previous:names_ensemble}"),
             ("− the `structure_match` scorer", "chem-ablation/no_sm-s{s}"), ("− `tfidf_chem`", "chem-ablation/no_chem-s{s}"),
             ("− `tfidf_fp`", "chem-ablation/no_fp-s{s}"))),
-    "names_ensemble": ("board/{previous}",
+    "names_ensemble": ("board/{runs:names_ensemble_morgan}",
                        (("− `aman`", "best-ablation/no_aman-s{s}"), ("− the `structure_match` scorer", "best-ablation/no_sm-s{s}"),
                         ("− `tfidf_chem`", "best-ablation/no_chem-s{s}"), ("− `tfidf_fp`", "best-ablation/no_fp-s{s}"))),
 }
@@ -39,15 +49,20 @@ ABLATIONS = {
 def folders(pattern: str, name: str, seed: int) -> list[str]:
     """``pattern`` at ``seed``: ``{s}`` the seed, ``{shipped}``/``{previous}`` the run folder of ``name`` as shipped /
     of its :data:`PREVIOUS` spec, ``{shipped:OTHER}``/``{previous:OTHER}`` those of composition OTHER (as shipped:
-    one folder per spelling of its request, see :func:`zoo.spec.shipped_spec_hashes`)."""
+    one folder per spelling of its request, see :func:`zoo.spec.shipped_spec_hashes`), ``{runs:KEY}`` the runs
+    :data:`RUNS` names."""
     from zoo.runs import run_folder_name
     from zoo.spec import shipped_spec_hashes
 
-    parts = re.split(r"\{(shipped|previous)(?::(\w+))?\}", pattern)
+    parts = re.split(r"\{(shipped|previous|runs)(?::(\w+))?\}", pattern)
     choices: list[list[str]] = [[parts[0]]]
     for i in range(1, len(parts), 3):
         kind, composition = parts[i], parts[i + 1] or name
-        hashes = sorted(shipped_spec_hashes(composition, seed)) if kind == "shipped" else [PREVIOUS[composition][seed]]
+        if kind == "runs":
+            composition, by_seed = RUNS[parts[i + 1]]
+            hashes = [by_seed[seed]]
+        else:
+            hashes = sorted(shipped_spec_hashes(composition, seed)) if kind == "shipped" else [PREVIOUS[composition][seed]]
         choices += [[run_folder_name(composition, h, seed) for h in hashes], [parts[i + 2]]]
     return ["".join(combo).replace("{s}", str(seed)) for combo in itertools.product(*choices)]
 
@@ -64,6 +79,23 @@ def runs_at(root: Path, pattern: str, name: str, seeds=range(3)) -> dict[int, di
 
 def t2m(results: dict, metric: str = "mrr", direction: str = "text_to_molecule") -> float:
     return results["scores"]["all"][direction][metric]
+
+
+def heldout(results: dict) -> float:
+    """The selection metric of a run: its best held-out MRR (picks the epoch; text→molecule among the held-out
+    pairs' molecules), or an ensemble's held-out MRR with its fitted weights (fits the weights: in-sample)."""
+    training = results.get("training") or {}
+    if "best_heldout_mrr" in training:
+        return training["best_heldout_mrr"]
+    return results["fusion"]["heldout_mrr"]
+
+
+def as_shipped(results: dict) -> bool:
+    """Whether a run's requested spec is its composition's as installed (:func:`zoo.spec.shipped_spec_hashes`)."""
+    from zoo.spec import shipped_spec_hashes
+
+    seed = results["spec"]["train"]["seed"]
+    return results.get("requested_spec_hash") in shipped_spec_hashes(results["spec"]["name"], seed)
 
 
 def cell(values: list[float], fmt: str = ".3f") -> str:
@@ -86,14 +118,17 @@ def best_table(best: dict[int, dict]) -> list[str]:
 
 
 def ablation_table(name: str, best: dict[int, dict], root: Path) -> list[str]:
-    rows = [f"| variant | seeds | test MRR | Δ vs `{name}` |", "|---|---|---:|---:|",
-            f"| `{name}` (all) | {', '.join(map(str, best))} | {cell([t2m(r) for r in best.values()])} | – |"]
+    rows = [f"| variant | seeds | held-out MRR (selects) | Δ held-out | test MRR | Δ test vs `{name}` |", "|---|---|---:|---:|---:|---:|",
+            f"| `{name}` (all) | {', '.join(map(str, best))} | {cell([heldout(r) for r in best.values()])} | – "
+            f"| {cell([t2m(r) for r in best.values()])} | – |"]
     for label, pattern in ABLATIONS[name][1]:
         found = runs_at(root, pattern, name, best)
         if not found:
             continue
         deltas = [t2m(found[s]) - t2m(best[s]) for s in found]
-        rows.append(f"| {label} | {', '.join(map(str, found))} | {cell([t2m(r) for r in found.values()])} "
+        held_deltas = [heldout(found[s]) - heldout(best[s]) for s in found]
+        rows.append(f"| {label} | {', '.join(map(str, found))} | {cell([heldout(r) for r in found.values()])} "
+                    f"| {cell(held_deltas).replace('-', '−')} | {cell([t2m(r) for r in found.values()])} "
                     f"| {cell(deltas).replace('-', '−')} |")
     return rows
 
@@ -104,46 +139,113 @@ AMAN_SCREENS = (
     ("text slot + a char 3–5-gram TF-IDF part", "aman-screens/aman_tfidf-s{s}"),
     ("the same, `aligner.weight=0.01`", "aman-screens/aman_tfidf_w001-s{s}"),
     ("text slot + TF-IDF + `chem_names` parts", "aman-screens/aman_tfidf_names-s{s}"),
-    ("**`aman` as shipped** (the same spec, named `aman`)", "board/{shipped}"),
+    ("the same spec, named `aman`", "board/{shipped}"),
 )
 
 
 def screens_table(screens: tuple[tuple[str, str], ...], name: str, root: Path) -> list[str]:
-    """One row per screen (its runs at seeds 0–2 that exist), test text→molecule, gallery `all`."""
-    rows = ["| variant | seeds | test MRR | Hits@1 | Hits@10 | molecule→text MRR |", "|---|---|---:|---:|---:|---:|"]
+    """One row per screen (its runs at seeds 0–2 that exist): the selection metric (held-out MRR, what decides),
+    then test text→molecule, gallery `all` (shown beside it, never used to choose)."""
+    rows = ["| variant | seeds | held-out MRR (selects) | test MRR | Hits@1 | Hits@10 | molecule→text MRR |",
+            "|---|---|---:|---:|---:|---:|---:|"]
     for label, pattern in screens:
         found = runs_at(root, pattern, name)
         if not found:
             continue
         runs = list(found.values())
-        rows.append(f"| {label} | {', '.join(map(str, found))} | {cell([t2m(r) for r in runs])} "
+        if all(as_shipped(r) for r in runs):
+            label += f" = **`{runs[0]['spec']['name']}` as shipped**"
+        rows.append(f"| {label} | {', '.join(map(str, found))} | {cell([heldout(r) for r in runs])} | {cell([t2m(r) for r in runs])} "
                     f"| {cell([100 * t2m(r, 'hits@1') for r in runs], '.1f')} % | {cell([100 * t2m(r, 'hits@10') for r in runs], '.1f')} % "
                     f"| {cell([t2m(r, direction='molecule_to_text') for r in runs])} |")
     return rows
 
 
-#: screens of fingerprint_mlp's extra fingerprints in tfidf_fp and tfidf_chem (results/README.md)
+#: screens of fingerprint_mlp's extra fingerprints in tfidf_fp and tfidf_chem (results/README.md); a row whose runs are
+#: a composition as shipped says so (:func:`screens_table`)
 FP_SCREENS = (
-    ("`tfidf_fp` before: Morgan counts only", "board/{previous:tfidf_fp}"),
+    ("`tfidf_fp` before: Morgan counts only", "board/{runs:tfidf_fp_morgan}"),
     ("+ MACCS keys", "fp-screens/maccs-s{s}"),
     ("+ atom-pair counts", "fp-screens/atompair-s{s}"),
     ("+ MACCS + atom-pair", "fp-screens/maccs_atompair-s{s}"),
-    ("**+ MACCS + feature-Morgan = `tfidf_fp` as shipped**", "board/{shipped:tfidf_fp}"),
-    ("`tfidf_chem` before: Morgan counts only", "board/{previous:tfidf_chem}"),
+    ("+ MACCS + feature-Morgan (shipped until the held-out re-decision)", "board/{previous:tfidf_fp}"),
+    ("`tfidf_chem` before: Morgan counts only", "board/{runs:tfidf_chem_morgan}"),
     ("+ MACCS keys", "fp-screens/chem_maccs-s{s}"),
-    ("+ MACCS + feature-Morgan", "fp-screens/chem_maccs_featmorgan-s{s}"),
-    ("**`tfidf_chem` as shipped** (the same spec)", "board/{shipped:tfidf_chem}"),
+    ("+ MACCS + feature-Morgan (shipped until the held-out re-decision)", "board/{previous:tfidf_chem}"),
 )
 
 
-def main(root: Path) -> None:
-    print("## aman screens\n", *screens_table(AMAN_SCREENS, "aman", root), "", sep="\n")
-    print("## fingerprint screens\n", *screens_table(FP_SCREENS, "tfidf_fp", root), "", sep="\n")
+#: 5-fold cross-validation screens over the training pairs (``zoo ablate ... --folds 5``): label, folder under ROOT
+#: and the candidates (label, value of ``molecule_encoder.extra``), the first the reference
+CV_SCREENS = (
+    ("`tfidf_fp`: `molecule_encoder.extra`", "fp-cv",
+     (("MACCS + feature-Morgan", ["maccs", "feature_morgan"]), ("MACCS only", ["maccs"]))),
+)
+
+
+def cv_table(root: Path) -> list[str]:
+    """Held-out MRR of each candidate over the folds (and seeds) of a cross-validation screen, Δ paired by (seed,
+    fold) against the first candidate (:func:`zoo.ablate.compare_paired`); the fold runs' test scores are not read."""
+    from zoo.ablate import compare_paired
+
+    rows = ["| screen | candidate | runs (folds × seeds) | held-out MRR (5-fold CV) | Δ paired | 2·SE | beyond noise |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for title, folder, candidates in CV_SCREENS:
+        by_candidate: dict[str, dict[tuple[int, int], float]] = {label: {} for label, _ in candidates}
+        for path in sorted((root / folder).glob("*/results.json")):
+            r = read_results(path)
+            extra = list(r["spec"]["molecule_encoder"].get("extra") or [])
+            label = next((lab for lab, value in candidates if value == extra), None)
+            if label is not None:
+                by_candidate[label][r["spec"]["train"]["seed"], r["task"]["options"]["fold"]] = heldout(r)
+        reference = by_candidate[candidates[0][0]]
+        for i, (label, _) in enumerate(candidates):
+            values = by_candidate[label]
+            if not values:
+                continue
+            c = compare_paired(reference, values, True) if i else None
+            beyond = "–" if c is None or c.significant is None else ("yes" if c.significant else "no")
+            rows.append(f"| {title if i == 0 else ''} | {label} | {len(values)} | {cell(list(values.values()))} "
+                        f"| {'–' if c is None else format(c.delta, '+.4f')} | {'–' if c is None or c.se is None else format(2 * c.se, '.4f')} "
+                        f"| {beyond} |")
+    return rows
+
+
+def sections(root: Path) -> dict[str, list[str]]:
+    """Every generated table, by the name its ``<!-- tables: ... (NAME) -->`` marker gives it."""
+    out = {"aman screens": screens_table(AMAN_SCREENS, "aman", root),
+           "fingerprint screens": screens_table(FP_SCREENS, "tfidf_fp", root),
+           "cross-validation screens": cv_table(root)}
     for name, (reference, _) in ABLATIONS.items():
         runs = runs_at(root, reference, name)
         if runs:
-            print(f"## {name}\n", *best_table(runs), "", *ablation_table(name, runs, root), "", sep="\n")
+            out[name] = [*best_table(runs), "", *ablation_table(name, runs, root)]
+    return out
+
+
+MARKER = re.compile(r"(<!-- tables: python results/tables.py results \((?P<name>[^)]+)\) -->\n)(.*?)(<!-- /tables -->)", re.S)
+
+
+def fill(path: Path, tables: dict[str, list[str]]) -> None:
+    """Replace every marked block of ``path`` with its table (an unknown name is an error)."""
+    def table(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in tables:
+            raise SystemExit(f"{path}: no table named {name!r} (tables: {', '.join(tables)})")
+        return match.group(1) + "\n".join(tables[name]) + "\n" + match.group(4)
+
+    path.write_text(MARKER.sub(table, path.read_text(encoding="utf-8")), encoding="utf-8")
+
+
+def main(root: Path, fill_paths: list[Path]) -> None:
+    tables = sections(root)
+    if fill_paths:
+        for path in fill_paths:
+            fill(path, tables)
+        return
+    for name, lines in tables.items():
+        print(f"## {name}\n", *lines, "", sep="\n")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]])

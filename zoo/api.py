@@ -98,7 +98,7 @@ from zoo.jobs import DoneSubmission, Launcher, RunJob, Submission, available_cpu
 from zoo.protocols import DIRECTIONS, Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, Reranker, RetrievalLoss, Scorer, ScoreSource, TextEncoder
 from zoo.registry.catalog import options_of, passes_options_to
 from zoo.registry.hookspecs import Register, hookimpl
-from zoo.taskdata import Dataset, Gallery, Molecule, Pair, TaskBase, TaskData, warn_skipped
+from zoo.taskdata import Dataset, Gallery, Molecule, Pair, TaskBase, TaskData, cv_fold, warn_skipped
 
 if TYPE_CHECKING:
     from zoo.chemnames import candidate_bits, description_structures, morgan_count_matrix, structure_match_scores
@@ -137,7 +137,7 @@ __all__ = [
     # query x gallery scores (a run, a fusion; a re-ranking stage wraps one and is one), in both DIRECTIONS
     "ScoreSource", "DIRECTIONS",
     # tasks: the data a task returns and its galleries (see zoo.taskdata)
-    "Pair", "Molecule", "Dataset", "TaskData", "TaskBase", "Gallery", "warn_skipped",
+    "Pair", "Molecule", "Dataset", "TaskData", "TaskBase", "Gallery", "warn_skipped", "cv_fold",
     # scoring a model that lives outside the zoo (its embeddings) on a task
     "score_embeddings",
     # featurization (rdkit_graph) and SMILES parsing

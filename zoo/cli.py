@@ -209,6 +209,7 @@ def _add_grid_commands(sub) -> None:
     p.add_argument("--vary", dest="varies", action="append", required=True, metavar="KEY=A,B",
                    help="an axis: slot=component,... or option=value,... (first value is the reference; repeatable)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per configuration (default 3)")
+    _add_folds_option(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="applies to every configuration")
     p.add_argument("--out-root", help="folder of the runs (default runs/ablate-NAME)")
     p.add_argument("--one-at-a-time", action="store_true", help="vary one axis at a time from the reference instead of the full grid")
@@ -223,6 +224,7 @@ def _add_grid_commands(sub) -> None:
     p = sub.add_parser("sweep", help="train several compositions over seeds under one protocol, then print their leaderboard")
     p.add_argument("names", nargs="+", metavar="NAME", help="composition names or spec .toml files")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per composition (default 3)")
+    _add_folds_option(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="applies to every composition (a slot option only where that slot's component has it)")
     p.add_argument("--out-root", default="runs/sweep", help="folder of the runs (default runs/sweep; shared naming with zoo ablate)")
@@ -234,6 +236,12 @@ def _add_grid_commands(sub) -> None:
     _add_data_dir(p)
     p.add_argument("--strict", action="store_true", help="refuse to substitute an unavailable component")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _add_folds_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--folds", type=int, default=0, metavar="K",
+                   help="K-fold cross-validation over the training pairs (task.folds=K, task.fold=0..K-1 per seed): the table "
+                        "compares the held-out MRR, mean ± std over folds and seeds, never test (docs/leaderboard.md)")
 
 
 def _add_launcher_options(p: argparse.ArgumentParser) -> None:
@@ -547,7 +555,7 @@ def cmd_ablate(args) -> int:
     _check_out(args.out, "ablation", args.format)
     choice = _launcher_choice(args)
     configs = build_grid(args.name, args.varies, args.overrides, one_at_a_time=args.one_at_a_time)
-    planned = plan_runs(configs, args.seeds, args.out_root or f"runs/ablate-{configs[0].spec.name}")
+    planned = plan_runs(configs, args.seeds, args.out_root or f"runs/ablate-{configs[0].spec.name}", folds=args.folds)
     print(describe_plan(planned), end="", flush=True)
     if args.dry_run:
         return 0
@@ -566,16 +574,19 @@ def _refuse_under_torchrun(command: str) -> None:
 def cmd_sweep(args) -> int:
     describe_plan, read_json = _lazy("describe_plan", "read_json")
     RunRecord, build_leaderboard = _lazy("RunRecord", "build_leaderboard")
-    plan_sweep = _lazy("plan_sweep")
+    ablation_table, plan_sweep, render_ablation = _lazy("ablation_table", "plan_sweep", "render_ablation")
 
     _refuse_under_torchrun("sweep")
     _check_out(args.out, "leaderboard", args.format)
     choice = _launcher_choice(args)
-    planned = plan_sweep(args.names, args.seeds, args.overrides, args.out_root)
+    planned = plan_sweep(args.names, args.seeds, args.overrides, args.out_root, folds=args.folds)
     print(describe_plan(planned), end="", flush=True)
     if args.dry_run:
         return 0
     failed = _launch(args, planned, choice)
+    if args.folds:  # selection: the held-out MRR across folds, the first composition the reference; never test
+        _emit(render_ablation(ablation_table(planned), args.format), args.out)
+        return 1 if failed else 0
     runs = [RunRecord.from_results(read_json(p.results_path), str(p.results_path)) for p in planned if p.done]
     if not runs:
         raise RunError(f"no run of this sweep finished ({len(failed)} failed; see above)")

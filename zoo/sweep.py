@@ -26,8 +26,9 @@ __all__ = ["plan_sweep"]
 
 
 def plan_sweep(compositions: Sequence[str], seeds: int, sets: Sequence[str] = (),
-               out_root: str | Path = "runs/sweep") -> list[PlannedRun]:
-    """Every (composition, seed) run of a sweep, seed-major."""
+               out_root: str | Path = "runs/sweep", folds: int = 0) -> list[PlannedRun]:
+    """Every (composition, seed) run of a sweep, seed-major; with ``folds`` = K, K cross-validation runs each
+    (:func:`zoo.ablate.plan_runs`)."""
     names = list(dict.fromkeys(compositions))
     if not names:
         raise SpecError("sweep: name at least one composition (see `zoo list composition`)")
@@ -47,4 +48,4 @@ def plan_sweep(compositions: Sequence[str], seeds: int, sets: Sequence[str] = ()
     never = [s for s in sets if s not in applied]
     if never:
         raise SpecError(f"--set {', '.join(never)}: none of the swept compositions has a component with that option")
-    return plan_runs(configs, seeds, out_root)
+    return plan_runs(configs, seeds, out_root, folds)

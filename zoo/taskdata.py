@@ -11,6 +11,7 @@ scored pairs). :meth:`Gallery.parse` is the one place a gallery's name is read.
 
 from __future__ import annotations
 
+import random
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from zoo.errors import DataWarning, GalleryError
+from zoo.errors import DataError, DataWarning, GalleryError
 
 #: at most this many skipped rows are listed in a load's warning (the rest are counted)
 WARN_LIST_LIMIT = 20
@@ -35,6 +36,31 @@ def warn_skipped(skipped: Sequence[Mapping[str, Any]], rows: str = "rows", id_la
     if len(skipped) > WARN_LIST_LIMIT:
         lines.append(f"  and {len(skipped) - WARN_LIST_LIMIT} more")
     warnings.warn(f"skipped {len(skipped)} {rows}:\n" + "\n".join(lines), DataWarning, stacklevel=3)
+
+
+def check_folds(folds: int, fold: int, where: str = "task") -> None:
+    """The one rule for a task's ``folds``/``fold`` options (K-fold cross-validation over the training pairs):
+    ``folds`` is 0 (off: the task's own hold-out) or K >= 2, and ``fold`` an index ``0 <= fold < K`` (0 when off);
+    else a one-line :class:`~zoo.errors.DataError` naming ``where``'s options."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 0 or folds == 1:
+        raise DataError(f"{where}.folds must be 0 (off: the task's hold-out selects) or K >= 2 folds, got {folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0 or (folds and fold >= folds) or (not folds and fold):
+        allowed = f"0..{folds - 1} (one of the {folds} folds)" if folds else f"0 while {where}.folds is 0 (set {where}.folds=K first)"
+        raise DataError(f"{where}.fold must be {allowed}, got {fold!r}")
+
+
+def cv_fold(pairs: Sequence[Pair], folds: int, fold: int, seed: int, where: str = "task") -> tuple[list[Pair], list[Pair]]:
+    """``(train, select)`` for fold ``fold`` of ``folds``-fold cross-validation over ``pairs``: a permutation of the
+    pairs seeded by ``seed`` is dealt into ``folds`` folds (sizes differ by at most one; every pair in exactly one
+    fold), fold ``fold`` is the selection set and the rest train. Both keep the pairs' order. Bad values: a
+    one-line :class:`~zoo.errors.DataError` (:func:`check_folds`; more folds than pairs)."""
+    check_folds(folds, fold, where)
+    if folds > len(pairs):
+        raise DataError(f"{where}.folds={folds}: more folds than the {len(pairs)} training pairs")
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    chosen = set(order[fold::folds])
+    return ([p for i, p in enumerate(pairs) if i not in chosen], [p for i, p in enumerate(pairs) if i in chosen])
 
 
 @dataclass(frozen=True)

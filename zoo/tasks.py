@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from zoo.errors import GalleryError, SpecError
+from zoo.errors import DataError, GalleryError, SpecError
 from zoo.registry import get_component
 from zoo.registry.catalog import TASK_LOADER_ARGUMENTS, did_you_mean
-from zoo.taskdata import Dataset, Gallery
+from zoo.taskdata import Dataset, Gallery, check_folds
 
 #: The task of a spec that names none (:class:`zoo.spec.EvalConfig`).
 DEFAULT_TASK = "chebi20"
@@ -62,7 +62,8 @@ def _same(a: Any, b: Any) -> bool:
 def resolve_task_options(name: str, given: Mapping[str, Any], coerce) -> dict[str, Any]:
     """``given`` checked against task ``name``'s options (unknown key: close matches; ``coerce(value, default,
     where)`` types each value like its default) and reduced to the values that differ from the defaults, so
-    a spec setting a default hashes like one that does not."""
+    a spec setting a default hashes like one that does not. A task with ``folds`` and ``fold`` options has them
+    checked together (:func:`zoo.taskdata.check_folds`)."""
     known = task_options(name)
     unknown = [k for k in given if k not in known]
     if unknown:
@@ -76,6 +77,11 @@ def resolve_task_options(name: str, given: Mapping[str, Any], coerce) -> dict[st
         value = coerce(value, default, f"task.{key}") if default is not None else value
         if not _same(value, default):
             out[key] = list(value) if isinstance(value, tuple) else value
+    if "folds" in known and "fold" in known:  # cross-validation folds (zoo.taskdata.cv_fold): checked before any work
+        try:
+            check_folds(out.get("folds", known["folds"]), out.get("fold", known["fold"]), "task")
+        except DataError as exc:
+            raise SpecError(str(exc)) from None
     return out
 
 

@@ -16,6 +16,10 @@ Protocols:
   seeded hold-out (``holdout_fraction``, ``holdout_seed``) used for selection. Not comparable
   with results trained on the 26,407 train pairs.
 
+K-fold cross-validation (``folds=K``, ``fold=i``; ``zoo sweep/ablate --folds K``): the selection set
+is fold ``i`` of ``K`` seeded (``holdout_seed``) folds of the training pairs (offline: the validation
+pairs; canonical: the train pairs), training on the other ``K - 1`` (``holdout_fraction`` unused).
+
 Test pairs are never in ``train``/``select`` (a train/validation pair whose CID is also in test is
 dropped and recorded in ``skipped``). The "all" gallery is every molecule of train + validation +
 test, de-duplicated by CID (first occurrence wins), in that order.
@@ -46,6 +50,7 @@ from zoo.api import (
     TaskData,
     atomic_write_text,
     cache_root,
+    cv_fold,
     parse_smiles,
     sha256_file,
     warn_skipped,
@@ -253,8 +258,11 @@ def load_chebi20(
     holdout_seed: int = 0,
     download: bool = False,
     validate_smiles: bool = True,
+    folds: int = 0,
+    fold: int = 0,
 ) -> ChEBI20:
-    """Load ChEBI-20 (see the module docstring for where, which protocol, and bad-input policy)."""
+    """Load ChEBI-20 (see the module docstring for where, which protocol, the cross-validation folds and
+    bad-input policy)."""
     if not 0.0 < holdout_fraction < 1.0:
         raise DataError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
     d = find_data_dir(data_dir, download=download)
@@ -292,7 +300,12 @@ def load_chebi20(
         return [p for p in ps if p.cid not in test_cids]
 
     validation_clean = no_test(validation, "validation.txt")
-    if protocol == "canonical":
+    if folds:
+        pool = no_test(train_pairs, "train.txt") if protocol == "canonical" else validation_clean
+        train, select = cv_fold(pool, folds, fold, holdout_seed, "task")
+    elif fold:
+        cv_fold(validation_clean, folds, fold, holdout_seed, "task")  # the one-line error for a fold without folds
+    elif protocol == "canonical":
         train, select = no_test(train_pairs, "train.txt"), validation_clean
     else:
         train, select = _holdout(validation_clean, holdout_fraction, holdout_seed, d / "validation.txt")
@@ -314,7 +327,9 @@ class ChEBI20Task(TaskBase):
     """The ``chebi20`` task (registered by ``zoo.plugins.tasks``): ChEBI-20 text<->molecule retrieval,
     scored on the ``all`` gallery (every molecule of train + validation + test), the ``test`` gallery (the
     test pairs themselves) and ``inbatch:N`` blocks of N test pairs. Option: ``holdout_seed`` (the seed
-    of the offline protocol's hold-out; its fraction is ``train.holdout_fraction``)."""
+    of the offline protocol's hold-out, and of the cross-validation folds; its fraction is ``train.holdout_fraction``),
+    ``folds``/``fold`` (K-fold cross-validation over the training pairs: select on fold ``fold`` of ``folds``;
+    ``folds = 0``, the default, is the hold-out)."""
 
     name = "chebi20"
     title = "ChEBI-20"
@@ -322,8 +337,9 @@ class ChEBI20Task(TaskBase):
     protocols = ("canonical", "offline-low-data")
 
     def load(self, data_dir: str | Path | None = None, *, holdout_fraction: float = 0.1, holdout_seed: int = 0,
-             download: bool = False) -> ChEBI20:
-        return load_chebi20(data_dir, holdout_fraction=holdout_fraction, holdout_seed=holdout_seed, download=download)
+             folds: int = 0, fold: int = 0, download: bool = False) -> ChEBI20:
+        return load_chebi20(data_dir, holdout_fraction=holdout_fraction, holdout_seed=holdout_seed, download=download,
+                            folds=folds, fold=fold)
 
     def data_checksums(self, data_dir: str | Path | None = None, **_options) -> dict[str, str]:
         return data_checksums(data_dir)
