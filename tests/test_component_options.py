@@ -20,26 +20,23 @@ PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 #: settings changed them on purpose; aman (its text slot's TF-IDF and chem_names parts) and the three
 #: tfidf_* compositions (molecule_encoder.extra = ["maccs", "feature_morgan"]) on 2026-12-04; aman on
 #: 2026-12-07, when its train.cpu_bf16 became "auto" (hashed as false; its bf16 runs keep d8cba5f80126,
-#: which ``shipped_spec_hashes`` still accepts); the three tfidf_* on 2026-12-07 again, molecule_encoder.extra =
-#: ["maccs"] (re-decided on held-out data, issue 22; before: b4ec3513b2e0, ac7ee270b1d0, 8fd2cd284e2f).
+#: which ``shipped_spec_hashes`` still accepts).
 SHIPPED_HASHES = {
     "aman": "dd51308479fb",
-    "tfidf_names": "65f2008a46f8",
+    "tfidf_names": "8fd2cd284e2f",
     "gt_infonce": "7e8ec57c513d",
     "text2mol_attention": "50af666371c5",
     "text2mol_gcn": "980bcde7cd14",
     "text2mol_mlp": "10d96b4e3126",
-    "tfidf_fp": "aa28c4173824",
-    "tfidf_chem": "2172042e906b",
+    "tfidf_fp": "b4ec3513b2e0",
+    "tfidf_chem": "ac7ee270b1d0",
 }
 
 
 #: ``EnsembleSpec.hash()`` of the shipped ensemble compositions (their members' hashes at seed 0 and scorers)
 #: (re-pinned with aman's cpu_bf16 = "auto"; the former ones, with aman forcing bf16, are kept in PREVIOUS_ENSEMBLE_HASHES)
-#: (and again with the tfidf_* members' MACCS-only molecule side: before, 4bfeae43a78c / a2651e95872d, bf16 aman
-#: 8f2195413afc / 3dd647c62203)
-SHIPPED_ENSEMBLE_HASHES = {"names_ensemble": "f4255d5a2b08", "chem_ensemble": "7371c52bdedc", "best": "7371c52bdedc"}
-PREVIOUS_ENSEMBLE_HASHES = {"names_ensemble": "4850cc9a588b", "chem_ensemble": "cbd6cc2b0650", "best": "cbd6cc2b0650"}
+SHIPPED_ENSEMBLE_HASHES = {"names_ensemble": "4bfeae43a78c", "chem_ensemble": "a2651e95872d", "best": "a2651e95872d"}
+PREVIOUS_ENSEMBLE_HASHES = {"names_ensemble": "8f2195413afc", "chem_ensemble": "3dd647c62203", "best": "3dd647c62203"}
 
 
 def test_shipped_composition_hashes_are_unchanged():
