@@ -106,7 +106,7 @@ def test_shipped_hashes_accept_the_bf16_spelling_of_auto():
     from test_component_options import PREVIOUS_ENSEMBLE_HASHES, SHIPPED_ENSEMBLE_HASHES, SHIPPED_HASHES
 
     assert shipped_spec_hashes("aman", 0) == {SHIPPED_HASHES["aman"], "d8cba5f80126"}
-    assert shipped_spec_hashes("best", 0) >= {SHIPPED_ENSEMBLE_HASHES["best"], PREVIOUS_ENSEMBLE_HASHES["best"]}
+    assert shipped_spec_hashes("chem_ensemble", 0) >= {SHIPPED_ENSEMBLE_HASHES["chem_ensemble"], PREVIOUS_ENSEMBLE_HASHES["chem_ensemble"]}
     assert shipped_spec_hashes("no_such_thing", 0) == set()
 
 
