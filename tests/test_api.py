@@ -54,3 +54,19 @@ def test_example_plugin_imports_only_the_api():
             elif isinstance(node, ast.Import):
                 used.update(a.name for a in node.names if a.name.split(".")[0] == "zoo")
     assert used and used <= {"zoo.api", "zoo.registry"}, used
+
+
+def test_chemistry_moved_to_the_plugin_names_its_new_module():
+    """0.2 moved structure/relation matching into zoo.plugins.chem: the old zoo.api name says where it went."""
+    for name, module in (("structure_match_scores", "zoo.plugins.chem.chemnames"), ("molecule_keys", "zoo.plugins.chem.chemrelations")):
+        try:
+            getattr(zoo.api, name)
+        except AttributeError as exc:
+            assert f"from {module} import {name}" in str(exc)
+        else:
+            raise AssertionError(f"zoo.api.{name} should be gone")
+    from zoo import spans
+    from zoo.plugins.chem import chemnames
+
+    assert zoo.api.candidate_spans is spans.candidate_spans is chemnames.candidate_spans
+    assert [s.text for s in zoo.api.candidate_spans("It is a conjugate base of benzoic acid.")] == ["base", "benzoic", "benzoic acid", "acid"]

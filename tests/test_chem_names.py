@@ -1,4 +1,4 @@
-"""Chemical names in descriptions (:mod:`zoo.chemnames`, :mod:`zoo.opsin`) and the ``chem_names`` text
+"""Chemical names in descriptions (:mod:`zoo.plugins.chem.chemnames`, :mod:`zoo.opsin`) and the ``chem_names`` text
 encoder. Every parse runs the real OPSIN (Java, the jar bundled in py2opsin): nothing is mocked;
 ``subprocess.run`` is only wrapped to count JVM starts."""
 
@@ -17,9 +17,17 @@ from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
 import zoo.opsin as opsin
 from zoo.cache import unseal
-from zoo.chemnames import Span, candidate_bits, candidate_spans, clean_span, description_structures, select_structures, structure_match_scores
 from zoo.errors import OpsinError
 from zoo.opsin import ParseCache, parse_names
+from zoo.plugins.chem.chemnames import (
+    Span,
+    candidate_bits,
+    candidate_spans,
+    clean_span,
+    description_structures,
+    select_structures,
+    structure_match_scores,
+)
 
 KNOWN = {  # name -> SMILES (any form; compared canonically)
     "benzoic acid": "OC(=O)c1ccccc1",
@@ -192,7 +200,7 @@ def test_registered_defaults_match_the_constructor():
 
 
 def test_encoder_features_forward_and_gradients(tmp_path, monkeypatch):
-    from zoo.chemnames import morgan_count_matrix
+    from zoo.plugins.chem.chemnames import morgan_count_matrix
     from zoo.plugins.text.chem_names_text import ChemNamesText
 
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))

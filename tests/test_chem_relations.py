@@ -1,4 +1,4 @@
-"""Relations a description states to a named molecule (zoo.chemrelations) and the relation_match scorer.
+"""Relations a description states to a named molecule (zoo.plugins.chem.chemrelations) and the relation_match scorer.
 
 The OPSIN parts run the real parser (Java), like tests/test_chem_names.py."""
 
@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-import zoo.chemrelations as chemrelations
-from zoo.chemrelations import Relation, Target, description_relations, molecule_keys, relation_match_scores, stated_relations, structure_keys
+import zoo.plugins.chem.chemrelations as chemrelations
 from zoo.opsin import ParseCache
+from zoo.plugins.chem.chemrelations import (
+    Relation,
+    Target,
+    description_relations,
+    molecule_keys,
+    relation_match_scores,
+    stated_relations,
+    structure_keys,
+)
 
 
 @pytest.mark.parametrize("text, relations", [
@@ -43,10 +51,10 @@ def test_structure_keys_relate_conjugates_enantiomers_and_tautomers():
 @pytest.fixture(params=["scan", "index"])
 def candidate_lookup(request, monkeypatch):
     """Both ways candidates are found: scanning the key columns (a few relations) and indexing them (many)."""
-    import zoo.chemrelations
+    import zoo.plugins.chem.chemrelations
 
     if request.param == "index":
-        monkeypatch.setattr(zoo.chemrelations, "SCAN_TARGETS", 0)
+        monkeypatch.setattr(zoo.plugins.chem.chemrelations, "SCAN_TARGETS", 0)
     return request.param
 
 

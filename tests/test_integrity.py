@@ -255,8 +255,8 @@ def test_damaged_caches_are_recomputed_and_old_ones_load_unverified(tmp_path, mo
 def test_damaged_chemical_name_caches_are_recomputed(tmp_path):
     import numpy as np
 
-    from zoo.chemnames import candidate_bits
     from zoo.opsin import ParseCache
+    from zoo.plugins.chem.chemnames import candidate_bits
 
     cache = ParseCache(tmp_path / "opsin")
     cache.put({"a1": "c1ccccc1", "a2": None})

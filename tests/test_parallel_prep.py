@@ -158,8 +158,8 @@ def _same_safetensors(a, b) -> bool:
 
 
 def test_structure_and_relation_keys_over_processes_are_byte_identical(tmp_path, small_pools):
-    from zoo.chemnames import candidate_bits
-    from zoo.chemrelations import molecule_keys
+    from zoo.plugins.chem.chemnames import candidate_bits
+    from zoo.plugins.chem.chemrelations import molecule_keys
 
     smiles = SMILES + ["not a smiles"]  # a row of zeros either way
     for compute, folder in ((candidate_bits, "fingerprints"), (molecule_keys, "relation_keys")):

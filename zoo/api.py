@@ -74,8 +74,12 @@ from zoo.cache import (
     atomic_write_text,
     cache_root,
     content_hash,
+    default_workers,
+    load_sealed_npz,
     locked,
+    map_in_processes,
     read_safetensors,
+    save_sealed_npz,
     sha256_file,
 )
 from zoo.checks import check_dropout, check_ints, check_pair_batch
@@ -98,11 +102,10 @@ from zoo.jobs import DoneSubmission, Launcher, RunJob, Submission, available_cpu
 from zoo.protocols import DIRECTIONS, Aligned, Aligner, Encoded, Fittable, MoleculeEncoder, Reranker, RetrievalLoss, Scorer, ScoreSource, TextEncoder
 from zoo.registry.catalog import options_of, passes_options_to
 from zoo.registry.hookspecs import Register, hookimpl
+from zoo.spans import MAX_TOKENS, Span, candidate_spans, clean_span
 from zoo.taskdata import Dataset, Gallery, Molecule, Pair, TaskBase, TaskData, cv_fold, warn_skipped
 
 if TYPE_CHECKING:
-    from zoo.chemnames import candidate_bits, description_structures, morgan_count_matrix, structure_match_scores
-    from zoo.chemrelations import description_relations, molecule_keys, relation_match_scores
     from zoo.featurize import (
         ATOM_FEATURE_DIM,
         ATOM_STEREO_COLUMNS,
@@ -122,10 +125,12 @@ if TYPE_CHECKING:
 _FEATURIZE = ("ATOM_FEATURE_DIM", "BOND_FEATURE_DIM", "ATOM_STEREO_COLUMNS", "BOND_STEREO_COLUMNS",
               "FEATURIZER_NAME", "FEATURIZER_VERSION", "clean_smiles", "featurize", "graph_arrays", "parse_smiles")
 _LAYERS = ("Dropout", "mlp_blocks", "with_single_state")
-#: chemical names in descriptions, parsed by OPSIN (see zoo.chemnames)
-_CHEMNAMES = ("candidate_bits", "description_structures", "morgan_count_matrix", "structure_match_scores")
-#: relations descriptions state to named molecules (see zoo.chemrelations)
-_CHEMRELATIONS = ("description_relations", "molecule_keys", "relation_match_scores")
+#: formerly re-exported here (zoo.chemnames, zoo.chemrelations); now in the built-in plugin package zoo.plugins.chem
+_MOVED_TO_PLUGINS = {
+    **dict.fromkeys(("candidate_bits", "description_structures", "morgan_count_matrix", "structure_match_scores"),
+                    "zoo.plugins.chem.chemnames"),
+    **dict.fromkeys(("description_relations", "molecule_keys", "relation_match_scores"), "zoo.plugins.chem.chemrelations"),
+}
 #: chemical names -> canonical SMILES by OPSIN, cached on disk (see zoo.opsin)
 _OPSIN = ("parse_names",)
 
@@ -144,12 +149,14 @@ __all__ = [
     *_FEATURIZE,
     # caches and atomic writes
     "cache_root", "content_hash", "atomic_path", "atomic_save_tensors", "atomic_write_bytes", "atomic_write_text",
-    "locked", "read_safetensors", "CACHE_UNVERIFIED_HINT", "sha256_file",
+    "locked", "read_safetensors", "CACHE_UNVERIFIED_HINT", "sha256_file", "save_sealed_npz", "load_sealed_npz",
+    # preprocessing over worker processes
+    "map_in_processes", "default_workers",
     # option checks and shared layers
     "check_ints", "check_dropout", "check_pair_batch", *_LAYERS,
-    # chemical names parsed into structures (OPSIN)
-    *_CHEMNAMES,
-    *_CHEMRELATIONS,
+    # chemical names: spans of a description that could name one (no chemistry), parsed into structures by OPSIN;
+    # the chemistry on top (structure/relation matching) lives in the plugin module zoo.plugins.chem
+    "MAX_TOKENS", "Span", "candidate_spans", "clean_span",
     *_OPSIN,
     # launchers (register_launchers): a run as a job, and running its command anywhere
     "RunJob", "Submission", "Launcher", "DoneSubmission", "run_job_command", "start_job_process", "stop_process",
@@ -176,12 +183,12 @@ def __getattr__(name: str) -> Any:
         from zoo import featurize as module  # numpy (and RDKit when a SMILES is parsed)
     elif name in _LAYERS:
         from zoo import layers as module  # torch
-    elif name in _CHEMNAMES:
-        from zoo import chemnames as module  # numpy, RDKit
-    elif name in _CHEMRELATIONS:
-        from zoo import chemrelations as module  # numpy, RDKit
     elif name in _OPSIN:
         from zoo import opsin as module  # Java is started only for names not cached
+    elif name in _MOVED_TO_PLUGINS:
+        # 0.2 moved the scorers' chemistry out of core into the built-in plugin that uses it (zoo.api may not import plugins)
+        raise AttributeError(f"module 'zoo.api' has no attribute {name!r}: since molzoo 0.2 it is "
+                             f"`from {_MOVED_TO_PLUGINS[name]} import {name}`")
     else:
         raise AttributeError(f"module 'zoo.api' has no attribute {name!r}")
     return getattr(module, name)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from zoo import __version__
-from zoo.chemnames import candidate_spans
 from zoo.errors import OpsinError, RunError, ServeError, SmilesError
 from zoo.featurize import clean_smiles, parse_smiles
 from zoo.opsin import long_lived, parse_names, take_timed_out
@@ -30,6 +29,7 @@ from zoo.report_figures import molecule_svg
 from zoo.runs import load_run
 from zoo.scoring import open_searcher
 from zoo.search import _result, top_k
+from zoo.spans import candidate_spans
 
 #: longest description or SMILES a query may hold (characters); longer ones are refused with 413
 MAX_QUERY_CHARS = 4000

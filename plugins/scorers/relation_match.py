@@ -1,9 +1,9 @@
 """The ``relation_match`` scorer: relations the description states to a named molecule, checked on the candidate.
 
 "It is a conjugate base of X", "... conjugate acid of X", "... enantiomer of X", "... tautomer of X":
-texts are prepared by :func:`zoo.api.description_relations` (names parsed by OPSIN in one batch,
-cached on disk), molecules by :func:`zoo.api.molecule_keys` (charge-parent structure keys, cached on
-disk); the score is :func:`zoo.api.relation_match_scores`: 1 where the candidate satisfies a stated
+texts are prepared by :func:`zoo.plugins.chem.chemrelations.description_relations` (names parsed by OPSIN in one batch,
+cached on disk), molecules by :func:`zoo.plugins.chem.chemrelations.molecule_keys` (charge-parent structure keys, cached on
+disk); the score is :func:`zoo.plugins.chem.chemrelations.relation_match_scores`: 1 where the candidate satisfies a stated
 relation, 0.5 for a conjugate one with the wrong charge, else 0.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from zoo.api import description_relations, molecule_keys, relation_match_scores
+from zoo.plugins.chem.chemrelations import description_relations, molecule_keys, relation_match_scores
 
 
 class RelationMatchScorer:

@@ -1,8 +1,8 @@
 """The ``structure_match`` scorer: names in the description, parsed to structures, matched to the candidate.
 
-Texts are prepared by :func:`zoo.api.description_structures` (spans parsed by OPSIN in one batch,
-cached on disk), molecules by :func:`zoo.api.candidate_bits` (Morgan bits, cached on disk); the score
-is :func:`zoo.api.structure_match_scores`: the highest Tanimoto similarity between any structure the
+Texts are prepared by :func:`zoo.plugins.chem.chemnames.description_structures` (spans parsed by OPSIN in one batch,
+cached on disk), molecules by :func:`zoo.plugins.chem.chemnames.candidate_bits` (Morgan bits, cached on disk); the score
+is :func:`zoo.plugins.chem.chemnames.structure_match_scores`: the highest Tanimoto similarity between any structure the
 description names and the candidate, 0 where no name parsed.
 """
 
@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from zoo.api import candidate_bits, check_ints, description_structures, structure_match_scores
+from zoo.api import check_ints
+from zoo.plugins.chem.chemnames import candidate_bits, description_structures, structure_match_scores
 
 
 class StructureMatchScorer:

@@ -1,7 +1,7 @@
 """Chemical names in the description, parsed by OPSIN, as learnable structure features.
 
 :meth:`ChemNamesText.prepare` finds the chemical names of every text and parses them to
-structures (:func:`zoo.chemnames.description_structures`: one OPSIN batch, i.e. one JVM, for all
+structures (:func:`zoo.plugins.chem.chemnames.description_structures`: one OPSIN batch, i.e. one JVM, for all
 texts' uncached names; parses cached on disk, so a second run does not start Java). Each text's
 item is the Morgan count fingerprints (``radius``, ``n_bits``, chirality on, counts capped at 255)
 of its up to ``max_structures`` structures, ``[k, n_bits]`` uint8 (``k = 0`` when no name parsed).
@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from zoo.api import Encoded, check_dropout, check_ints, description_structures, mlp_blocks, morgan_count_matrix, with_single_state
+from zoo.api import Encoded, check_dropout, check_ints, mlp_blocks, with_single_state
+from zoo.plugins.chem.chemnames import description_structures, morgan_count_matrix
 
 
 class NameFeatures(dict):
@@ -49,7 +50,7 @@ class ChemNamesText(nn.Module):
         self.out = nn.Linear(hidden_dim, embed_dim)
 
     def structures(self, texts: Sequence[str]) -> list[list[str]]:
-        """Per text, the canonical SMILES of the names found in it (see :mod:`zoo.chemnames`)."""
+        """Per text, the canonical SMILES of the names found in it (see :mod:`zoo.plugins.chem.chemnames`)."""
         return description_structures(list(texts), max_structures=self.max_structures, max_tokens=self.max_tokens)
 
     def prepare(self, texts: Sequence[str], progress: bool = True, device: torch.device | str = "cpu") -> list[Tensor]:

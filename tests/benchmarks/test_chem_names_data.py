@@ -34,8 +34,8 @@ def data():
 
 
 def test_opsin_one_batch(benchmark, data, tmp_path_factory):
-    from zoo.chemnames import candidate_spans
     from zoo.opsin import ParseCache, parse_names
+    from zoo.plugins.chem.chemnames import candidate_spans
 
     texts = [p.description for p in data.descriptions]
     spans = sorted({s.text for text in texts for s in candidate_spans(text)})
@@ -53,8 +53,8 @@ def test_opsin_one_batch(benchmark, data, tmp_path_factory):
 
 @pytest.mark.parametrize("max_structures", [1, 4])
 def test_structure_match_scorer(benchmark, data, max_structures):
-    from zoo.chemnames import candidate_bits, description_structures, structure_match_scores
     from zoo.evals.ranking import Ranks, count_above_and_tied, retrieval_metrics
+    from zoo.plugins.chem.chemnames import candidate_bits, description_structures, structure_match_scores
 
     structures = description_structures([p.description for p in data.test], max_structures=max_structures)
     bits = candidate_bits([m.smiles for m in data.gallery])

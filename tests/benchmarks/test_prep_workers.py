@@ -4,8 +4,8 @@
   (``zoo.cache.featurize_molecules`` with ``zoo.featurize.graph_arrays``, the encoders' ``featurize_arrays``);
 * ``test_featurize_fingerprints``: the same for ``tfidf_fp``'s molecule encoder (Morgan + MACCS +
   feature-Morgan counts);
-* ``test_relation_keys``: their relation keys (``zoo.chemrelations.molecule_keys``: charge parent, skeleton);
-* ``test_structure_bits``: their Morgan bits (``zoo.chemnames.candidate_bits``);
+* ``test_relation_keys``: their relation keys (``zoo.plugins.chem.chemrelations.molecule_keys``: charge parent, skeleton);
+* ``test_structure_bits``: their Morgan bits (``zoo.plugins.chem.chemnames.candidate_bits``);
 * ``test_opsin``: the candidate name spans of ``N_DESCRIPTIONS`` descriptions parsed by OPSIN (one JVM per worker)
   and checked by RDKit.
 
@@ -78,7 +78,7 @@ def test_featurize_fingerprints(benchmark, data, tmp_path_factory, workers):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_relation_keys(benchmark, data, tmp_path_factory, workers):
-    from zoo.chemrelations import molecule_keys
+    from zoo.plugins.chem.chemrelations import molecule_keys
 
     smiles = [m.smiles for m in data.gallery][:N_MOLECULES]
     _measure(benchmark, tmp_path_factory, lambda root, w: molecule_keys(smiles, root=root, workers=w),
@@ -87,7 +87,7 @@ def test_relation_keys(benchmark, data, tmp_path_factory, workers):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_structure_bits(benchmark, data, tmp_path_factory, workers):
-    from zoo.chemnames import candidate_bits
+    from zoo.plugins.chem.chemnames import candidate_bits
 
     smiles = [m.smiles for m in data.gallery][:N_MOLECULES]
     _measure(benchmark, tmp_path_factory, lambda root, w: candidate_bits(smiles, root=root, workers=w),
@@ -99,8 +99,8 @@ def test_opsin(benchmark, data, tmp_path_factory, workers, monkeypatch):
     if shutil.which("java") is None:
         pytest.skip("java is not installed (OPSIN)")
     import zoo.opsin
-    from zoo.chemnames import candidate_spans
     from zoo.opsin import ParseCache, parse_names
+    from zoo.plugins.chem.chemnames import candidate_spans
 
     monkeypatch.setattr(zoo.opsin, "MIN_NAMES_PER_JVM", 500)
     texts = [p.description for p in data.descriptions][:N_DESCRIPTIONS]

@@ -3,17 +3,21 @@
 ChEBI-20 descriptions name molecules in IUPAC-style nomenclature ("... that is methyl
 4-hydroxybenzoate ...", "It derives from a hydride of a pregnane"). Here:
 
-* :func:`candidate_spans`: every run of 1..``max_tokens`` whitespace tokens of a description that
-  could be a name: edge punctuation and unbalanced edge brackets stripped, no sentence or clause
-  break (a token ending in ``.,;:!?``) inside, no stop-word or number anywhere ("phosphate and
-  diphosphate" is two names, not one), holding a letter.
+* :func:`candidate_spans` (:mod:`zoo.spans`, re-exported by :mod:`zoo.api` and here): every run of
+  1..``max_tokens`` whitespace tokens of a description that could be a name: edge punctuation and
+  unbalanced edge brackets stripped, no sentence or clause break (a token ending in ``.,;:!?``)
+  inside, no stop-word or number anywhere ("phosphate and diphosphate" is two names, not one),
+  holding a letter.
 * :func:`description_structures`: all descriptions' spans, de-duplicated, parsed by OPSIN in one
-  batch (:func:`zoo.opsin.parse_names`, cached on disk); per description the parsed spans are
+  batch (:func:`zoo.api.parse_names`, cached on disk); per description the parsed spans are
   taken longest first (characters, then position), a span inside an already taken span is
   dropped, as is a repeated structure, up to ``max_structures``. Deterministic.
 * :func:`structure_match_scores`: per description and candidate molecule, the highest Tanimoto
   similarity (Morgan radius 2, 2048 bits, chirality on) between the description's structures and
   the candidate, 0 when nothing parsed. Candidate fingerprints are cached on disk.
+
+Shared by the ``structure_match`` scorer and the ``chem_names`` text encoder; written against
+:mod:`zoo.api` only, like any plugin (its caches live under ``cache_root()/chem_names/``, as when it was ``zoo.chemnames``).
 """
 
 from __future__ import annotations
@@ -22,95 +26,34 @@ import functools
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-from zoo.cache import cache_root, content_hash, load_sealed_npz, locked, map_in_processes, save_sealed_npz
-from zoo.errors import IntegrityError
-from zoo.featurize import SmilesError, parse_smiles
-from zoo.opsin import parse_names
+from zoo.api import (
+    MAX_TOKENS,
+    IntegrityError,
+    SmilesError,
+    Span,
+    cache_root,
+    candidate_spans,
+    clean_span,
+    content_hash,
+    load_sealed_npz,
+    locked,
+    map_in_processes,
+    parse_names,
+    parse_smiles,
+    save_sealed_npz,
+)
+
+__all__ = [
+    "FINGERPRINT_VERSION", "MAX_STRUCTURES", "MAX_TOKENS", "MIN_CACHED_MOLECULES", "Span", "candidate_bits", "candidate_spans",
+    "clean_span", "description_structures", "morgan_bit_matrix", "morgan_count_matrix", "select_structures", "structure_match_scores",
+]
 
 #: bump when the candidate fingerprints change: it keys their disk cache
 FINGERPRINT_VERSION = "1"
-MAX_TOKENS = 4
 MAX_STRUCTURES = 4
-BREAK_CHARS = ".,;:!?"
-TRAILING = BREAK_CHARS + "\"'"
-LEADING = "\"'"
-BRACKETS = {"(": ")", "[": "]", "{": "}"}
-CLOSERS = {v: k for k, v in BRACKETS.items()}
-#: words that are never part of a chemical name (a capital letter alone is not a stop-word: "coenzyme A")
-STOP_WORDS = frozenset("""
-a an the this that these those it its is are was were be been being has have had having of in on at by for from
-to into onto with without within as and or nor but not no than then also which who whose whom where when while
-via per each both either such other any all some one two three four five six seven eight nine ten several
-molecule molecules compound compounds derivative derivatives group groups position positions substituted
-member members class role roles conjugate obtained formal formally resulting results related functionally
-derives derived used found isolated natural product metabolite agent
-""".split())
-
-
-class Span(NamedTuple):
-    """Tokens ``start:end`` of a description (whitespace split), cleaned to ``text``."""
-
-    start: int
-    end: int
-    text: str
-
-
-def _wrapped(text: str) -> bool:
-    """Whether the first character's bracket closes at the last character: ``(benzene)``, not ``(2E)-but-2-ene``."""
-    if text[0] not in BRACKETS or text[-1] != BRACKETS[text[0]]:
-        return False
-    depth = 0
-    for i, char in enumerate(text):
-        depth += char == text[0]
-        depth -= char == text[-1]
-        if depth == 0:
-            return i == len(text) - 1
-    return False
-
-
-def clean_span(text: str) -> str:
-    """``text`` without edge punctuation, quotes, wrapping brackets and unbalanced edge brackets."""
-    while True:
-        before = text
-        text = text.rstrip(TRAILING).lstrip(LEADING)
-        if not text:
-            return text
-        if len(text) >= 2 and _wrapped(text):
-            text = text[1:-1]
-        elif text[0] in BRACKETS and text.count(text[0]) > text.count(BRACKETS[text[0]]):
-            text = text[1:]
-        elif text[-1] in CLOSERS and text.count(text[-1]) > text.count(CLOSERS[text[-1]]):
-            text = text[:-1]
-        if text == before:
-            return text
-
-
-def _is_stop(word: str) -> bool:
-    """A stop-word (any case, except a capital letter alone: "coenzyme A") or a number."""
-    return (word != word.upper() or len(word) > 1) and word.lower() in STOP_WORDS or word.replace(".", "").isdigit()
-
-
-def candidate_spans(text: str, max_tokens: int = MAX_TOKENS) -> list[Span]:
-    """Spans of 1..``max_tokens`` tokens of ``text`` that could name a chemical (see the module docs)."""
-    tokens = text.split()
-    stop = [_is_stop(clean_span(token)) for token in tokens]
-    spans = []
-    for start in range(len(tokens)):
-        if stop[start]:
-            continue
-        for end in range(start + 1, min(start + max_tokens, len(tokens)) + 1):
-            if end - start > 1 and (tokens[end - 2][-1] in BREAK_CHARS or stop[end - 2]):
-                break  # a sentence or clause break, or a stop-word ("X and Y"), inside; longer spans have it too
-            if stop[end - 1]:
-                continue
-            cleaned = clean_span(" ".join(tokens[start:end]))
-            if len(cleaned) >= 3 and any(c.isalpha() for c in cleaned):
-                spans.append(Span(start, end, cleaned))
-    return spans
 
 
 def select_structures(parsed: Sequence[tuple[Span, str]], max_structures: int = MAX_STRUCTURES) -> list[str]:
@@ -167,7 +110,7 @@ def morgan_count_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 20
 
 def morgan_bit_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048, workers: int | None = 1) -> np.ndarray:
     """Folded Morgan bit fingerprints (chirality on) ``[N, n_bits]`` bool; zeros where RDKit cannot parse.
-    ``workers`` processes (None: :func:`zoo.cache.default_workers`), the same matrix as one."""
+    ``workers`` processes (None: :func:`zoo.api.default_workers`), the same matrix as one."""
     out = np.zeros((len(smiles), n_bits), dtype=bool)
     rows = map_in_processes(functools.partial(_packed_bits, radius=radius, n_bits=n_bits), list(smiles), workers)
     for i, row in enumerate(rows):
@@ -188,7 +131,7 @@ def _packed_bits(smiles: str, radius: int, n_bits: int) -> np.ndarray | None:
 
 def candidate_bits(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048, root: Path | None = None,
                    workers: int | None = None) -> np.ndarray:
-    """:func:`morgan_bit_matrix` of a candidate gallery (over ``workers`` processes, default :func:`zoo.cache.default_workers`),
+    """:func:`morgan_bit_matrix` of a candidate gallery (over ``workers`` processes, default :func:`zoo.api.default_workers`),
     cached on disk (packed) by the SMILES list; processes asking at once wait for the one computing it
     (a single molecule, :data:`MIN_CACHED_MOLECULES`, is not cached)."""
     if len(smiles) < MIN_CACHED_MOLECULES:

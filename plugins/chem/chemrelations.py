@@ -7,10 +7,10 @@ Such a relation pins the molecule down far more tightly than a similar structure
 
 * :func:`stated_relations`: the ``(kind, name, charge)`` relations of one text; the name is what
   follows ``<kind> of [a|an|the]`` up to a clause break, cleaned like a name span
-  (:func:`zoo.chemnames.clean_span`), without a trailing charge ``(2-)``/``(1+)`` (OPSIN does not
+  (:func:`zoo.api.clean_span`), without a trailing charge ``(2-)``/``(1+)`` (OPSIN does not
   read it; it becomes ``charge``) or a trailing ``zwitterion``.
 * :func:`description_relations`: every text's relations, their names parsed by OPSIN in one batch
-  (:func:`zoo.opsin.parse_names`, cached on disk) and reduced to :class:`Keys`.
+  (:func:`zoo.api.parse_names`, cached on disk) and reduced to :class:`Keys`.
 * :func:`molecule_keys`: the :class:`Keys` of candidate molecules, cached on disk.
 * :func:`relation_match_scores`: per description and candidate, 1 when the candidate satisfies a
   stated relation exactly, 0.5 for a conjugate relation with the wrong charge, else 0.
@@ -34,11 +34,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from zoo.cache import cache_root, content_hash, load_sealed_npz, locked, map_in_processes, save_sealed_npz
-from zoo.chemnames import MIN_CACHED_MOLECULES, clean_span
-from zoo.errors import IntegrityError
-from zoo.featurize import SmilesError, parse_smiles
-from zoo.opsin import parse_names
+from zoo.api import (
+    IntegrityError,
+    SmilesError,
+    cache_root,
+    clean_span,
+    content_hash,
+    load_sealed_npz,
+    locked,
+    map_in_processes,
+    parse_names,
+    parse_smiles,
+    save_sealed_npz,
+)
+from zoo.plugins.chem.chemnames import MIN_CACHED_MOLECULES
 
 #: bump when the keys change: it keys their disk cache
 KEYS_VERSION = "1"
@@ -149,7 +158,7 @@ def description_relations(texts: Sequence[str], cache=None, workers: int | None 
 
 def molecule_keys(smiles: Sequence[str], root: Path | None = None, workers: int | None = None) -> np.ndarray:
     """``[N, 4]`` int64: the :class:`Keys` of each molecule (a row of zeros where RDKit cannot parse
-    it), computed over ``workers`` processes (default :func:`zoo.cache.default_workers`; the same array as one) and cached on
+    it), computed over ``workers`` processes (default :func:`zoo.api.default_workers`; the same array as one) and cached on
     disk by the SMILES list; processes asking at once wait for the one computing it (a single molecule, a
     search query, is not cached)."""
     if len(smiles) < MIN_CACHED_MOLECULES:
