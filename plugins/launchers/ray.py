@@ -60,7 +60,8 @@ class RayLauncher:
 
     def submit(self, job: RunJob) -> _Task:
         threads = str(max(1, int(self.num_cpus)))
-        env = {**job.env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "ZOO_WORKERS": threads}  # its cores: threads, preprocessing processes
+        # its cores: threads, and preprocessing processes
+        env = {**job.env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "ZOO_WORKERS": threads}
         ref = self._remote.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0,
                                    name=job.label).remote(list(job.argv), env, str(job.log_path))
         return _Task(job_id=f"ray task {ref.task_id().hex()[:16]}", ref=ref)

@@ -69,7 +69,8 @@ class SlurmLauncher:
 
     def submit(self, job: RunJob) -> _Job:
         threads = str(self.parameters["cpus_per_task"])
-        env = {**job.env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "ZOO_WORKERS": threads}  # its cores: threads, preprocessing processes
+        # its cores: threads, and preprocessing processes
+        env = {**job.env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "ZOO_WORKERS": threads}
         submitted = self._executor.submit(run_job_command, list(job.argv), env, str(job.log_path))
         return _Job(job_id=f"{self._executor.cluster} job {submitted.job_id}", job=submitted)
 
