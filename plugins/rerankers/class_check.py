@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.api import atomic_write_text
+from zoo.api import atomic_write_text, parse_names
 from zoo.plugins.rerankers.class_rules import (
     ARTICLE,
     LIST_BREAK,
@@ -161,8 +161,6 @@ class ClassCheckReranker:
             stated[row, list(stated_rules(text))] = True
         parents: list[list[Parent]] = [[] for _ in texts]
         if self.parents:
-            from zoo.api import parse_names
-
             names = [stated_parents(text) for text in texts]
             parsed = parse_names(name for per_text in names for name in per_text)
             structures = {s: parent_of(s, self.radius) for s in set(parsed.values()) if s is not None}
