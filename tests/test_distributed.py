@@ -115,8 +115,23 @@ def _gather_worker(rank: int, world: int, init_file: str, result_dir: str) -> No
         loss.backward()
         grads = {name: p.grad for name, p in model.named_parameters()}
         torch.save({"rows": gathered, "loss": loss.detach(), "grads": grads}, f"{result_dir}/rank{rank}.pt")
+        dist.barrier()  # both ranks are done with collectives before either tears down
+        del ddp, loss
     finally:
         dist.destroy_process_group()
+    _exit_without_finalizing()
+
+
+def _exit_without_finalizing() -> None:
+    """End a spawned worker that used gloo without running interpreter finalization.
+
+    Gloo's worker threads can still hold finished work (tensors with Python references) when the
+    interpreter shuts down; releasing them then aborts the process now and again ("terminate called
+    without an active exception", SIGABRT). The results are on disk by now, so skip that teardown.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def test_gathered_loss_gradient_equals_single_process_gradient(tmp_path):
@@ -184,6 +199,7 @@ def _main_first_worker(rank: int, world: int, init_file: str, result_dir: str) -
     finally:
         dist.destroy_process_group()
     (Path(result_dir) / f"rank{rank}.txt").write_text(outcome)
+    _exit_without_finalizing()
 
 
 def test_a_failure_on_rank_0_reaches_the_other_ranks(tmp_path):
@@ -254,6 +270,7 @@ def _cold_run_worker(rank: int, world: int, init_file: str, result_dir: str) -> 
     finally:
         dist.destroy_process_group()
     (Path(result_dir) / f"rank{rank}.txt").write_text(outcome)
+    _exit_without_finalizing()
 
 
 def test_two_ranks_with_an_empty_cache_train_the_adapter(tiny_env, tmp_path):
