@@ -11,10 +11,12 @@ from zoo.registry import plugins as _plugins
 def fp32_cpu():
     """Every test computes in fp32 on the CPU whatever the machine's bf16 support, so that scores compare
     across machines: ``train.cpu_bf16 = "auto"`` and ``zoo eval --precision auto`` resolve to fp32
-    (tests/test_precision.py checks the real decision with the CPU report mocked)."""
+    (tests/test_precision.py checks the real decision with the CPU report mocked). ``ZOO_CPU_BF16=none``
+    carries the same into the ``zoo run`` subprocesses of launchers and torchrun."""
     from zoo import precision
 
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(precision.CPU_BF16_ENV, "none")
         mp.setattr(precision, "cpu_bf16_support", lambda: precision.Bf16Support(False, "fp32 in tests (tests/conftest.py)"))
         yield
 

@@ -284,3 +284,56 @@ def test_a_command_that_succeeds_without_results_is_a_failure(tmp_path):
 
     outcome = launch_runs([planned], _Choice(NoResults([planned])), retries=2, log=lambda m: None, poll_s=0)
     assert [f.tries for f in outcome.failed] == [3] and "results.json is missing" in outcome.failed[0].reason
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie that nobody reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_job_stops_when_the_process_that_started_it_is_killed(tmp_path):
+    """A Ray worker killed by the memory monitor (SIGKILL) cannot stop the run it started; the run,
+    in its own session, must notice that its starter is gone and stop instead of training on."""
+    import subprocess
+    import sys
+
+    child_pid = tmp_path / "child.pid"
+    job_code = ("import time; from zoo.jobs import exit_with_parent; "
+                "assert exit_with_parent(poll_s=0.1); time.sleep(120)")  # `zoo run` calls it at start
+    starter_code = (
+        "import sys, time; from pathlib import Path; from zoo.jobs import RunJob, start_job_process; "
+        f"job = RunJob(label='x', argv=(sys.executable, '-c', {job_code!r}), out_dir=Path('.'), "
+        f"log_path=Path({str(tmp_path / 'job.log')!r})); "
+        f"Path({str(child_pid)!r}).write_text(str(start_job_process(job).pid)); time.sleep(120)")
+    starter = subprocess.Popen([sys.executable, "-c", starter_code])
+    try:
+        deadline = time.monotonic() + 30
+        while not child_pid.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pid = int(child_pid.read_text())
+        time.sleep(1.0)  # the job is up and watching
+        assert _alive(pid), (tmp_path / "job.log").read_text()
+        starter.kill()  # SIGKILL: no chance to stop its job
+        starter.wait()
+        deadline = time.monotonic() + 15
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid), "the job trains on after its starter was killed"
+    finally:
+        starter.kill()
+        if child_pid.exists() and _alive(int(child_pid.read_text())):
+            os.kill(int(child_pid.read_text()), signal.SIGKILL)
+
+
+def test_an_inherited_parent_variable_arms_no_watch(monkeypatch):
+    from zoo.jobs import PARENT_ENV, exit_with_parent
+
+    monkeypatch.setenv(PARENT_ENV, str(os.getppid() + 1_000_000))  # someone else's starter
+    assert exit_with_parent() is False
+    monkeypatch.setenv(PARENT_ENV, "not a pid")
+    assert exit_with_parent() is False

@@ -24,6 +24,7 @@ def cpu(monkeypatch, tmp_path):
     """Mock the CPU torch reports (the real decision, not conftest's fp32 pin); the probe's cache is private."""
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(precision, "cpu_bf16_support", precision.detect_cpu_bf16)
+    monkeypatch.delenv(precision.CPU_BF16_ENV, raising=False)  # conftest's fp32 pin for subprocesses
 
     def mock(report: CpuReport) -> None:
         monkeypatch.setattr(precision, "_cpu_report", lambda: report)
@@ -131,3 +132,20 @@ def test_zoo_run_says_and_records_its_precision(tiny_env, tmp_path, capsys):
     assert first[0].startswith("precision: fp32 (train.cpu_bf16=auto: ")
     assert results["spec"]["train"]["cpu_bf16"] == "auto"
     assert results["training"]["precision"] == "fp32" and results["training"]["bf16_autocast"] is False
+
+
+@pytest.mark.parametrize("value, native", [("native", True), ("none", False), (" NONE ", False)])
+def test_the_environment_overrides_the_detection(cpu, monkeypatch, value, native):
+    cpu(SAPPHIRE_RAPIDS if not native else AVX2_ONLY)  # the opposite of what the variable says
+    monkeypatch.setenv(precision.CPU_BF16_ENV, value)
+    assert precision.resolve_cpu_bf16("auto") is native
+    assert precision.resolve_cpu_bf16(not native) is (not native)  # an explicit setting still wins
+    assert precision.describe_precision("auto", torch.device("cpu"))[1].endswith(f"ZOO_CPU_BF16={value.strip().lower()})")
+
+
+def test_a_bad_environment_value_is_one_line(cpu, monkeypatch):
+    from zoo.errors import RunError
+
+    monkeypatch.setenv(precision.CPU_BF16_ENV, "yes")
+    with pytest.raises(RunError, match="ZOO_CPU_BF16='yes': expected one of native, none"):
+        precision.resolve_cpu_bf16("auto")

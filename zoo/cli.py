@@ -27,6 +27,7 @@ from zoo.errors import (
     UnverifiedFileWarning,
     ZooError,
 )
+from zoo.jobs import exit_with_parent
 from zoo.registry import KINDS, list_components, plugin_info
 from zoo.runs import CHECKPOINT_DIR, RESULTS_FILE, eval_path, run_folder_name
 from zoo.spec import EnsembleSpec, _parse_value, load_composition, shipped_spec_hashes
@@ -689,6 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     warnings.filterwarnings("ignore", category=FutureWarning)
+    exit_with_parent()  # a launcher's job: stop when the process that started it is gone
     with _sigterm_as_interrupt(), _zoo_warnings_on_one_line():
         return _dispatch(args)
 

@@ -16,13 +16,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 __all__ = ["RunJob", "Submission", "Launcher", "run_job_command", "start_job_process", "available_cpus",
-           "visible_gpus", "stop_process", "DoneSubmission"]
+           "visible_gpus", "stop_process", "DoneSubmission", "exit_with_parent", "PARENT_ENV"]
+
+#: set by :func:`start_job_process` to the starting process's pid: a job's ``zoo run`` stops when that
+#: process is gone (a Ray worker killed by its memory monitor, a sweep killed with SIGKILL)
+PARENT_ENV = "ZOO_EXIT_WITH_PARENT"
 
 
 @dataclass(frozen=True)
@@ -104,9 +110,10 @@ def visible_gpus() -> list[str]:
 
 def start_job_process(job: RunJob, env: Mapping[str, str] | None = None) -> subprocess.Popen:
     """Start ``job``'s command in its own session (so it can be signalled as a group), output appended to
-    ``job.log_path``, environment: this process's, then ``job.env``, then ``env``."""
+    ``job.log_path``, environment: this process's, then ``job.env``, then ``env`` (and :data:`PARENT_ENV`,
+    so that the command stops if this process dies without stopping it: see :func:`exit_with_parent`)."""
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **job.env, **(env or {})}
+    full_env = {**os.environ, **job.env, **(env or {}), PARENT_ENV: str(os.getpid())}
     with open(job.log_path, "ab") as log:
         return subprocess.Popen(list(job.argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=full_env, start_new_session=True)
@@ -136,3 +143,27 @@ def run_job_command(argv: list[str] | tuple[str, ...], env: Mapping[str, str], l
     except BaseException:
         stop_process(process)
         raise
+
+
+def exit_with_parent(poll_s: float = 2.0) -> bool:
+    """Stop this process (SIGTERM to itself: ``zoo run`` stops as on Ctrl-C, keeping its checkpoints)
+    once the process that started it, named by :data:`PARENT_ENV`, is gone.
+
+    A job's command runs in its own session so that it can be stopped as a group; the other side of
+    that is that nothing stops it when its starter is killed outright (SIGKILL: a Ray worker killed
+    by the memory monitor, ``kill -9`` of a sweep), and it would train on beside the retry. An orphan
+    is re-parented, so a daemon thread compares ``os.getppid()`` with the recorded pid every
+    ``poll_s`` seconds. Returns whether the watch was armed (only when the variable names this
+    process's parent: a value inherited from further up is ignored).
+    """
+    expected = os.environ.get(PARENT_ENV, "")
+    if not expected.isdigit() or int(expected) != os.getppid():
+        return False
+
+    def watch() -> None:
+        while os.getppid() == int(expected):
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="zoo-exit-with-parent", daemon=True).start()
+    return True

@@ -43,7 +43,7 @@ DEFAULT_LAUNCHER = "local"
 JOBS_DIR = ".launch"
 #: environment a job needs on a worker that does not inherit this process's (a Ray node)
 FORWARDED_ENV = ("ZOO_DATA_DIR", "ZOO_CACHE_DIR", "ZOO_PLUGINS", "ZOO_DISABLE_PLUGINS", "HF_HOME", "HF_HUB_OFFLINE",
-                 "TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME")
+                 "TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME", "ZOO_CPU_BF16")
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,15 @@ it: a 512 x 512 matmul was 56x slower than fp32 on an AVX2-only AMD EPYC). ``tra
 
 On x86 the decision reads torch's CPU capability and instruction-set flags; elsewhere (ARM, POWER) a
 one-off probe times a small bf16 against an fp32 matmul, and its verdict is cached per machine.
+``ZOO_CPU_BF16=native|none`` overrides the detection (a machine it gets wrong; fp32 everywhere, as the
+test suite does, so that scores compare across machines); it reaches every run a launcher starts.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from typing import Literal
 import torch
 
 from zoo.cache import atomic_write_text, cache_root, content_hash
+from zoo.errors import RunError
 
 AUTO = "auto"
 CpuBf16 = bool | Literal["auto"]
@@ -29,6 +33,9 @@ PRECISIONS = ("auto", "fp32", "bf16")  # `zoo eval --precision`
 _X86 = {"x86_64", "amd64", "i386", "i686", "x86"}
 #: bf16 counts as native when the probe's bf16 matmul takes at most this share of the fp32 one
 PROBE_RATIO = 1.0
+#: overrides the detection: ``native`` (bf16 where ``auto``) or ``none`` (fp32 where ``auto``)
+CPU_BF16_ENV = "ZOO_CPU_BF16"
+_ENV_VALUES = {"native": True, "none": False}
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,13 @@ def _probe(report: CpuReport) -> Bf16Support:
 
 
 def detect_cpu_bf16() -> Bf16Support:
-    """Whether this machine's CPU has native bf16: from torch's report, else the (cached) probe."""
+    """Whether this machine's CPU has native bf16: ``$ZOO_CPU_BF16`` where set, else torch's report,
+    else the (cached) probe."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if forced:
+        if forced not in _ENV_VALUES:
+            raise RunError(f"{CPU_BF16_ENV}={os.environ[CPU_BF16_ENV]!r}: expected one of {', '.join(_ENV_VALUES)}")
+        return Bf16Support(_ENV_VALUES[forced], f"{CPU_BF16_ENV}={forced}")
     report = _cpu_report()
     return _decide(report) or _probe(report)
 
