@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -153,11 +154,23 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8000, log_level
               "the default 127.0.0.1 keeps it local", file=sys.stderr, flush=True)
     config = uvicorn.Config(create_app(service), host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    stopped_by: list[int] = []
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame) -> None:
+            stopped_by.append(sig)
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
     try:
         server.run()
     except SystemExit:  # uvicorn exits when it cannot bind
         pass
+    if signal.SIGINT in stopped_by:
+        # uvicorn re-raises a caught Ctrl-C after its graceful shutdown, but into asyncio's own SIGINT
+        # handler, which only cancels the (by then finished) main task: now and again nothing was raised
+        # and `zoo serve` exited 0 instead of 130
+        raise KeyboardInterrupt
     if not server.started:
 
         raise RunError(f"could not listen on {host}:{port} (in use, or not an address of this machine); "
