@@ -205,11 +205,70 @@ def cv_table(root: Path) -> list[str]:
     return rows
 
 
+#: re-ranked runs (each results file holds both stages): table name -> (folder pattern under ROOT, first-stage label)
+RERANKED = {
+    "best, 3 seeds": ("reranked/{shipped:chem_reranked}", ("first stage (`chem_ensemble`)", "re-ranked (`best` as shipped)")),
+    "lexical, 3 seeds": ("reranked/lexical-rr-s{s}", ("first stage (`tfidf_fp` + `tfidf_chem` + `relation_match`)",
+                                                      "+ `class_check`")),
+}
+
+
+def stage(results: dict, first: bool, metric: str = "mrr", direction: str = "text_to_molecule") -> float:
+    """A re-ranked run's test score (gallery all) before (``first``) or after its re-rankers."""
+    return results["first_stage_scores" if first else "scores"]["all"][direction][metric]
+
+
+def reranked_table(runs: dict[int, dict], labels: tuple[str, str]) -> list[str]:
+    """Per seed, both stages of a re-ranked run; then first stage, re-ranked and the paired Δ (mean ± std, beyond
+    noise when |Δ| > 2·SE) of the held-out MRR that fits the weights and of test."""
+    from zoo.ablate import compare_paired
+
+    names = " : ".join(f"`{r['label']}`" for r in next(iter(runs.values()))["rerank"]["rerankers"])
+    rows = [f"| seed | held-out MRR: first stage → re-ranked (fits the weights) | weight ({names}) | test MRR: first stage → "
+            "re-ranked | Hits@1 | Hits@10 | molecule→text MRR |", "|---:|---|---:|---|---|---|---|"]
+    for seed, r in runs.items():
+        rr = r["rerank"]
+        weights = " : ".join(format(x["weight"], "g") for x in rr["rerankers"])
+        pct = {m: (100 * stage(r, True, m), 100 * stage(r, False, m)) for m in ("hits@1", "hits@10")}
+        rows.append(f"| {seed} | {rr['heldout_mrr_first_stage']:.3f} → {rr['heldout_mrr']:.3f} | {weights} "
+                    f"| {stage(r, True):.3f} → **{stage(r, False):.3f}** | {pct['hits@1'][0]:.1f} % → {pct['hits@1'][1]:.1f} % "
+                    f"| {pct['hits@10'][0]:.1f} % → {pct['hits@10'][1]:.1f} % "
+                    f"| {stage(r, True, direction='molecule_to_text'):.3f} → {stage(r, False, direction='molecule_to_text'):.3f} |")
+    rows += ["", "| | seeds | held-out MRR (fits the weights) | test MRR | Hits@1 | Hits@10 | molecule→text MRR |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    seeds = ", ".join(map(str, runs))
+    columns = {"heldout": ({s: r["rerank"]["heldout_mrr_first_stage"] for s, r in runs.items()},
+                           {s: r["rerank"]["heldout_mrr"] for s, r in runs.items()}, 1, ".3f")}
+    for key, metric, direction, scale, fmt in (("test", "mrr", "text_to_molecule", 1, ".3f"), ("h1", "hits@1", "text_to_molecule", 100, ".1f"),
+                                               ("h10", "hits@10", "text_to_molecule", 100, ".1f"), ("m2t", "mrr", "molecule_to_text", 1, ".3f")):
+        columns[key] = ({s: scale * stage(r, True, metric, direction) for s, r in runs.items()},
+                        {s: scale * stage(r, False, metric, direction) for s, r in runs.items()}, scale, fmt)
+    unit = {1: "", 100: " %"}
+    rows.append(f"| {labels[0]} | {seeds} | " + " | ".join(
+        f"{cell(list(before.values()), fmt)}{unit[scale]}" for before, _, scale, fmt in columns.values()) + " |")
+    rows.append(f"| {labels[1]} | {seeds} | " + " | ".join(
+        f"**{cell(list(after.values()), fmt)}{unit[scale]}**" if key == "test" else f"{cell(list(after.values()), fmt)}{unit[scale]}"
+        for key, (_, after, scale, fmt) in columns.items()) + " |")
+    deltas = []
+    for before, after, scale, fmt in columns.values():
+        c = compare_paired(before, after, True)
+        d = summarize([after[k] - before[k] for k in before])
+        noise = "" if c.significant is None else (" (beyond noise)" if c.significant else " (inside noise)")
+        spread = "" if d.std is None else f" ± {d.std:{fmt}}"
+        deltas.append(f"{d.mean:+{fmt}}{spread}{unit[scale]}{noise}")
+    rows.append(f"| Δ (paired by seed) | {seeds} | " + " | ".join(deltas) + " |")
+    return rows
+
+
 def sections(root: Path) -> dict[str, list[str]]:
     """Every generated table, by the name its ``<!-- tables: ... (NAME) -->`` marker gives it."""
     out = {"aman screens": screens_table(AMAN_SCREENS, "aman", root),
            "fingerprint screens": screens_table(FP_SCREENS, "tfidf_fp", root),
            "cross-validation screens": cv_table(root)}
+    for name, (pattern, labels) in RERANKED.items():
+        runs = runs_at(root, pattern, "chem_reranked")
+        if runs:
+            out[name] = reranked_table(runs, labels)
     for name, (reference, _) in ABLATIONS.items():
         runs = runs_at(root, reference, name)
         if runs:
