@@ -14,6 +14,7 @@ import pytest
 import zoo.cache
 from zoo.cache import default_workers, featurize_molecules, graphs_cache_path, map_in_processes
 from zoo.errors import FeaturizeError
+from zoo.jobs import available_cpus
 
 RINGS = ["c1ccccc1", "C1CCCCC1", "c1ccncc1", "c1ccsc1", "c1ccoc1", "C1CCNCC1"]
 GROUPS = ["O", "N", "Cl", "C(=O)O", "[N+](=O)[O-]", "C", "Br", "S", "C[C@H](N)C(=O)O", "/C=C/C"]
@@ -250,7 +251,7 @@ def test_default_workers_follows_the_environment(monkeypatch):
     monkeypatch.setenv("ZOO_WORKERS", "3")
     assert default_workers() == 3
     monkeypatch.delenv("ZOO_WORKERS")
-    assert default_workers() == 1  # one process unless asked (docs/cluster.md: the measurements)
+    assert default_workers() == available_cpus()  # every core this process may use
     monkeypatch.setenv("ZOO_WORKERS", "two")
     with pytest.raises(Exception, match="ZOO_WORKERS='two': expected a whole number"):
         default_workers()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.errors import FeaturizeError, IntegrityError, OutputPathError, UnverifiedFileWarning
+from zoo.jobs import available_cpus
 
 if TYPE_CHECKING:
     import numpy as np
@@ -543,14 +544,12 @@ def graphs_cache_path(smiles: Sequence[str], featurizer_key: str, root: Path | N
 
 def default_workers() -> int:
     """Processes for one run's CPU-bound preprocessing (RDKit featurization, OPSIN-name and relation keys):
-    ``$ZOO_WORKERS`` (``zoo run --workers``; the launchers set it to each run's share of the cores), else 1.
-    One by default: on the shared 2-core machine measured (docs/cluster.md), two workers gained 1.28x for
-    graph featurization of 8,000 molecules and nothing or less elsewhere, at a load average of 13-15 where
-    no core was free; give ``--workers`` where cores are idle. :func:`map_in_processes` stays in one
-    process where a pool would not pay for itself."""
+    ``$ZOO_WORKERS`` (``zoo run --workers``; the launchers set it to each run's share of the cores), else
+    every core this process may use. :func:`map_in_processes` still stays in one process where a pool
+    would not pay for itself (few items, or a timed first batch that says the rest is quick)."""
     given = os.environ.get(WORKERS_ENV, "").strip()
     if not given:
-        return 1
+        return available_cpus()
     try:
         return max(1, int(given))
     except ValueError:

@@ -146,7 +146,7 @@ def _add_run_command(sub) -> None:
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint/results in the run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--workers", type=int, metavar="N",
-                   help="processes for RDKit featurization, OPSIN parsing and structure keys (default 1; $ZOO_WORKERS)")
+                   help="processes for RDKit featurization, OPSIN parsing and structure keys (default: every core; $ZOO_WORKERS)")
     p.add_argument("--members-root", metavar="DIR",
                    help="an ensemble composition's member runs: DIR/NAME-HASH-sSEED, finished ones reused (default runs)")
     _add_launcher_options(p)
